@@ -1,0 +1,1 @@
+"""Training library: configs, data, models, trainer and logging for ResNet on ImageNet."""

@@ -1,0 +1,140 @@
+"""Checkpoint files: atomic writes, safe loading, and the checks that a checkpoint fits the run."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT_VERSION = 1
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was made for another architecture or class list than the current run."""
+
+
+def _atomic_write(path: Path, write) -> Path:
+    """Write through a temporary file in the same folder, fsync it, then ``os.replace`` it into place.
+
+    A crash (SIGKILL, power loss) leaves either the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically and return the path."""
+    return _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def atomic_torch_save(obj: Any, path: Path) -> Path:
+    """``torch.save`` to ``path`` atomically and return the path."""
+    return _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """RNG states of torch (CPU and every CUDA device), NumPy and Python, as tensors and ints only, so the
+    checkpoint still loads with ``weights_only=True``."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": _tuples_to_lists(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    random.setstate(_lists_to_tuples(state["python"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples_to_lists(x: Any) -> Any:
+    return [_tuples_to_lists(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _lists_to_tuples(x: Any) -> Any:
+    return tuple(_lists_to_tuples(v) for v in x) if isinstance(x, list) else x
+
+
+def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :class:`core.trainer.ImageNetTrainer` with ``torch.load(weights_only=True)``:
+    no arbitrary pickled code is executed.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not a checkpoint of this project (or is damaged).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # unpickling errors have many types; re-raise as one the caller can handle
+        raise ValueError(f"could not read checkpoint {path}: {e}") from e
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise ValueError(f"{path} is not a checkpoint of this project (no 'model' entry)")
+    return ckpt
+
+
+def check_compatible(ckpt: dict[str, Any], model_name: str, classes: list[str], path: Optional[Path] = None,
+                     num_classes: Optional[int] = None) -> None:
+    """Refuse a checkpoint made for another architecture or another class list.
+
+    Args:
+        ckpt: a loaded checkpoint dict.
+        model_name: the run's ``--model.name``.
+        classes: the run's class list (WNIDs, in index order).
+        num_classes: the run's classifier width, when it differs from ``len(classes)``.
+
+    Raises:
+        CheckpointMismatchError: naming what differs and how to proceed.
+    """
+    where = f"checkpoint {path}" if path else "checkpoint"
+    saved_model = (ckpt.get("config") or {}).get("model", {}).get("name")
+    if saved_model is not None and saved_model != model_name:
+        raise CheckpointMismatchError(
+            f"{where} holds a {saved_model} but this run builds a {model_name}; pass --model.name {saved_model}, "
+            f"or start a new run with another --logging.output_dir (or --training.resume none)")
+    saved_classes = ckpt.get("classes")
+    if saved_classes is not None and list(saved_classes) != list(classes):
+        missing = sorted(set(classes) - set(saved_classes))[:5]
+        extra = sorted(set(saved_classes) - set(classes))[:5]
+        detail = (f"{len(saved_classes)} classes saved vs {len(classes)} in the data; "
+                  f"in the data only: {missing}; in the checkpoint only: {extra}")
+        if not missing and not extra:
+            detail = "same classes in a different order"
+        raise CheckpointMismatchError(
+            f"{where} was trained on another class list ({detail}); use data with the same classes, "
+            f"or re-initialise the classifier head for the new classes")
+    saved_num = (ckpt.get("config") or {}).get("model", {}).get("num_classes")
+    if num_classes is not None and saved_num is not None and saved_num != num_classes:
+        raise CheckpointMismatchError(f"{where} has {saved_num} outputs but this run asks for {num_classes}")

@@ -1,0 +1,353 @@
+"""Experiment configuration: one dataclass per concern, validated once, loadable from YAML and the command line."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+"""The repository root (the folder holding ``core/``), found from this file, never from the cwd."""
+
+BUNDLED_SAMPLE_ROOT = PROJECT_ROOT / "data" / "imagenette_sample"
+"""The small real-image sample committed with the project (10 Imagenette classes), used when ``--data.root`` is unset."""
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# ImageNet-1k per-channel RGB statistics on [0, 1] pixels, as used by torchvision and timm.
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from, which of them are used, and how they are augmented and loaded."""
+
+    source: Literal["imagefolder", "hf"] = "imagefolder"
+    """'imagefolder': a train/<wnid>/, val/<wnid>/ tree (ILSVRC2012 with sorted val, Imagenette, Tiny ImageNet); 'hf': a Hugging Face `datasets` dataset saved on disk or as parquet."""
+    root: Optional[Path] = None
+    """Dataset root folder. None = the bundled 10-class sample in data/imagenette_sample."""
+    train_split: str = "train"
+    """Name of the training split (a sub-folder for imagefolder, a split name or parquet stem for hf)."""
+    val_split: str = "val"
+    """Name of the validation split ('val' for ILSVRC2012 folders, usually 'validation' for hf)."""
+    image_column: str = "image"
+    """hf source only: column holding the images."""
+    label_column: str = "label"
+    """hf source only: column holding the integer class labels."""
+    fraction: float = 1.0
+    """Fraction of every training class kept in the stratified subset, in (0, 1]; each class keeps at least one image."""
+    val_fraction: float = 1.0
+    """Fraction of every validation class kept (stratified), in (0, 1]; 1.0 = the whole val split."""
+    subset_seed: int = 0
+    """Seed of the stratified subset draw; the chosen indices are cached, so a rerun reuses the same images."""
+    image_size: int = 224
+    """Training crop side in pixels (RandomResizedCrop output)."""
+    val_image_size: int = 224
+    """Evaluation crop side in pixels (train and test resolution are set separately, as FixRes suggests)."""
+    val_crop_ratio: float = 0.875
+    """Evaluation: resize the short side to val_image_size / val_crop_ratio, then centre-crop (torchvision's 224/256)."""
+    min_scale: float = 0.08
+    """Lower bound of RandomResizedCrop's area fraction (Szegedy et al. 2015 use 0.08)."""
+    hflip: bool = True
+    """Random horizontal flip with p=0.5 during training."""
+    color_jitter: float = 0.4
+    """Brightness, contrast and saturation jitter strength (0 disables it)."""
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    """Per-channel mean of [0, 1] RGB pixels used by Normalize."""
+    std: tuple[float, float, float] = IMAGENET_STD
+    """Per-channel std of [0, 1] RGB pixels used by Normalize."""
+    num_workers: int = 4
+    """DataLoader worker processes (0 = load in the main process)."""
+    pin_memory: bool = True
+    """Page-locked host buffers for faster host-to-GPU copies (ignored without CUDA)."""
+    persistent_workers: bool = True
+    """Keep workers alive between epochs (ignored when num_workers is 0)."""
+    prefetch_factor: int = 2
+    """Batches each worker loads ahead (ignored when num_workers is 0)."""
+    index_cache_dir: Optional[Path] = None
+    """Where file indexes and subset indices are cached. None = ~/.cache/resnet-imagenet."""
+
+
+@dataclass
+class ModelConfig:
+    """Which network is trained."""
+
+    name: str = "resnet50"
+    """Architecture: resnet18, resnet34, resnet50, resnet101 or resnet152."""
+    num_classes: Optional[int] = None
+    """Classifier outputs. None = the number of classes found in the data."""
+    small_input: bool = False
+    """3x3 stride-1 stem without max-pool, for images of 64 px or less (Tiny ImageNet)."""
+    zero_init_residual: bool = True
+    """Zero the last BatchNorm gamma of each residual block (Goyal et al. 2017)."""
+    channels_last: bool = True
+    """Use the channels_last memory format on CUDA (faster convolutions with tensor cores)."""
+
+
+@dataclass
+class TrainingConfig:
+    """Optimisation, schedule, precision, checkpointing and resume."""
+
+    epochs: int = 90
+    """Number of training epochs."""
+    batch_size: int = 256
+    """Images per micro-batch per process."""
+    grad_accum_steps: int = 1
+    """Micro-batches accumulated per optimizer step."""
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    """Optimizer. BatchNorm parameters and biases get no weight decay."""
+    lr: float = 0.1
+    """Peak learning rate (after warmup)."""
+    momentum: float = 0.9
+    """SGD momentum (AdamW uses it as beta1)."""
+    nesterov: bool = False
+    """Nesterov momentum for SGD."""
+    weight_decay: float = 1e-4
+    """L2 weight decay (decoupled for AdamW), applied to conv and linear weights only."""
+    scheduler: Literal["cosine", "onecycle", "step"] = "cosine"
+    """LR schedule, stepped once per optimizer step: linear warmup + cosine, OneCycle, or warmup + step decay."""
+    warmup_epochs: float = 0.0
+    """Linear warmup length in epochs (cosine and step schedules)."""
+    min_lr: float = 0.0
+    """Final LR of the cosine schedule."""
+    step_epochs: int = 30
+    """Step schedule: epochs between LR decays."""
+    step_gamma: float = 0.1
+    """Step schedule: LR multiplier at each decay."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the cross-entropy loss, in [0, 1) (Szegedy et al. 2016)."""
+    grad_clip_norm: float = 0.0
+    """Clip the global gradient L2 norm to this value (0 disables)."""
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    """Autocast precision. auto = bf16 on CUDA/CPU-capable GPUs, off on CPU and MPS; fp16 uses a GradScaler and needs CUDA."""
+    seed: int = 0
+    """Seed of weights, shuffling and augmentation."""
+    deterministic: bool = False
+    """Deterministic algorithms (bitwise-reproducible on CPU, slower on CUDA)."""
+    device: str = "auto"
+    """'auto' (CUDA, then MPS, then CPU), or a torch device string such as 'cuda:0' or 'cpu'."""
+    resume: str = "auto"
+    """'auto': continue from models/last.pt when it exists; 'none': start fresh; or a checkpoint path."""
+    checkpoint_every_steps: int = 0
+    """Also write last.pt every this many optimizer steps inside an epoch (0 = at epoch ends only)."""
+    save_every_epochs: int = 5
+    """Write epoch_NNN.pt every this many epochs (0 = never)."""
+    keep_best_k: int = 3
+    """Keep the k epoch_NNN.pt checkpoints with the best val top-1."""
+    early_stopping_patience: int = 0
+    """Stop after this many epochs without a val top-1 improvement (0 = never)."""
+    eval_every_epochs: int = 1
+    """Evaluate on the val split every this many epochs (and always after the last)."""
+    log_every_steps: int = 20
+    """Refresh the progress bar and check the loss for NaN/Inf every this many optimizer steps."""
+
+    @property
+    def effective_batch_size(self) -> int:
+        """Images per optimizer step in one process: batch_size x grad_accum_steps (multiply by the world size under DDP)."""
+        return self.batch_size * self.grad_accum_steps
+
+
+@dataclass
+class LoggingConfig:
+    """Where a run writes, and what it reports."""
+
+    output_dir: Optional[Path] = None
+    """Folder that receives logs/ and models/. None = the experiment script's own folder."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Console and file log level."""
+    progress_bar: bool = True
+    """Show a tqdm bar per epoch."""
+    wandb: bool = False
+    """Log to Weights & Biases."""
+    wandb_project: str = "resnet-imagenet"
+    """W&B project name."""
+    wandb_mode: Literal["offline", "online"] = "offline"
+    """W&B mode: offline writes under logs/wandb and can be synced later with `wandb sync`."""
+    wandb_group: Optional[str] = None
+    """W&B group, to gather related runs (for example a label-noise study)."""
+    run_name: Optional[str] = None
+    """Name shown in W&B and the log. None = '<model>-<source folder>'."""
+
+    @property
+    def logs_dir(self) -> Path:
+        """The run's log folder: output_dir/logs."""
+        return _required(self.output_dir, "--logging.output_dir") / "logs"
+
+    @property
+    def models_dir(self) -> Path:
+        """The run's checkpoint folder: output_dir/models."""
+        return _required(self.output_dir, "--logging.output_dir") / "models"
+
+
+def _required(path: Optional[Path], flag: str) -> Path:
+    if path is None:
+        raise ValueError(f"{flag} is not set; experiment scripts set it to their own folder, library callers must pass it")
+    return Path(path)
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything one training run needs. Validated when built: all problems are reported in one ValueError."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ValueError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+    def problems(self) -> list[str]:
+        """Every invalid value, each message naming its flag and what is allowed."""
+        from core.model import available_models  # local import: the model module imports torch
+
+        d, m, t = self.data, self.model, self.training
+        p: list[str] = []
+
+        def check(ok: bool, flag: str, allowed: str, value: Any) -> None:
+            if not ok:
+                p.append(f"--{flag} must be {allowed}, got {value!r}")
+
+        check(0 < d.fraction <= 1, "data.fraction", "in (0, 1]", d.fraction)
+        check(0 < d.val_fraction <= 1, "data.val_fraction", "in (0, 1]", d.val_fraction)
+        check(d.image_size >= 8, "data.image_size", ">= 8 px", d.image_size)
+        check(d.val_image_size >= 8, "data.val_image_size", ">= 8 px", d.val_image_size)
+        check(0 < d.val_crop_ratio <= 1, "data.val_crop_ratio", "in (0, 1]", d.val_crop_ratio)
+        check(0 < d.min_scale <= 1, "data.min_scale", "in (0, 1]", d.min_scale)
+        check(d.color_jitter >= 0, "data.color_jitter", ">= 0", d.color_jitter)
+        check(len(d.mean) == 3, "data.mean", "3 values (RGB)", d.mean)
+        check(len(d.std) == 3 and all(s > 0 for s in d.std), "data.std", "3 positive values (RGB)", d.std)
+        check(d.num_workers >= 0, "data.num_workers", ">= 0", d.num_workers)
+        check(d.prefetch_factor >= 1, "data.prefetch_factor", ">= 1", d.prefetch_factor)
+        check(d.train_split != d.val_split, "data.val_split", "different from --data.train_split", d.val_split)
+        check(m.name in available_models(), "model.name", f"one of {', '.join(available_models())}", m.name)
+        check(m.num_classes is None or m.num_classes >= 1, "model.num_classes", ">= 1 or null", m.num_classes)
+        check(t.epochs >= 1, "training.epochs", ">= 1", t.epochs)
+        check(t.batch_size >= 1, "training.batch_size", ">= 1", t.batch_size)
+        check(t.grad_accum_steps >= 1, "training.grad_accum_steps", ">= 1", t.grad_accum_steps)
+        check(t.lr > 0 and math.isfinite(t.lr), "training.lr", "a positive number", t.lr)
+        check(0 <= t.momentum < 1, "training.momentum", "in [0, 1)", t.momentum)
+        check(t.weight_decay >= 0, "training.weight_decay", ">= 0", t.weight_decay)
+        check(0 <= t.warmup_epochs < t.epochs or t.warmup_epochs == 0, "training.warmup_epochs",
+              "in [0, --training.epochs)", t.warmup_epochs)
+        check(0 <= t.min_lr <= t.lr, "training.min_lr", "in [0, --training.lr]", t.min_lr)
+        check(t.step_epochs >= 1, "training.step_epochs", ">= 1", t.step_epochs)
+        check(0 < t.step_gamma <= 1, "training.step_gamma", "in (0, 1]", t.step_gamma)
+        check(0 <= t.label_smoothing < 1, "training.label_smoothing", "in [0, 1)", t.label_smoothing)
+        check(t.grad_clip_norm >= 0, "training.grad_clip_norm", ">= 0 (0 disables)", t.grad_clip_norm)
+        check(not (t.nesterov and t.optimizer != "sgd"), "training.nesterov", "false unless --training.optimizer sgd",
+              t.nesterov)
+        check(not (t.nesterov and t.momentum == 0), "training.nesterov", "false when --training.momentum is 0",
+              t.nesterov)
+        check(t.checkpoint_every_steps >= 0, "training.checkpoint_every_steps", ">= 0", t.checkpoint_every_steps)
+        check(t.save_every_epochs >= 0, "training.save_every_epochs", ">= 0", t.save_every_epochs)
+        check(t.keep_best_k >= 1, "training.keep_best_k", ">= 1", t.keep_best_k)
+        check(t.early_stopping_patience >= 0, "training.early_stopping_patience", ">= 0",
+              t.early_stopping_patience)
+        check(t.eval_every_epochs >= 1, "training.eval_every_epochs", ">= 1", t.eval_every_epochs)
+        check(t.log_every_steps >= 1, "training.log_every_steps", ">= 1", t.log_every_steps)
+        check(t.device == "auto" or t.device.split(":")[0] in ("cpu", "cuda", "mps"), "training.device",
+              "'auto', 'cpu', 'cuda[:N]' or 'mps'", t.device)
+        return p
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict of str/int/float/bool/None/list (Paths as strings), safe for YAML, JSON and
+        ``torch.load(weights_only=True)``."""
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError naming them.
+
+        Raises:
+            ValueError: unknown section or field names, or invalid values.
+        """
+        sections = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig, "logging": LoggingConfig}
+        unknown = sorted(set(d) - set(sections))
+        if unknown:
+            raise ValueError(f"unknown config sections {unknown}; expected {sorted(sections)}")
+        built = {}
+        for name, section_cls in sections.items():
+            values = dict(d.get(name) or {})
+            fields = {f.name: f for f in dataclasses.fields(section_cls)}
+            bad = sorted(set(values) - set(fields))
+            if bad:
+                raise ValueError(f"unknown fields in section '{name}': {bad}; valid: {sorted(fields)}")
+            for key, value in values.items():
+                if value is not None and "Path" in str(fields[key].type):
+                    values[key] = Path(value)
+                elif isinstance(value, list):
+                    values[key] = tuple(value)
+            built[name] = section_cls(**values)
+        return cls(**built)
+
+    def save_yaml(self, path: Path) -> Path:
+        """Write the resolved config as YAML (atomically) and return the path."""
+        from core.checkpoint import atomic_write_text
+
+        return atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def build_parser(description: str = "Train a ResNet on ImageNet-style data."):
+    """The command-line parser: ``--config FILE.yaml`` (repeatable, later files win), then ``--section.field VALUE``.
+
+    Built on jsonargparse (the CLI library litgpt uses), which reads each field's docstring for ``--help``.
+    """
+    from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
+
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    parser = ArgumentParser(description=description, exit_on_error=True, default_env=False)
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file of settings (repeatable; later wins).")
+    for name, section_cls in (("data", DataConfig), ("model", ModelConfig), ("training", TrainingConfig),
+                              ("logging", LoggingConfig)):
+        parser.add_class_arguments(section_cls, nested_key=name)
+    return parser
+
+
+def parse_config(argv: Optional[Sequence[str]] = None, config_files: Sequence[Path] = (),
+                 description: str = "Train a ResNet on ImageNet-style data.") -> ExperimentConfig:
+    """Build an :class:`ExperimentConfig` from YAML files and command-line flags.
+
+    Precedence, lowest first: dataclass defaults, ``config_files`` in order, ``--config`` files given in argv,
+    then ``--section.field`` flags.
+
+    Raises:
+        SystemExit: on unknown flags or values of the wrong type (jsonargparse prints usage and the problem).
+        ValueError: on values of the right type that are out of range, all reported together.
+    """
+    args: list[str] = []
+    for f in config_files:
+        args += ["--config", str(f)]
+    args += list(argv if argv is not None else [])
+    parser = build_parser(description)
+    ns = parser.parse_args(args)
+    init = parser.instantiate_classes(ns) if not hasattr(parser, "instantiate") else parser.instantiate(ns)
+    return ExperimentConfig(data=init.data, model=init.model, training=init.training, logging=init.logging)
+
+
+def load_yaml_config(path: Path) -> ExperimentConfig:
+    """Read a YAML file written by :meth:`ExperimentConfig.save_yaml` (or a hand-written one).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: unknown keys or invalid values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    return ExperimentConfig.from_dict(yaml.safe_load(path.read_text()) or {})

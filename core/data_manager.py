@@ -1,0 +1,728 @@
+"""ImageNet-style data: file indexes, class mapping, stratified subsets, Albumentations pipelines and loaders."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from albumentations.pytorch import ToTensorV2
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from core.config import BUNDLED_SAMPLE_ROOT, DataConfig
+from core.prepare import read_class_names, reorganize_tiny_imagenet_val, sort_imagenet_val  # noqa: F401 (re-export)
+
+log = logging.getLogger(__name__)
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+"""File suffixes read as images (torchvision's ImageFolder list), compared case-insensitively."""
+
+INDEX_FORMAT_VERSION = 1
+MAX_REPLACEMENT_TRIES = 16
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# File index of one split: classes, relative paths and labels, cached so a 1.28M-image tree is scanned once.
+# ----------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class SplitIndex:
+    """The sorted sample list of one split.
+
+    Attributes:
+        classes: class identifiers in index order (WNIDs for ImageNet folders), sorted.
+        labels: (N,) int64 class index of every sample. Sample id i is the i-th entry of the list sorted by
+            (class, relative path): stable across machines and runs.
+        relpaths: (N,) fixed-width bytes (``os.fsencode``) paths relative to the split folder, or None for
+            Hugging Face sources. Fixed-width NumPy bytes, not a Python list: 1.28M Python strings would be
+            copied page by page into every forked worker as their refcounts change.
+    """
+
+    classes: list[str]
+    labels: np.ndarray
+    relpaths: Optional[np.ndarray] = None
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def _default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "resnet-imagenet"
+
+
+def _folder_fingerprint(split_dir: Path, class_dirs: list[os.DirEntry]) -> str:
+    # Adding or removing a file changes its parent folder's mtime; one stat per class folder (1,000 for
+    # ImageNet) detects a changed tree without listing 1.28M files. Changes in nested sub-folders
+    # (Tiny ImageNet's train/<wnid>/images/) are caught through those folders' own mtimes.
+    h = hashlib.sha1(f"v{INDEX_FORMAT_VERSION}|{split_dir.resolve()}".encode())
+    for entry in class_dirs:
+        h.update(f"{entry.name}:{entry.stat().st_mtime_ns};".encode())
+        for sub in os.scandir(entry.path):
+            if sub.is_dir():
+                h.update(f"{sub.name}:{sub.stat().st_mtime_ns};".encode())
+    return h.hexdigest()
+
+
+def scan_image_folder(split_dir: Path, cache_dir: Optional[Path] = None) -> SplitIndex:
+    """Index ``split_dir/<class>/**/<image>`` without opening any image, caching the result.
+
+    Classes are the sorted sub-folder names; files within a class are sorted by relative path. The index is
+    cached as ``<cache_dir>/index-<hash>.npz`` and reused while no class folder changed.
+
+    Raises:
+        FileNotFoundError: ``split_dir`` does not exist, has no class folders, or a class folder has no images.
+    """
+    split_dir = Path(split_dir)
+    if not split_dir.is_dir():
+        raise FileNotFoundError(f"split folder not found: {split_dir} (expected <root>/<split>/<wnid>/<image>; "
+                                f"set --data.root and --data.train_split/--data.val_split)")
+    class_dirs = sorted((e for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith(".")),
+                        key=lambda e: e.name)
+    if not class_dirs:
+        hint = ""
+        if any(p.suffix.lower() in IMG_EXTENSIONS for p in list(split_dir.iterdir())[:50]):
+            hint = (" It holds images directly: an ILSVRC2012 val folder must be sorted first "
+                    "(python -m core.prepare sort-val VAL_DIR LABELS_FILE).")
+        raise FileNotFoundError(f"no class folders in {split_dir}.{hint}")
+    fingerprint = _folder_fingerprint(split_dir, class_dirs)
+    cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+    cache_file = cache_dir / f"index-{hashlib.sha1(str(split_dir.resolve()).encode()).hexdigest()[:16]}.npz"
+    if cache_file.is_file():
+        try:
+            with np.load(cache_file, allow_pickle=False) as z:
+                if str(z["fingerprint"]) == fingerprint:
+                    return SplitIndex(classes=[str(c) for c in z["classes"]], labels=z["labels"],
+                                      relpaths=z["relpaths"])
+        except (OSError, KeyError, ValueError) as e:
+            log.warning("ignoring unreadable index cache %s (%s)", cache_file, e)
+
+    classes, relpaths, counts = [], [], []
+    for entry in class_dirs:
+        files = []
+        for dirpath, dirnames, filenames in os.walk(entry.path, followlinks=True):
+            dirnames.sort()
+            rel_dir = os.path.relpath(dirpath, split_dir)
+            files.extend(os.path.join(rel_dir, f) for f in filenames if f.lower().endswith(IMG_EXTENSIONS))
+        if not files:
+            raise FileNotFoundError(f"class folder {entry.path} holds no images ({', '.join(IMG_EXTENSIONS)}); "
+                                    f"remove it or add its images")
+        files.sort()
+        classes.append(entry.name)
+        relpaths.extend(files)
+        counts.append(len(files))
+    labels = np.repeat(np.arange(len(classes), dtype=np.int64), counts)
+    index = SplitIndex(classes=classes, labels=labels, relpaths=np.array([os.fsencode(p) for p in relpaths]))
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(".tmp.npz")
+        np.savez(tmp, fingerprint=np.array(fingerprint), classes=np.array(classes), labels=labels,
+                 relpaths=index.relpaths)
+        os.replace(tmp, cache_file)
+    except OSError as e:  # a read-only home is not a reason to stop training
+        log.warning("could not cache the file index in %s (%s); set --data.index_cache_dir", cache_dir, e)
+    log.info("indexed %s: %d images in %d classes", split_dir, len(index), len(classes))
+    return index
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Label operations: vectorised NumPy over the label array, no image decoded.
+# ----------------------------------------------------------------------------------------------------------------
+
+def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Indices of a stratified random subset: ``max(1, round(fraction * n_c))`` samples of every class c.
+
+    Vectorised (one permutation, one stable sort): 1,281,167 labels take well under a second.
+
+    Args:
+        labels: (N,) int class labels.
+        fraction: share of every class kept, in (0, 1].
+        seed: seed of the draw.
+
+    Returns:
+        (M,) int64 sorted indices into ``labels``.
+
+    Raises:
+        ValueError: fraction outside (0, 1] or negative labels.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if labels.min() < 0:
+        raise ValueError("labels must be >= 0")
+    if fraction == 1:
+        return np.arange(labels.size, dtype=np.int64)
+    counts = np.bincount(labels)
+    keep = np.where(counts > 0, np.maximum(1, np.rint(counts * fraction)), 0).astype(np.int64)
+    perm = np.random.default_rng(seed).permutation(labels.size)
+    order = perm[np.argsort(labels[perm], kind="stable")]  # grouped by class, random within class
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    rank_in_class = np.arange(labels.size) - starts[labels[order]]
+    return np.sort(order[rank_in_class < keep[labels[order]]]).astype(np.int64)
+
+
+def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """(num_classes,) int64 number of samples of each class."""
+    return np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(np.int64)
+
+
+def _cached_subset(labels: np.ndarray, fraction: float, seed: int, cache_dir: Path, tag: str) -> np.ndarray:
+    """:func:`stratified_subset`, cached to ``cache_dir`` keyed by the labels, fraction and seed."""
+    if fraction == 1:
+        return np.arange(labels.size, dtype=np.int64)
+    key = hashlib.sha1(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    key.update(f"|{fraction!r}|{seed}|{tag}".encode())
+    path = Path(cache_dir) / f"subset-{key.hexdigest()[:16]}.npy"
+    if path.is_file():
+        idx = np.load(path, allow_pickle=False)
+        log.info("reusing cached stratified subset %s (%d images)", path, idx.size)
+        return idx
+    idx = stratified_subset(labels, fraction, seed)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, idx)
+        os.replace(tmp, path)
+    except OSError as e:
+        log.warning("could not cache subset indices in %s (%s)", path.parent, e)
+    return idx
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Decoding and augmentation
+# ----------------------------------------------------------------------------------------------------------------
+
+def decode_image(source: Union[str, Path, bytes]) -> np.ndarray:
+    """Decode an image file (or its bytes) to an (H, W, 3) uint8 RGB array.
+
+    Grayscale, CMYK, RGBA, palette and 16-bit images are converted to RGB (alpha is dropped, as
+    torchvision's ImageFolder does).
+
+    Raises:
+        OSError / PIL.UnidentifiedImageError / ValueError: unreadable, truncated, empty or not an image.
+    """
+    src = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    with Image.open(src) as im:
+        im.load()  # decodes fully: a truncated JPEG raises here, not later inside a transform
+        if im.mode != "RGB":
+            im = im.convert("RGB")
+        arr = np.asarray(im)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"decoded to an unexpected shape {arr.shape}")
+    return arr
+
+
+def build_train_transform(cfg: DataConfig, resolution: int) -> A.Compose:
+    """Training pipeline: RandomResizedCrop(resolution, scale=(min_scale, 1)), HorizontalFlip, ColorJitter,
+    Normalize(mean, std), ToTensorV2 → (3, resolution, resolution) float32.
+
+    RandomResizedCrop with scale (0.08, 1) and ratio (3/4, 4/3) is Szegedy et al. 2015 (Inception), the
+    standard ImageNet recipe of torchvision's references.
+    """
+    ops: list[Any] = [A.RandomResizedCrop(size=(resolution, resolution), scale=(cfg.min_scale, 1.0),
+                                          interpolation=cv2.INTER_LINEAR)]
+    if cfg.hflip:
+        ops.append(A.HorizontalFlip(p=0.5))
+    if cfg.color_jitter > 0:
+        j = cfg.color_jitter
+        ops.append(A.ColorJitter(brightness=j, contrast=j, saturation=j, hue=0.0, p=1.0))
+    ops += [A.Normalize(mean=cfg.mean, std=cfg.std, max_pixel_value=255.0), ToTensorV2()]
+    return A.Compose(ops)
+
+
+def build_eval_transform(cfg: DataConfig, resolution: int) -> A.Compose:
+    """Evaluation pipeline: resize the short side to ``round(resolution / val_crop_ratio)``, CenterCrop,
+    Normalize, ToTensorV2 → (3, resolution, resolution) float32 (torchvision's resize-256/crop-224 at 0.875)."""
+    resize = int(round(resolution / cfg.val_crop_ratio))
+    return A.Compose([A.SmallestMaxSize(max_size=resize, interpolation=cv2.INTER_LINEAR),
+                      A.CenterCrop(height=resolution, width=resolution),
+                      A.Normalize(mean=cfg.mean, std=cfg.std, max_pixel_value=255.0), ToTensorV2()])
+
+
+def sample_seed(seed: int, epoch: int, index: int, attempt: int = 0) -> int:
+    """32-bit seed of one sample's augmentation, a pure function of (seed, epoch, index, attempt), so the
+    same sample gets the same crop whatever the worker count or the order of loading."""
+    return int(np.random.SeedSequence([seed, epoch, index, attempt]).generate_state(1)[0])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Datasets
+# ----------------------------------------------------------------------------------------------------------------
+
+class ImageReader:
+    """Reads sample ``i`` of a split as an (H, W, 3) uint8 RGB array; ``describe(i)`` names it for reports."""
+
+    def read(self, i: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def describe(self, i: int) -> str:
+        raise NotImplementedError
+
+
+class FolderReader(ImageReader):
+    """Images of an ImageFolder split, addressed by the split's :class:`SplitIndex` relative paths."""
+
+    def __init__(self, split_dir: Path, relpaths: np.ndarray):
+        self.split_dir = str(split_dir)
+        self.relpaths = relpaths
+
+    def read(self, i: int) -> np.ndarray:
+        return decode_image(os.path.join(self.split_dir, os.fsdecode(self.relpaths[i])))
+
+    def describe(self, i: int) -> str:
+        return os.path.join(self.split_dir, os.fsdecode(self.relpaths[i]))
+
+
+class HFReader(ImageReader):
+    """Images of a Hugging Face ``datasets`` split, decoded by :func:`decode_image` from the stored bytes."""
+
+    def __init__(self, ds: Any, image_column: str, name: str):
+        from datasets import Image as HFImage
+
+        self.ds = ds.cast_column(image_column, HFImage(decode=False))
+        self.image_column = image_column
+        self.name = name
+
+    def read(self, i: int) -> np.ndarray:
+        item = self.ds[int(i)][self.image_column]
+        if item.get("bytes") is not None:
+            return decode_image(item["bytes"])
+        if item.get("path"):
+            return decode_image(item["path"])
+        raise ValueError("row holds neither image bytes nor a path")
+
+    def describe(self, i: int) -> str:
+        return f"{self.name}[{i}]"
+
+
+class ImageClassificationDataset(Dataset):
+    """(image, label) samples of one split or stratified subset.
+
+    ``__getitem__`` takes either a plain position (evaluation: deterministic transform at ``resolution``) or a
+    ``(position, epoch, resolution)`` key from :class:`EpochSampler` (training: augmentation seeded by
+    :func:`sample_seed`, crop size chosen per epoch for progressive resizing).
+
+    A sample that cannot be decoded is logged, appended to ``bad_images_file`` (JSON lines), and replaced by
+    another sample of the same class, so an epoch never stops on a corrupt file.
+
+    Args:
+        reader: where images come from (indexed by full-split sample id).
+        sample_ids: (M,) int64 full-split ids of the samples in this dataset (the subset).
+        labels: (M,) int64 labels used for training (may differ from the folder's for noise studies).
+        transform_factory: resolution (px) → Albumentations pipeline giving a (3, r, r) float tensor.
+        resolution: crop size (px) for plain-position access.
+        seed: augmentation seed.
+        bad_images_file: where corrupt files are listed (None = log only).
+
+    Returns (per item): image (3, r, r) float32 tensor, label int.
+    """
+
+    def __init__(self, reader: ImageReader, sample_ids: np.ndarray, labels: np.ndarray,
+                 transform_factory: Callable[[int], A.Compose], resolution: int, seed: int = 0,
+                 bad_images_file: Optional[Path] = None):
+        if len(sample_ids) != len(labels):
+            raise ValueError(f"{len(sample_ids)} sample ids but {len(labels)} labels")
+        self.reader = reader
+        self.sample_ids = np.asarray(sample_ids, dtype=np.int64)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.transform_factory = transform_factory
+        self.resolution = resolution
+        self.seed = seed
+        self.bad_images_file = Path(bad_images_file) if bad_images_file else None
+        self._transforms: dict[int, A.Compose] = {}
+        order = np.argsort(self.labels, kind="stable")
+        bounds = np.searchsorted(self.labels[order], np.arange(self.labels.max(initial=-1) + 2))
+        self._by_class = (order, bounds)  # positions of class c: order[bounds[c]:bounds[c + 1]]
+
+    def __len__(self) -> int:
+        return int(self.sample_ids.shape[0])
+
+    def transform(self, resolution: int) -> A.Compose:
+        """The pipeline for ``resolution`` px, built once per resolution and per worker."""
+        if resolution not in self._transforms:
+            self._transforms[resolution] = self.transform_factory(resolution)
+        return self._transforms[resolution]
+
+    def __getitem__(self, key: Union[int, tuple[int, int, int]]) -> tuple[torch.Tensor, int]:
+        if isinstance(key, tuple):
+            position, epoch, resolution = key
+        else:
+            position, epoch, resolution = int(key), 0, self.resolution
+        label = int(self.labels[position])
+        tf = self.transform(resolution)
+        for attempt in range(MAX_REPLACEMENT_TRIES):
+            current = position
+            if attempt:  # a seeded pick of another sample of the same class
+                order, bounds = self._by_class
+                same = order[bounds[label]:bounds[label + 1]]
+                current = int(same[np.random.default_rng(sample_seed(self.seed, epoch, position, attempt))
+                                   .integers(len(same))])
+            sid = int(self.sample_ids[current])
+            try:
+                image = self.reader.read(sid)
+            except Exception as e:  # PIL raises OSError, UnidentifiedImageError, ValueError, DecompressionBombError
+                self._report_bad(sid, e)
+                continue
+            tf.set_random_seed(sample_seed(self.seed, epoch, position))
+            return tf(image=image)["image"], label
+        raise RuntimeError(f"{MAX_REPLACEMENT_TRIES} images of class {label} in a row could not be decoded "
+                           f"(last: {self.reader.describe(sid)}); check the data folder for damaged files")
+
+    def _report_bad(self, sample_id: int, error: Exception) -> None:
+        where = self.reader.describe(sample_id)
+        log.warning("skipping unreadable image %s (%s: %s); using another image of the same class",
+                    where, type(error).__name__, error)
+        if self.bad_images_file is not None:
+            line = json.dumps({"sample_id": sample_id, "path": where, "error": f"{type(error).__name__}: {error}"})
+            # O_APPEND writes of one short line are atomic on POSIX: workers can share the file.
+            fd = os.open(self.bad_images_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, (line + "\n").encode())
+            finally:
+                os.close(fd)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sampling
+# ----------------------------------------------------------------------------------------------------------------
+
+class EpochSampler(Sampler):
+    """Yields ``(position, epoch, resolution)`` keys for one epoch of training, deterministically.
+
+    The order is a permutation seeded by (seed, epoch); under DDP rank r takes every ``num_replicas``-th
+    entry (as torch's DistributedSampler). Each epoch is truncated to whole optimizer steps, so every
+    epoch ends on an accumulation boundary. ``set_epoch(epoch, start_micro_batch)`` resumes mid-epoch:
+    the batches already trained are skipped, not re-drawn.
+
+    Args:
+        num_samples: dataset length.
+        batch_size: micro-batch size per process.
+        grad_accum_steps: micro-batches per optimizer step.
+        seed: shuffling seed.
+        resolution_at: epoch → training crop size (px); progressive resizing plugs in here.
+        num_replicas, rank: DDP world size and this process's rank.
+        shuffle: False gives the identity order (for tests).
+
+    Raises:
+        ValueError: the dataset is too small for one optimizer step.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, grad_accum_steps: int, seed: int,
+                 resolution_at: Callable[[int], int], num_replicas: int = 1, rank: int = 0, shuffle: bool = True):
+        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
+        self.resolution_at, self.num_replicas, self.rank, self.shuffle = resolution_at, num_replicas, rank, shuffle
+        per_rank = num_samples // num_replicas
+        self.micro_batches_per_epoch = (per_rank // batch_size) // grad_accum_steps * grad_accum_steps
+        if self.micro_batches_per_epoch == 0:
+            raise ValueError(
+                f"{num_samples} training images give no full optimizer step with --training.batch_size "
+                f"{batch_size} x --training.grad_accum_steps {grad_accum_steps} x {num_replicas} process(es); "
+                f"lower the batch size or the accumulation, or use more data (--data.fraction)")
+        self.epoch, self.start_micro_batch = 0, 0
+
+    def set_epoch(self, epoch: int, start_micro_batch: int = 0) -> None:
+        """Select the epoch, skipping its first ``start_micro_batch`` micro-batches (mid-epoch resume)."""
+        if not 0 <= start_micro_batch <= self.micro_batches_per_epoch:
+            raise ValueError(f"start_micro_batch {start_micro_batch} outside [0, {self.micro_batches_per_epoch}]")
+        self.epoch, self.start_micro_batch = epoch, start_micro_batch
+
+    def __len__(self) -> int:
+        return (self.micro_batches_per_epoch - self.start_micro_batch) * self.batch_size
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples)
+        else:
+            order = np.arange(self.num_samples)
+        mine = order[self.rank::self.num_replicas][: self.micro_batches_per_epoch * self.batch_size]
+        resolution = int(self.resolution_at(self.epoch))
+        for position in mine[self.start_micro_batch * self.batch_size:].tolist():
+            yield position, self.epoch, resolution
+
+
+def _worker_init(_worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group; the main process turns it into "checkpoint, then stop", so the
+    # workers must not die of it first. SIGTERM is left alone: multiprocessing stops workers with it at exit.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cv2.setNumThreads(1)  # one process per core already: OpenCV's own threads would oversubscribe
+    torch.set_num_threads(1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The manager
+# ----------------------------------------------------------------------------------------------------------------
+
+class ImageNetDataManager:
+    """Owns a dataset's splits, class mapping, stratified subsets, transforms and loaders.
+
+    Args:
+        cfg: the data section of the config.
+        seed: augmentation seed (the training seed).
+        run_dir: the run's logs folder; receives ``class_distribution.csv``/``.png``, ``subset_indices.npy``
+            and ``corrupt_images.jsonl``. None writes nothing.
+
+    Attributes:
+        classes: class identifiers in index order (WNIDs for ImageNet folders).
+        class_names: human-readable names (from LOC_synset_mapping.txt / words.txt, else the identifier).
+        class_to_idx: identifier → index.
+        train_ids, val_ids: (M,) full-split sample ids in the (stratified) subsets.
+        train_labels: (M,) labels the training set uses; replace with :meth:`set_train_labels` before
+            building loaders (noise studies).
+
+    Raises:
+        FileNotFoundError: missing root or split, with the expected layout.
+        ValueError: train and val class lists differ (listing the difference).
+    """
+
+    def __init__(self, cfg: DataConfig, seed: int = 0, run_dir: Optional[Path] = None):
+        self.cfg = cfg
+        self.seed = seed
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.using_bundled_sample = cfg.root is None
+        self.root = Path(cfg.root) if cfg.root is not None else BUNDLED_SAMPLE_ROOT
+        if self.using_bundled_sample:
+            log.info("no --data.root given: using the bundled 10-class Imagenette sample at %s", self.root)
+        if not self.root.exists():
+            raise FileNotFoundError(f"--data.root {self.root} does not exist")
+        self.cache_dir = Path(cfg.index_cache_dir) if cfg.index_cache_dir else _default_cache_dir()
+
+        if cfg.source == "imagefolder":
+            train_index = scan_image_folder(self.root / cfg.train_split, self.cache_dir)
+            val_index = scan_image_folder(self.root / cfg.val_split, self.cache_dir)
+            self._readers = (FolderReader(self.root / cfg.train_split, train_index.relpaths),
+                             FolderReader(self.root / cfg.val_split, val_index.relpaths))
+        else:
+            (train_index, train_reader), (val_index, val_reader) = (
+                _load_hf_split(self.root, split, cfg.image_column, cfg.label_column)
+                for split in (cfg.train_split, cfg.val_split))
+            self._readers = (train_reader, val_reader)
+        if train_index.classes != val_index.classes:
+            only_train = sorted(set(train_index.classes) - set(val_index.classes))
+            only_val = sorted(set(val_index.classes) - set(train_index.classes))
+            raise ValueError(
+                f"train and val classes differ under {self.root}: {len(only_train)} only in "
+                f"'{cfg.train_split}' {only_train[:10]}, {len(only_val)} only in '{cfg.val_split}' {only_val[:10]}"
+                + ("" if only_train or only_val else " (same names, different order)")
+                + "; fix the folders — classes are never filtered silently")
+        self.train_index, self.val_index = train_index, val_index
+        self.classes = list(train_index.classes)
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        names = read_class_names(self.root)
+        self.class_names = [names.get(c, c) for c in self.classes]
+
+        self.train_ids = _cached_subset(train_index.labels, cfg.fraction, cfg.subset_seed, self.cache_dir, "train")
+        self.val_ids = _cached_subset(val_index.labels, cfg.val_fraction, cfg.subset_seed, self.cache_dir, "val")
+        self.train_labels = train_index.labels[self.train_ids]
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.write_class_distribution(self.run_dir)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def bad_images_file(self) -> Optional[Path]:
+        return self.run_dir / "corrupt_images.jsonl" if self.run_dir is not None else None
+
+    def set_train_labels(self, labels: np.ndarray) -> None:
+        """Train on ``labels`` (M,) instead of the folder labels (label-noise and cleaning studies).
+
+        Raises:
+            ValueError: wrong length or labels outside [0, num_classes).
+        """
+        labels = np.asarray(labels, dtype=np.int64)
+        if labels.shape != self.train_labels.shape:
+            raise ValueError(f"expected {self.train_labels.shape[0]} labels, got {labels.shape}")
+        if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise ValueError(f"labels must lie in [0, {self.num_classes}), got [{labels.min()}, {labels.max()}]")
+        self.train_labels = labels
+
+    def train_dataset(self) -> ImageClassificationDataset:
+        """The training subset with the training pipeline (Albumentations, seeded per sample)."""
+        return ImageClassificationDataset(
+            self._readers[0], self.train_ids, self.train_labels, lambda r: build_train_transform(self.cfg, r),
+            self.cfg.image_size, self.seed, self.bad_images_file)
+
+    def val_dataset(self) -> ImageClassificationDataset:
+        """The validation subset with the deterministic evaluation pipeline."""
+        return ImageClassificationDataset(
+            self._readers[1], self.val_ids, self.val_index.labels[self.val_ids],
+            lambda r: build_eval_transform(self.cfg, r), self.cfg.val_image_size, self.seed, self.bad_images_file)
+
+    def _loader_kwargs(self) -> dict[str, Any]:
+        c = self.cfg
+        kw: dict[str, Any] = {"num_workers": c.num_workers, "pin_memory": c.pin_memory and torch.cuda.is_available()}
+        if c.num_workers > 0:
+            kw.update(persistent_workers=c.persistent_workers, prefetch_factor=c.prefetch_factor,
+                      worker_init_fn=_worker_init)
+        return kw
+
+    def train_loader(self, batch_size: int, grad_accum_steps: int = 1,
+                     resolution_at: Optional[Callable[[int], int]] = None, num_replicas: int = 1,
+                     rank: int = 0) -> DataLoader:
+        """A loader over the training subset driven by an :class:`EpochSampler` (``loader.sampler``): call
+        ``loader.sampler.set_epoch(epoch, start_micro_batch)`` before iterating each epoch.
+
+        Yields (images (B, 3, r, r) float32, labels (B,) int64).
+        """
+        sampler = EpochSampler(len(self.train_ids), batch_size, grad_accum_steps, self.seed,
+                               resolution_at or (lambda _epoch: self.cfg.image_size), num_replicas, rank)
+        return DataLoader(self.train_dataset(), batch_size=batch_size, sampler=sampler, drop_last=True,
+                          **self._loader_kwargs())
+
+    def val_loader(self, batch_size: int, num_replicas: int = 1, rank: int = 0) -> DataLoader:
+        """A loader over the validation subset in fixed order; under DDP each rank takes every
+        ``num_replicas``-th sample (no padding, so no sample is counted twice).
+
+        Yields (images (B, 3, r, r) float32, labels (B,) int64).
+        """
+        ds = self.val_dataset()
+        indices = list(range(rank, len(ds), num_replicas))
+        return DataLoader(torch.utils.data.Subset(ds, indices), batch_size=batch_size, shuffle=False,
+                          **self._loader_kwargs())
+
+    def write_class_distribution(self, out_dir: Path) -> Path:
+        """Write ``class_distribution.csv`` (per class: index, WNID, name, images in split, images in subset,
+        val images), its bar chart ``class_distribution.png``, and ``subset_indices.npy``; return the CSV."""
+        out_dir = Path(out_dir)
+        full = class_counts(self.train_index.labels, self.num_classes)
+        sub = class_counts(self.train_labels, self.num_classes)
+        val = class_counts(self.val_index.labels[self.val_ids], self.num_classes)
+        path = out_dir / "class_distribution.csv"
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["class_index", "wnid", "name", "train_images", "subset_images", "val_images"])
+            for i, (wnid, name) in enumerate(zip(self.classes, self.class_names)):
+                w.writerow([i, wnid, name, int(full[i]), int(sub[i]), int(val[i])])
+        np.save(out_dir / "subset_indices.npy", self.train_ids)
+        try:
+            from utils.visualization import plot_class_distribution
+
+            plot_class_distribution({n: int(c) for n, c in zip(self.class_names, sub)},
+                                    out_dir / "class_distribution.png",
+                                    title=f"Training images per class ({len(self.train_ids):,} in total)")
+        except Exception as e:  # a plot is a report, never a reason to stop a run
+            log.warning("could not draw the class distribution (%s)", e)
+        log.info("training subset: %d of %d images (fraction %.3g, seed %d), %d-%d per class; val: %d images",
+                 len(self.train_ids), len(self.train_index), self.cfg.fraction, self.cfg.subset_seed,
+                 sub.min(), sub.max(), len(self.val_ids))
+        return path
+
+    def corrupt_images(self) -> list[dict[str, Any]]:
+        """Unreadable images met so far in this run (deduplicated by sample id, first error kept)."""
+        f = self.bad_images_file
+        if f is None or not f.is_file():
+            return []
+        seen: dict[str, dict[str, Any]] = {}
+        for line in f.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                seen.setdefault(rec["path"], rec)
+        return list(seen.values())
+
+
+def _load_hf_split(root: Path, split: str, image_column: str, label_column: str) -> tuple[SplitIndex, HFReader]:
+    """Open one split of a Hugging Face dataset stored locally: a ``save_to_disk`` folder (a DatasetDict at
+    ``root`` or a Dataset at ``root/<split>``) or parquet files (``root/**/<split>-*.parquet`` or
+    ``root/<split>/*.parquet``, the layout of e.g. ``evanarlian/imagenet_1k_resized_256``).
+
+    Labels are read from the Arrow column, never by decoding images.
+
+    Raises:
+        FileNotFoundError: nothing matching the split is found, naming the layouts looked for.
+        ValueError: missing columns.
+    """
+    import datasets
+
+    ds = None
+    if (root / "dataset_dict.json").is_file():
+        dd = datasets.load_from_disk(str(root))
+        if split not in dd:
+            raise FileNotFoundError(f"split '{split}' not in {root} (splits: {list(dd)}); set --data.train_split/"
+                                    f"--data.val_split")
+        ds = dd[split]
+    elif (root / split / "dataset_info.json").is_file() or (root / split / "state.json").is_file():
+        ds = datasets.load_from_disk(str(root / split))
+    else:
+        files = sorted({*root.glob(f"**/{split}-*.parquet"), *root.glob(f"{split}/*.parquet"),
+                        *root.glob(f"{split}.parquet")})
+        if files:
+            ds = datasets.load_dataset("parquet", data_files=[str(f) for f in files], split="train")
+    if ds is None:
+        raise FileNotFoundError(
+            f"no Hugging Face split '{split}' under {root}: looked for a save_to_disk folder (dataset_dict.json, "
+            f"or {split}/dataset_info.json) and parquet files ({split}-*.parquet, {split}/*.parquet)")
+    for col in (image_column, label_column):
+        if col not in ds.column_names:
+            raise ValueError(f"column '{col}' not in {root} split '{split}' (columns: {ds.column_names}); "
+                             f"set --data.image_column / --data.label_column")
+    labels = ds.data.column(label_column).to_numpy().astype(np.int64)
+    feature = ds.features[label_column]
+    if hasattr(feature, "names"):
+        classes = list(feature.names)
+    else:
+        classes = [str(i) for i in range(int(labels.max()) + 1)]
+    if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
+        raise ValueError(f"labels of split '{split}' lie outside [0, {len(classes)}) (unlabelled test split?)")
+    return SplitIndex(classes=classes, labels=labels), HFReader(ds, image_column, f"{root.name}/{split}")
+
+
+def compute_dataset_stats(manager: ImageNetDataManager, num_images: int = 2000, resolution: int = 224,
+                          out_path: Optional[Path] = None, seed: int = 0) -> dict[str, Any]:
+    """Per-channel mean and std of [0, 1] RGB pixels over a random sample of training images, after the
+    evaluation resize and centre crop (so large images do not dominate).
+
+    Args:
+        manager: the data to measure.
+        num_images: how many training images to sample (without replacement).
+        resolution: crop size (px) at which pixels are counted.
+        out_path: where ``dataset_stats.json`` is written (None = not written).
+
+    Returns:
+        {"mean": [r, g, b], "std": [r, g, b], "num_images": n, "resolution": px, "skipped": unreadable count}.
+    """
+    rng = np.random.default_rng(seed)
+    ids = manager.train_ids[np.sort(rng.choice(len(manager.train_ids), min(num_images, len(manager.train_ids)),
+                                               replace=False))]
+    resize = int(round(resolution / manager.cfg.val_crop_ratio))
+    tf = A.Compose([A.SmallestMaxSize(max_size=resize), A.CenterCrop(height=resolution, width=resolution)])
+    total = np.zeros(3)
+    total_sq = np.zeros(3)
+    pixels, used, skipped = 0, 0, 0
+    reader = manager._readers[0]
+    for sid in ids.tolist():
+        try:
+            img = tf(image=reader.read(sid))["image"].reshape(-1, 3).astype(np.float64) / 255.0
+        except Exception as e:
+            skipped += 1
+            log.warning("stats: skipping %s (%s)", reader.describe(sid), e)
+            continue
+        total += img.sum(0)
+        total_sq += (img ** 2).sum(0)
+        pixels += img.shape[0]
+        used += 1
+    if used == 0:
+        raise RuntimeError("no readable image in the sample")
+    mean = total / pixels
+    std = np.sqrt(np.maximum(total_sq / pixels - mean ** 2, 0))
+    stats = {"mean": mean.round(6).tolist(), "std": std.round(6).tolist(), "num_images": used,
+             "resolution": resolution, "skipped": skipped, "root": str(manager.root)}
+    if out_path is not None:
+        out_path = Path(out_path)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(stats, indent=2))
+    return stats

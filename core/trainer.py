@@ -1,0 +1,662 @@
+"""The training loop: one code path for AMP, accumulation and clipping; atomic checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from core.checkpoint import (atomic_torch_save, atomic_write_text, capture_rng_state, check_compatible,
+                             load_checkpoint, restore_rng_state, CHECKPOINT_FORMAT_VERSION)
+from core.config import ExperimentConfig, TrainingConfig
+from core.data_manager import ImageNetDataManager
+from core.logger import MetricsLogger, git_commit, init_wandb, layer_statistics, setup_logging
+from core.model import build_model
+from utils.metrics import topk_correct
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or Inf; the run stops and keeps its last good checkpoint."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Small pure pieces: device, precision, schedules, parameter groups
+# ----------------------------------------------------------------------------------------------------------------
+
+def select_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA, then Apple MPS, then the CPU; any other value is passed to ``torch.device``.
+
+    Raises:
+        RuntimeError: a CUDA/MPS device was asked for but is not available.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"--training.device {name} asked for CUDA, but no CUDA GPU is visible; use auto or cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError(f"--training.device {name} asked for MPS, which is not available; use auto or cpu")
+    return device
+
+
+def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype for ``--training.amp`` on ``device`` (None = full fp32).
+
+    'auto' gives bf16 on CUDA GPUs that support it (Ampere and later), else fp16; fp32 on CPU and MPS.
+
+    Raises:
+        ValueError: fp16 asked for without CUDA (GradScaler needs CUDA; use bf16 or off).
+    """
+    if amp == "off":
+        return None
+    if amp == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError(f"--training.amp fp16 needs a CUDA GPU (it relies on a GradScaler); on {device.type} "
+                         f"use --training.amp bf16 or off")
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def lr_at(step: int, cfg: TrainingConfig, steps_per_epoch: int) -> float:
+    """Learning rate of optimizer step ``step`` (0-based) for the 'cosine' and 'step' schedules.
+
+    Linear warmup from lr/warmup_steps to lr over ``warmup_epochs`` (Goyal et al. 2017), then either cosine
+    decay to ``min_lr`` at the last step (Loshchilov & Hutter 2017, SGDR without restarts) or a x``step_gamma``
+    decay every ``step_epochs`` (He et al. 2016). 'onecycle' uses torch's OneCycleLR instead.
+    """
+    total = cfg.epochs * steps_per_epoch
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    if cfg.scheduler == "step":
+        return cfg.lr * cfg.step_gamma ** (step // (cfg.step_epochs * steps_per_epoch))
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainingConfig, steps_per_epoch: int):
+    """A scheduler stepped once per optimizer step (after ``optimizer.step()``)."""
+    if cfg.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
+            pct_start=max(cfg.warmup_epochs / cfg.epochs, 0.3) if cfg.warmup_epochs else 0.3,
+            cycle_momentum=cfg.optimizer == "sgd" and cfg.momentum > 0)
+
+    def factor(step: int) -> float:  # a plain function: LambdaLR then keeps no state for it in state_dict()
+        return lr_at(step, cfg, steps_per_epoch) / cfg.lr
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def build_optimizer(model: nn.Module, cfg: TrainingConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, optional Nesterov) or AdamW, with no weight decay on BatchNorm parameters and biases
+    (tensors of rank <= 1), as in Goyal et al. 2017 and timm's ``param_groups_weight_decay``."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One training step, shared by the trainer and its tests
+# ----------------------------------------------------------------------------------------------------------------
+
+def forward_backward(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, criterion: nn.Module,
+                     amp_dtype: Optional[torch.dtype], scaler: torch.amp.GradScaler,
+                     grad_accum_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward under autocast, backward of ``loss / grad_accum_steps`` (so accumulated gradients equal the
+    gradient of the mean loss over the whole effective batch).
+
+    Args:
+        images: (B, 3, H, W) float on the model's device.
+        targets: (B,) int64.
+
+    Returns:
+        (loss, logits): the undivided mean loss (scalar, detached) and logits (B, C), detached.
+    """
+    with torch.autocast(device_type=images.device.type, dtype=amp_dtype or torch.float32,
+                        enabled=amp_dtype is not None):
+        logits = model(images)
+        loss = criterion(logits, targets)
+    scaler.scale(loss / grad_accum_steps).backward()
+    return loss.detach(), logits.detach()
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, model: nn.Module,
+                   grad_clip_norm: float = 0.0) -> None:
+    """Unscale (for clipping), clip the global gradient norm, step through the scaler (which skips the step
+    on fp16 overflow), update the scale, and clear the gradients."""
+    if grad_clip_norm > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The trainer
+# ----------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainState:
+    """Progress that a checkpoint must carry besides the module states.
+
+    ``epoch`` is the 0-based epoch in progress and ``micro_batch`` the micro-batches already trained in it;
+    at an epoch's end ``epoch`` is the number of epochs completed and ``micro_batch`` is 0.
+    """
+
+    epoch: int = 0
+    micro_batch: int = 0
+    global_step: int = 0
+    best_top1: float = -1.0
+    best_epoch: int = 0
+    epochs_without_improvement: int = 0
+    epoch_loss_sum: float = 0.0
+    epoch_correct: int = 0
+    epoch_seen: int = 0
+    epoch_train_time_s: float = 0.0
+    epoch_checkpoints: list = field(default_factory=list)  # [[epoch, val_top1], ...] of epoch_NNN.pt files kept
+
+
+class ImageNetTrainer:
+    """Trains a ResNet from an :class:`ExperimentConfig`, writing logs to ``<output_dir>/logs`` and checkpoints
+    to ``<output_dir>/models``.
+
+    Features: autocast (bf16, or fp16 with a GradScaler on CUDA), gradient accumulation, clipping, label
+    smoothing, warmup+cosine / OneCycle / step schedules per optimizer step, top-1/top-5 evaluation, atomic
+    ``last.pt`` / ``best.pt`` / ``epoch_NNN.pt`` checkpoints (best k kept), exact mid-epoch resume, SIGTERM →
+    checkpoint → clean exit, NaN/Inf loss guard, early stopping, metrics.jsonl and training curves.
+
+    Args:
+        cfg: the validated experiment config (``logging.output_dir`` must be set).
+        data: a data manager (built from ``cfg.data`` when None).
+        model: a model (built from ``cfg.model`` when None).
+
+    Raises:
+        CheckpointMismatchError: resuming from a checkpoint of another architecture or class list.
+        FileNotFoundError: ``--training.resume PATH`` does not exist.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, data: Optional[ImageNetDataManager] = None,
+                 model: Optional[nn.Module] = None):
+        self.cfg = cfg
+        t = cfg.training
+        self.rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        self.world_size = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        self.logs_dir, self.models_dir = cfg.logging.logs_dir, cfg.logging.models_dir
+        if self.is_main:
+            self.logs_dir.mkdir(parents=True, exist_ok=True)
+            self.models_dir.mkdir(parents=True, exist_ok=True)
+        setup_logging(self.logs_dir, cfg.logging.log_level, self.rank)
+
+        self.device = select_device(t.device)
+        self.amp_dtype = resolve_amp(t.amp, self.device)
+        self._configure_determinism()
+        torch.manual_seed(t.seed)
+
+        self.data = data or ImageNetDataManager(cfg.data, seed=t.seed, run_dir=self.logs_dir if self.is_main else None)
+        num_classes = cfg.model.num_classes or self.data.num_classes
+        if num_classes < self.data.num_classes:
+            raise ValueError(f"--model.num_classes {num_classes} is smaller than the {self.data.num_classes} "
+                             f"classes in the data")
+        self.num_classes = num_classes
+        self.model = model if model is not None else build_model(
+            cfg.model.name, num_classes=num_classes, small_input=cfg.model.small_input,
+            zero_init_residual=cfg.model.zero_init_residual)
+        self.channels_last = cfg.model.channels_last and self.device.type == "cuda"
+        self.model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+
+        self.train_loader = self.data.train_loader(t.batch_size, t.grad_accum_steps, self.resolution_at,
+                                                   self.world_size, self.rank)
+        self.val_loader = self.data.val_loader(max(1, t.batch_size * 2), self.world_size, self.rank)
+        self.sampler = self.train_loader.sampler
+        self.steps_per_epoch = self.sampler.micro_batches_per_epoch // t.grad_accum_steps
+
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
+        self.optimizer = build_optimizer(self.model, t)
+        self.scheduler = build_scheduler(self.optimizer, t, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.state = TrainState()
+        self.metrics = MetricsLogger(self.logs_dir / "metrics.jsonl")
+        self.wandb_run = None
+        self._stop_signal: Optional[int] = None
+        self.resumed_from: Optional[Path] = None
+        self._maybe_resume()
+
+    # -- properties -------------------------------------------------------------------------------------------
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def effective_batch_size(self) -> int:
+        """Images per optimizer step over all processes: batch x accumulation x world size."""
+        return self.cfg.training.effective_batch_size * self.world_size
+
+    def resolution_at(self, epoch: int) -> int:
+        """Training crop size (px) of ``epoch``; constant here, a schedule in progressive resizing."""
+        return self.cfg.data.image_size
+
+    # -- setup helpers ----------------------------------------------------------------------------------------
+    def _configure_determinism(self) -> None:
+        det = self.cfg.training.deterministic
+        if det:
+            # cuBLAS needs a fixed workspace to be deterministic (PyTorch "Reproducibility" notes).
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(det)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = not det
+            torch.backends.cudnn.deterministic = det
+
+    def _maybe_resume(self) -> None:
+        resume = self.cfg.training.resume
+        if resume == "none":
+            if (self.models_dir / "last.pt").exists():
+                log.warning("--training.resume none: starting fresh; checkpoints in %s will be overwritten",
+                            self.models_dir)
+            return
+        path = self.models_dir / "last.pt" if resume == "auto" else Path(resume)
+        if resume == "auto" and not path.is_file():
+            return
+        self.load_checkpoint(path)
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Restore model, optimizer, scheduler, scaler, progress and RNG states from ``path``.
+
+        Raises:
+            FileNotFoundError, ValueError: unreadable file.
+            CheckpointMismatchError: another architecture or class list.
+        """
+        ckpt = load_checkpoint(path, map_location=self.device)
+        check_compatible(ckpt, self.cfg.model.name, self.data.classes, path, self.num_classes)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        saved = ckpt["train_state"]
+        self.state = TrainState(**{k: saved[k] for k in TrainState.__dataclass_fields__ if k in saved})
+        if self.state.micro_batch > self.sampler.micro_batches_per_epoch:
+            raise ValueError(f"{path} stopped at micro-batch {self.state.micro_batch} of an epoch that now has "
+                             f"{self.sampler.micro_batches_per_epoch}: the data or batch size changed since; "
+                             f"resume with the same --data and --training.batch_size settings")
+        restore_rng_state(ckpt["rng"])
+        self._wandb_id = ckpt.get("wandb_id")
+        self.resumed_from = Path(path)
+        log.info("resumed from %s: epoch %d, micro-batch %d, global step %d, best top-1 %.2f%%", path,
+                 self.state.epoch, self.state.micro_batch, self.state.global_step, self.state.best_top1)
+
+    # -- checkpoints ------------------------------------------------------------------------------------------
+    def unwrapped_model(self) -> nn.Module:
+        """The bare model (without a DDP or torch.compile wrapper)."""
+        m = self.model
+        m = getattr(m, "module", m)
+        return getattr(m, "_orig_mod", m)
+
+    def checkpoint_dict(self) -> dict[str, Any]:
+        """Everything needed to resume or deploy, as tensors and plain Python types
+        (loadable with ``torch.load(weights_only=True)``)."""
+        return {
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "model": self.unwrapped_model().state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "train_state": self.state.__dict__.copy(),
+            "epoch": self.state.epoch,
+            "step_in_epoch": self.state.micro_batch,
+            "global_step": self.state.global_step,
+            "best_top1": self.state.best_top1,
+            "config": self.cfg.to_dict(),
+            "model_name": self.cfg.model.name,
+            "num_classes": self.num_classes,
+            "classes": list(self.data.classes),
+            "class_names": list(self.data.class_names),
+            "class_to_idx": dict(self.data.class_to_idx),
+            "rng": capture_rng_state(),
+            "wandb_id": getattr(self.wandb_run, "id", None) or getattr(self, "_wandb_id", None),
+            "torch_version": str(torch.__version__),
+        }
+
+    def save_last(self) -> Path:
+        """Write ``models/last.pt`` atomically (rank 0 only) and return its path."""
+        path = self.models_dir / "last.pt"
+        if self.is_main:
+            atomic_torch_save(self.checkpoint_dict(), path)
+        return path
+
+    def _link_checkpoint(self, src: Path, dst: Path) -> None:
+        # A hard link shares last.pt's bytes as they are now; last.pt is later replaced (os.replace) by a
+        # new file, so dst keeps this version. Atomic: link to a temporary name, then rename.
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            import shutil
+
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+
+    def _end_of_epoch_checkpoints(self, epoch_done: int, top1: float, improved: bool) -> None:
+        if not self.is_main:
+            return
+        t = self.cfg.training
+        last = self.save_last()
+        if improved:
+            self._link_checkpoint(last, self.models_dir / "best.pt")
+        if t.save_every_epochs and epoch_done % t.save_every_epochs == 0:
+            self._link_checkpoint(last, self.models_dir / f"epoch_{epoch_done:03d}.pt")
+            kept = self.state.epoch_checkpoints + [[epoch_done, top1 if math.isfinite(top1) else -1.0]]
+            kept.sort(key=lambda e: (e[1], e[0]), reverse=True)  # best top-1 first, later epoch on ties
+            for old_epoch, _ in kept[t.keep_best_k:]:
+                (self.models_dir / f"epoch_{old_epoch:03d}.pt").unlink(missing_ok=True)
+            self.state.epoch_checkpoints = kept[:t.keep_best_k]
+            self.save_last()  # record which epoch files are kept
+
+    # -- signals ----------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _graceful_stop(self):
+        """On SIGTERM (spot-instance notice) or SIGINT, finish the current optimizer step, save last.pt and
+        return. A second signal acts as usual."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, _frame):
+            self._stop_signal = signum
+            signal.signal(signum, previous[signum])
+            log.warning("received %s: saving a checkpoint after this step, then stopping",
+                        signal.Signals(signum).name)
+
+        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+        for s in previous:
+            signal.signal(s, handler)
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    # -- training ---------------------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train until ``--training.epochs``, early stopping, or a stop signal.
+
+        Returns:
+            {"best_top1", "best_epoch", "epochs_completed", "final" (last eval metrics), "interrupted",
+            "stopped_early", "resumed_from"}.
+
+        Raises:
+            NonFiniteLossError: the loss became NaN/Inf (the last good checkpoint is kept).
+        """
+        t = self.cfg.training
+        if self.is_main:
+            self._write_run_info()
+            if self.cfg.logging.wandb:
+                self.wandb_run = init_wandb(self.cfg, self.logs_dir, self.run_name, getattr(self, "_wandb_id", None))
+                self.metrics.wandb_run = self.wandb_run
+            self.metrics.truncate_after(self.state.epoch)
+        log.info("model %s (%d classes, %s params) on %s, amp %s, effective batch %d (%d x %d accumulation x %d "
+                 "process), %d optimizer steps per epoch", self.cfg.model.name, self.num_classes,
+                 f"{sum(p.numel() for p in self.model.parameters()):,}", self.device,
+                 self.amp_dtype or "off", self.effective_batch_size, t.batch_size, t.grad_accum_steps,
+                 self.world_size, self.steps_per_epoch)
+        interrupted = stopped_early = False
+        last_eval: dict[str, float] = {}
+        with self._graceful_stop():
+            while self.state.epoch < t.epochs:
+                epoch = self.state.epoch
+                train_metrics = self._train_epoch(epoch)
+                if self._stop_signal is not None:
+                    interrupted = True
+                    break
+                last_eval = self._end_epoch(epoch, train_metrics)
+                if t.early_stopping_patience and self.state.epochs_without_improvement >= t.early_stopping_patience:
+                    log.info("early stopping: no val top-1 improvement for %d epochs (best %.2f%% at epoch %d)",
+                             self.state.epochs_without_improvement, self.state.best_top1, self.state.best_epoch)
+                    stopped_early = True
+                    break
+                if self._stop_signal is not None:
+                    interrupted = True
+                    break
+        if self.state.epoch >= t.epochs and not last_eval and self.resumed_from is not None:
+            log.info("the run in %s is already complete (%d/%d epochs)", self.models_dir, self.state.epoch, t.epochs)
+        self.close()
+        result = {"best_top1": self.state.best_top1, "best_epoch": self.state.best_epoch,
+                  "epochs_completed": self.state.epoch, "final": last_eval, "interrupted": interrupted,
+                  "stopped_early": stopped_early, "resumed_from": str(self.resumed_from) if self.resumed_from else None}
+        self._finish(result)
+        return result
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        t = self.cfg.training
+        self.model.train()
+        self.sampler.set_epoch(epoch, self.state.micro_batch)
+        if self.state.micro_batch == 0:
+            self.state.epoch_loss_sum, self.state.epoch_correct, self.state.epoch_seen = 0.0, 0, 0
+            self.state.epoch_train_time_s = 0.0
+        total = self.sampler.micro_batches_per_epoch
+        # Device-side accumulators: no host sync per step (the progress bar syncs every log_every_steps).
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+        seen = 0
+        bar = tqdm(total=total, initial=self.state.micro_batch, desc=f"epoch {epoch + 1}/{t.epochs}",
+                   disable=not (self.cfg.logging.progress_bar and self.is_main), dynamic_ncols=True, leave=False)
+        start = time.perf_counter()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
+        micro = self.state.micro_batch
+        batches = iter(self.train_loader)
+        while True:
+            try:
+                images, targets = next(batches)
+            except StopIteration:
+                break
+            except RuntimeError:  # "DataLoader worker ... killed by signal": a group-wide SIGTERM reached them
+                if self._stop_signal is None:
+                    raise
+                log.warning("data-loader workers were stopped by the signal; saving at the last optimizer step")
+                self.save_last()
+                break
+            images = images.to(self.device, non_blocking=True, memory_format=memory_format)
+            targets = targets.to(self.device, non_blocking=True)
+            loss, logits = forward_backward(self.model, images, targets, self.criterion, self.amp_dtype,
+                                            self.scaler, t.grad_accum_steps)
+            nonfinite |= ~torch.isfinite(loss)
+            loss_sum += loss.double() * targets.shape[0]
+            correct += (logits.argmax(1) == targets).sum()
+            seen += targets.shape[0]
+            micro += 1
+            bar.update(1)
+            if micro % t.grad_accum_steps:
+                continue
+            if self.wandb_run is not None and micro == total:
+                self._last_layer_stats = layer_statistics(self.unwrapped_model())
+            optimizer_step(self.optimizer, self.scaler, self.model, t.grad_clip_norm)
+            self.scheduler.step()
+            self.state.global_step += 1
+            self.state.micro_batch = micro
+            step = self.state.global_step
+            log_now = step % t.log_every_steps == 0 or micro == total
+            save_now = t.checkpoint_every_steps and step % t.checkpoint_every_steps == 0
+            stop_now = self._stop_signal is not None
+            if log_now or save_now or stop_now:
+                if nonfinite.item():
+                    raise NonFiniteLossError(
+                        f"the training loss became NaN or Inf at epoch {epoch + 1}, step {step}; the last good "
+                        f"checkpoint ({self.models_dir / 'last.pt'}) is kept. Lower --training.lr, set "
+                        f"--training.grad_clip_norm, or try --training.amp bf16/off")
+                self._sync_epoch_totals(loss_sum, correct, seen, start)
+                loss_sum.zero_(), correct.zero_()
+                seen, start = 0, time.perf_counter()
+                st = self.state
+                bar.set_postfix(loss=f"{st.epoch_loss_sum / max(st.epoch_seen, 1):.3f}",
+                                top1=f"{100 * st.epoch_correct / max(st.epoch_seen, 1):.1f}",
+                                lr=f"{self.optimizer.param_groups[0]['lr']:.3g}",
+                                img_s=f"{st.epoch_seen / max(st.epoch_train_time_s, 1e-9):.0f}")
+                if save_now or stop_now:
+                    self.save_last()
+                if stop_now:
+                    log.info("stopped at epoch %d, micro-batch %d/%d; checkpoint saved to %s; continue with "
+                             "--training.resume auto", epoch + 1, micro, total, self.models_dir / "last.pt")
+                    break
+        bar.close()
+        st = self.state
+        return {"train_loss": st.epoch_loss_sum / max(st.epoch_seen, 1),
+                "train_top1": 100.0 * st.epoch_correct / max(st.epoch_seen, 1),
+                "images_per_sec": st.epoch_seen * self.world_size / max(st.epoch_train_time_s, 1e-9),
+                "epoch_time_s": st.epoch_train_time_s}
+
+    def close(self) -> None:
+        """Shut down the loaders' persistent worker processes (also done by garbage collection; explicit here
+        so that a finished run exits at once)."""
+        for loader in (self.train_loader, self.val_loader):
+            it = getattr(loader, "_iterator", None)
+            if it is not None and hasattr(it, "_shutdown_workers"):
+                it._shutdown_workers()
+            loader._iterator = None
+
+    def _sync_epoch_totals(self, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, start: float) -> None:
+        self.state.epoch_loss_sum += float(loss_sum.item())
+        self.state.epoch_correct += int(correct.item())
+        self.state.epoch_seen += seen
+        self.state.epoch_train_time_s += time.perf_counter() - start
+
+    def _end_epoch(self, epoch: int, train_metrics: dict[str, float]) -> dict[str, float]:
+        t = self.cfg.training
+        epoch_done = epoch + 1
+        record: dict[str, Any] = {"epoch": epoch_done, **train_metrics,
+                                  "lr": self.optimizer.param_groups[0]["lr"]}
+        val: dict[str, float] = {}
+        if epoch_done % t.eval_every_epochs == 0 or epoch_done == t.epochs:
+            val = self.evaluate()
+            record.update(val)
+        if self.device.type == "cuda":
+            record["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 20
+        top1 = val.get("val_top1", float("nan"))
+        improved = math.isfinite(top1) and top1 > self.state.best_top1
+        if improved:
+            self.state.best_top1, self.state.best_epoch = top1, epoch_done
+            self.state.epochs_without_improvement = 0
+        elif val:
+            self.state.epochs_without_improvement += 1
+        self.state.epoch, self.state.micro_batch = epoch_done, 0
+        if self.is_main:
+            self.metrics.log_epoch(record)
+            if self.wandb_run is not None and getattr(self, "_last_layer_stats", None):
+                self.wandb_run.log(self._last_layer_stats, step=epoch_done)
+        self._end_of_epoch_checkpoints(epoch_done, top1, improved)
+        log.info("epoch %d/%d: train loss %.4f top-1 %.2f%% | val loss %s top-1 %s top-5 %s | lr %.4g | %.0f img/s "
+                 "| %.1f s", epoch_done, t.epochs, record["train_loss"], record["train_top1"],
+                 _fmt(val.get("val_loss"), ".4f"), _fmt(val.get("val_top1"), ".2f", "%"),
+                 _fmt(val.get("val_top5"), ".2f", "%"), record["lr"], record["images_per_sec"],
+                 record["epoch_time_s"])
+        return val
+
+    @torch.no_grad()
+    def evaluate(self, loader: Optional[torch.utils.data.DataLoader] = None,
+                 model: Optional[nn.Module] = None) -> dict[str, float]:
+        """Mean cross-entropy (without label smoothing), top-1 and top-5 (%) over the val split (all ranks).
+
+        Returns:
+            {"val_loss", "val_top1", "val_top5"}; top-5 is top-min(5, C).
+        """
+        model = model or self.model
+        loader = loader or self.val_loader
+        was_training = model.training
+        model.eval()
+        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
+        totals = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss sum, top-1, top-5, count
+        for images, targets in loader:
+            images = images.to(self.device, non_blocking=True, memory_format=memory_format)
+            targets = targets.to(self.device, non_blocking=True)
+            with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32,
+                                enabled=self.amp_dtype is not None):
+                logits = model(images)
+            logits = logits.float()
+            totals[0] += nn.functional.cross_entropy(logits, targets, reduction="sum").double()
+            totals[1:3] += topk_correct(logits, targets, (1, 5)).double()
+            totals[3] += targets.shape[0]
+        if self.world_size > 1:
+            torch.distributed.all_reduce(totals)
+        model.train(was_training)
+        n = max(totals[3].item(), 1.0)
+        return {"val_loss": totals[0].item() / n, "val_top1": 100 * totals[1].item() / n,
+                "val_top5": 100 * totals[2].item() / n}
+
+    # -- reporting --------------------------------------------------------------------------------------------
+    @property
+    def run_name(self) -> str:
+        return self.cfg.logging.run_name or f"{self.cfg.model.name}-{self.data.root.name}"
+
+    def _write_run_info(self) -> None:
+        self.cfg.save_yaml(self.logs_dir / "config.yaml")
+        info = {"git_commit": git_commit(), "torch": str(torch.__version__), "device": str(self.device),
+                "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
+                "amp": str(self.amp_dtype) if self.amp_dtype else "off", "world_size": self.world_size,
+                "effective_batch_size": self.effective_batch_size, "steps_per_epoch": self.steps_per_epoch,
+                "train_images": len(self.data.train_ids), "val_images": len(self.data.val_ids),
+                "num_classes": self.num_classes, "data_root": str(self.data.root),
+                "bundled_sample": self.data.using_bundled_sample,
+                "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        atomic_write_text(self.logs_dir / "run_info.json", json.dumps(info, indent=2))
+
+    def _finish(self, result: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        bad = self.data.corrupt_images()
+        if bad:
+            (self.logs_dir / "corrupt_images.txt").write_text("".join(f"{b['path']}\t{b['error']}\n" for b in bad))
+            log.warning("%d unreadable image(s) were skipped; listed in %s", len(bad),
+                        self.logs_dir / "corrupt_images.txt")
+        try:
+            from utils.visualization import plot_training_curves
+
+            if (self.logs_dir / "metrics.jsonl").is_file():
+                plot_training_curves(self.logs_dir / "metrics.jsonl", self.logs_dir / "curves.png",
+                                     title=self.run_name)
+        except Exception as e:  # a plot is a report, never a reason to fail a finished run
+            log.warning("could not draw training curves (%s)", e)
+        atomic_write_text(self.logs_dir / "summary.json", json.dumps(result, indent=2))
+        if self.wandb_run is not None:
+            self.wandb_run.summary.update({"best_top1": result["best_top1"]})
+            self.wandb_run.finish()
+        log.info("best val top-1 %.2f%% at epoch %d; logs in %s, checkpoints in %s", result["best_top1"],
+                 result["best_epoch"], self.logs_dir, self.models_dir)
+
+
+def _fmt(value: Optional[float], spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def run_experiment(cfg: ExperimentConfig, make_trainer: Callable[[ExperimentConfig], ImageNetTrainer] = ImageNetTrainer
+                   ) -> dict[str, Any]:
+    """Build a trainer and fit it; the entry point that experiment scripts call."""
+    return make_trainer(cfg).fit()

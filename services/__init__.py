@@ -1,0 +1,1 @@
+"""Analysis services built on the core library: LR finder and Grad-CAM."""

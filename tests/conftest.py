@@ -1,0 +1,61 @@
+"""Shared fixtures: the bundled real-image sample, small copies of it, and tiny training configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.config import BUNDLED_SAMPLE_ROOT, PROJECT_ROOT, DataConfig, ExperimentConfig, LoggingConfig, \
+    ModelConfig, TrainingConfig
+
+PHASE1_SCRIPT = PROJECT_ROOT / "experiments" / "phase1_subset_20pct" / "train.py"
+
+
+@pytest.fixture
+def sample_copy(tmp_path: Path) -> Path:
+    """A writable copy of the bundled sample (train/ and val/ with 10 WNID folders)."""
+    dst = tmp_path / "imagenette_sample"
+    shutil.copytree(BUNDLED_SAMPLE_ROOT, dst)
+    return dst
+
+
+def tiny_config(tmp_path: Path, root: Path | None = None, **sections: dict[str, Any]) -> ExperimentConfig:
+    """A config that trains ResNet-18 at 32 px on a slice of the bundled sample in a few seconds on a CPU.
+
+    ``sections`` override fields, e.g. ``training={"epochs": 2}``.
+    """
+    data = dict(root=root, fraction=0.25, val_fraction=0.5, image_size=32, val_image_size=32, num_workers=0,
+                index_cache_dir=tmp_path / "cache")
+    model = dict(name="resnet18")
+    training = dict(epochs=2, batch_size=16, lr=0.05, warmup_epochs=0, save_every_epochs=1, keep_best_k=2,
+                    resume="none", log_every_steps=1)
+    logging_ = dict(output_dir=tmp_path / "run", progress_bar=False)
+    data.update(sections.get("data", {}))
+    model.update(sections.get("model", {}))
+    training.update(sections.get("training", {}))
+    logging_.update(sections.get("logging", {}))
+    return ExperimentConfig(data=DataConfig(**data), model=ModelConfig(**model),
+                            training=TrainingConfig(**training), logging=LoggingConfig(**logging_))
+
+
+def cli_args(cfg: ExperimentConfig) -> list[str]:
+    """Command-line flags setting every field of ``cfg``, so a script's own YAML layers change nothing."""
+    args: list[str] = []
+    for section, values in cfg.to_dict().items():
+        for name, value in values.items():
+            args += [f"--{section}.{name}", json.dumps(value) if not isinstance(value, str) else value]
+    return args
+
+
+def run_script(script: Path, args: list[str], timeout: float = 600, **popen: Any) -> subprocess.CompletedProcess:
+    """Run an experiment script in a fresh interpreter from an unrelated cwd (scripts must not depend on it)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    return subprocess.run([sys.executable, str(script), *args], cwd="/", env=env, capture_output=True, text=True,
+                          timeout=timeout, **popen)

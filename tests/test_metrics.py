@@ -1,0 +1,190 @@
+"""Tests for utils.metrics: top-k counts, the confusion matrix, per-class reports, AverageMeter."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from utils.metrics import (
+    AverageMeter,
+    ConfusionMatrix,
+    most_confused,
+    per_class_accuracy,
+    per_class_report,
+    topk_accuracy,
+    topk_correct,
+)
+
+# 4 samples x 5 classes, no ties within a row. Rank of the target (1 = best):
+# row 0 -> 1, row 1 -> 2, row 2 -> 5, row 3 -> 2.
+LOGITS = torch.tensor(
+    [
+        [0.1, 0.5, 0.2, 0.9, 0.3],  # order 3,1,4,2,0; target 3
+        [0.8, 0.1, 0.7, 0.2, 0.0],  # order 0,2,3,1,4; target 2
+        [0.0, 0.1, 0.2, 0.3, 0.4],  # order 4,3,2,1,0; target 0
+        [0.3, 0.2, 0.9, 0.1, 0.5],  # order 2,4,0,1,3; target 4
+    ]
+)
+TARGETS = torch.tensor([3, 2, 0, 4])
+
+
+def test_topk_correct_hand_computed() -> None:
+    out = topk_correct(LOGITS, TARGETS, ks=(1, 2, 3, 4, 5))
+    assert out.dtype == torch.int64
+    assert out.shape == (5,)
+    assert out.tolist() == [1, 3, 3, 3, 4]
+
+
+def test_topk_correct_keeps_ks_order_and_device() -> None:
+    out = topk_correct(LOGITS, TARGETS, ks=(5, 1))
+    assert out.tolist() == [4, 1]
+    assert out.device == LOGITS.device
+
+
+def test_topk_accuracy_percent() -> None:
+    assert topk_accuracy(LOGITS, TARGETS) == {1: 25.0, 5: 100.0}
+
+
+def test_k_is_clamped_to_num_classes() -> None:
+    logits = torch.tensor([[0.1, 0.2, 0.7], [0.9, 0.05, 0.05], [0.2, 0.5, 0.3]])
+    targets = torch.tensor([0, 0, 2])  # ranks 3, 1, 2
+    assert topk_correct(logits, targets, ks=(1, 2, 3, 5, 100)).tolist() == [1, 2, 3, 3, 3]
+    acc = topk_accuracy(logits, targets, ks=(1, 5))
+    assert acc[5] == 100.0  # top-5 of 3 classes is top-3: always right
+    assert acc[1] == pytest.approx(100.0 / 3)
+
+
+def test_topk_matches_brute_force_rank() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(200, 17, generator=g)  # continuous: ties have probability 0
+    targets = torch.randint(0, 17, (200,), generator=g)
+    # rank of the target = 1 + number of classes scoring strictly higher
+    rank = 1 + (logits > logits.gather(1, targets[:, None])).sum(dim=1)
+    ks = (1, 3, 5, 10, 17)
+    expected = [int((rank <= k).sum()) for k in ks]
+    assert topk_correct(logits, targets, ks).tolist() == expected
+
+
+def test_topk_empty_batch() -> None:
+    assert topk_correct(torch.zeros(0, 5), torch.zeros(0, dtype=torch.int64)).tolist() == [0, 0]
+    with pytest.raises(ValueError, match="empty"):
+        topk_accuracy(torch.zeros(0, 5), torch.zeros(0, dtype=torch.int64))
+
+
+@pytest.mark.parametrize(
+    ("logits", "targets", "ks", "exc"),
+    [
+        (torch.zeros(4), torch.zeros(4, dtype=torch.int64), (1,), ValueError),
+        (torch.zeros(4, 3), torch.zeros(3, dtype=torch.int64), (1,), ValueError),
+        (torch.zeros(4, 3), torch.zeros(4), (1,), TypeError),
+        (torch.zeros(4, 3), torch.zeros(4, dtype=torch.int64), (0, 1), ValueError),
+        (torch.zeros(4, 3), torch.zeros(4, dtype=torch.int64), (), ValueError),
+    ],
+)
+def test_topk_rejects_bad_input(logits, targets, ks, exc) -> None:
+    with pytest.raises(exc):
+        topk_correct(logits, targets, ks)
+
+
+def test_confusion_matrix_hand_computed() -> None:
+    targets = torch.tensor([0, 0, 1, 1, 1, 2])
+    preds = torch.tensor([0, 1, 1, 1, 0, 2])
+    cm = ConfusionMatrix(3)
+    cm.update(preds[:4], targets[:4])
+    cm.update(preds[4:], targets[4:])
+    expected = torch.tensor([[1, 1, 0], [1, 2, 0], [0, 0, 1]])
+    out = cm.compute()
+    assert out.dtype == torch.int64
+    assert torch.equal(out, expected)
+    out[0, 0] = 99  # compute() returns a copy
+    assert cm.compute()[0, 0] == 1
+    cm.reset()
+    assert cm.compute().sum() == 0
+
+
+def test_confusion_matrix_accepts_logits() -> None:
+    cm = ConfusionMatrix(5)
+    cm.update(LOGITS, TARGETS)  # argmax: 3, 0, 4, 2
+    expected = torch.zeros(5, 5, dtype=torch.int64)
+    for t, p in [(3, 3), (2, 0), (0, 4), (4, 2)]:
+        expected[t, p] += 1
+    assert torch.equal(cm.compute(), expected)
+
+
+@pytest.mark.parametrize(
+    ("preds", "targets", "exc"),
+    [
+        (torch.tensor([0, 3]), torch.tensor([0, 1]), ValueError),  # pred out of range
+        (torch.tensor([0, 1]), torch.tensor([0, 3]), ValueError),  # target out of range
+        (torch.tensor([0, 1]), torch.tensor([-1, 1]), ValueError),
+        (torch.tensor([0, 1]), torch.tensor([0, 1, 2]), ValueError),
+        (torch.zeros(2, 4), torch.tensor([0, 1]), ValueError),  # logits with wrong C
+        (torch.tensor([0.0, 1.0]), torch.tensor([0, 1]), TypeError),
+    ],
+)
+def test_confusion_matrix_rejects_bad_input(preds, targets, exc) -> None:
+    cm = ConfusionMatrix(3)
+    with pytest.raises(exc):
+        cm.update(preds, targets)
+    assert cm.compute().sum() == 0  # nothing was added
+
+
+def test_per_class_accuracy_with_empty_class() -> None:
+    cm = torch.tensor([[1, 1, 0], [1, 2, 0], [0, 0, 0]])  # class 2 has no samples
+    acc = per_class_accuracy(cm)
+    assert acc.shape == (3,)
+    assert acc[0].item() == pytest.approx(50.0)
+    assert acc[1].item() == pytest.approx(200.0 / 3)
+    assert math.isnan(acc[2].item())
+
+    m = ConfusionMatrix(3)
+    m.update(torch.tensor([0, 1, 1, 1, 0]), torch.tensor([0, 0, 1, 1, 1]))
+    assert torch.allclose(m.per_class_accuracy(), acc, equal_nan=True)
+
+
+def test_most_confused_order() -> None:
+    cm = torch.tensor(
+        [
+            [9, 2, 5, 0],
+            [0, 8, 0, 2],
+            [7, 0, 6, 1],
+            [0, 0, 0, 30],
+        ]
+    )
+    # counts 7, 5, then a tie of 2s in (true, pred) order, then 1; diagonal and zeros excluded
+    assert most_confused(cm, 10) == [(2, 0, 7), (0, 2, 5), (0, 1, 2), (1, 3, 2), (2, 3, 1)]
+    assert most_confused(cm, 2) == [(2, 0, 7), (0, 2, 5)]
+    assert most_confused(cm, 0) == []
+    assert most_confused(torch.eye(3, dtype=torch.int64) * 4, 5) == []
+
+    m = ConfusionMatrix(4)
+    m.matrix += cm
+    assert m.most_confused(3) == [(2, 0, 7), (0, 2, 5), (0, 1, 2)]
+
+
+def test_per_class_report() -> None:
+    cm = torch.tensor([[1, 1, 0], [1, 2, 0], [0, 0, 0]])
+    rows = per_class_report(cm, ["tench", "church", "parachute"])
+    assert [r["class_index"] for r in rows] == [0, 1, 2]
+    assert rows[1] == {
+        "class_index": 1, "name": "church", "support": 3, "correct": 2,
+        "accuracy": pytest.approx(200.0 / 3),
+    }
+    assert rows[2]["support"] == 0 and math.isnan(rows[2]["accuracy"])
+    with pytest.raises(ValueError, match="class names"):
+        per_class_report(cm, ["a", "b"])
+
+
+def test_average_meter() -> None:
+    m = AverageMeter("loss", fmt=".2f")
+    assert math.isnan(m.avg)
+    m.update(2.0, n=2)
+    m.update(torch.tensor(5.0), n=1)
+    assert m.sum == pytest.approx(9.0)
+    assert m.count == 3
+    assert m.avg == pytest.approx(3.0)
+    assert str(m) == "loss 5.00 (3.00)"
+    m.reset()
+    assert m.count == 0 and m.sum == 0.0

@@ -1,0 +1,224 @@
+"""Trainer: the step (AMP path, accumulation), schedules, checkpoints, resume, signals and the NaN guard."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+from conftest import PHASE1_SCRIPT, cli_args, tiny_config
+from core.checkpoint import CheckpointMismatchError, load_checkpoint
+from core.config import TrainingConfig
+from core.model import build_model
+from core.trainer import (ImageNetTrainer, NonFiniteLossError, build_optimizer, forward_backward, lr_at,
+                          optimizer_step)
+
+
+# --- the step ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("amp_dtype", [None, torch.bfloat16])
+def test_gradient_accumulation_matches_one_large_batch(amp_dtype):
+    torch.manual_seed(0)
+    model_big = build_model("resnet18", num_classes=10).eval()  # eval-mode BN: no batch statistics
+    model_acc = copy.deepcopy(model_big)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    crit = nn.CrossEntropyLoss(label_smoothing=0.1)
+    cfg = TrainingConfig(lr=0.1, weight_decay=1e-4, nesterov=True)
+    opt_big, opt_acc = build_optimizer(model_big, cfg), build_optimizer(model_acc, cfg)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+
+    forward_backward(model_big, x, y, crit, amp_dtype, scaler, grad_accum_steps=1)
+    for i in range(4):  # k=4 micro-batches of b=2
+        forward_backward(model_acc, x[2 * i:2 * i + 2], y[2 * i:2 * i + 2], crit, amp_dtype, scaler, 4)
+    tol = 1e-5 if amp_dtype is None else 2e-2
+    for (name, a), b in zip(model_big.named_parameters(), model_acc.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=tol, rtol=tol), name
+    optimizer_step(opt_big, scaler, model_big, grad_clip_norm=1.0)
+    optimizer_step(opt_acc, scaler, model_acc, grad_clip_norm=1.0)
+    for a, b in zip(model_big.parameters(), model_acc.parameters()):
+        assert torch.allclose(a, b, atol=tol, rtol=tol)
+        assert a.grad is None and b.grad is None  # cleared after the step
+
+
+def test_no_weight_decay_on_batchnorm_and_bias():
+    model = build_model("resnet18", num_classes=10)
+    opt = build_optimizer(model, TrainingConfig(weight_decay=5e-5))
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 5e-5 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim <= 1 for p in no_decay["params"])
+    assert any(p is model.fc.bias for p in no_decay["params"]) and any(p is model.bn1.weight for p in no_decay["params"])
+
+
+def test_lr_schedules():
+    cfg = TrainingConfig(epochs=10, lr=0.4, warmup_epochs=2, min_lr=0.004, scheduler="cosine")
+    spe = 100
+    assert lr_at(0, cfg, spe) == pytest.approx(0.4 / 200)
+    assert lr_at(199, cfg, spe) == pytest.approx(0.4)  # end of warmup = peak
+    mid = lr_at(200 + 400, cfg, spe)
+    assert mid == pytest.approx(0.004 + 0.5 * (0.4 - 0.004))  # halfway through the cosine
+    assert lr_at(999, cfg, spe) == pytest.approx(0.004, abs=1e-4)
+    lrs = [lr_at(s, cfg, spe) for s in range(200, 1000)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    step = dataclasses.replace(cfg, scheduler="step", step_epochs=3, step_gamma=0.1, warmup_epochs=0)
+    assert [lr_at(s * spe, step, spe) for s in (0, 2, 3, 6, 9)] == pytest.approx([0.4, 0.4, 0.04, 0.004, 0.0004])
+
+
+# --- training runs in-process -----------------------------------------------------------------------------------
+
+def test_short_run_writes_everything_and_checkpoint_loads_weights_only(tmp_path):
+    cfg = tiny_config(tmp_path, training={"epochs": 3, "save_every_epochs": 1, "keep_best_k": 2})
+    result = ImageNetTrainer(cfg).fit()
+    logs, models = tmp_path / "run" / "logs", tmp_path / "run" / "models"
+    for name in ("train.log", "metrics.jsonl", "config.yaml", "run_info.json", "curves.png", "summary.json",
+                 "class_distribution.csv"):
+        assert (logs / name).stat().st_size > 0, name
+    lines = (logs / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3
+    assert result["epochs_completed"] == 3 and 0 <= result["best_top1"] <= 100
+    kept = sorted(p.name for p in models.glob("epoch_*.pt"))
+    assert len(kept) == 2  # best 2 of 3 kept
+    ckpt = torch.load(models / "last.pt", map_location="cpu", weights_only=True)
+    for key in ("model", "optimizer", "scheduler", "scaler", "epoch", "step_in_epoch", "global_step", "best_top1",
+                "config", "classes", "class_names", "class_to_idx", "rng"):
+        assert key in ckpt, key
+    assert ckpt["epoch"] == 3 and ckpt["step_in_epoch"] == 0 and ckpt["classes"][0] == "n01440764"
+    assert ckpt["class_names"][0].startswith("tench") and ckpt["config"]["model"]["name"] == "resnet18"
+    best = load_checkpoint(models / "best.pt")
+    assert best["best_top1"] == pytest.approx(result["best_top1"])
+    assert not list(models.glob("*.tmp"))
+
+
+def test_resume_refuses_another_architecture_or_class_list(tmp_path, sample_copy):
+    ImageNetTrainer(tiny_config(tmp_path, training={"epochs": 1})).fit()
+    with pytest.raises(CheckpointMismatchError, match="resnet34"):
+        ImageNetTrainer(tiny_config(tmp_path, model={"name": "resnet34"}, training={"epochs": 2, "resume": "auto"}))
+    import shutil
+    for split in ("train", "val"):
+        shutil.rmtree(sample_copy / split / "n03888257")
+    with pytest.raises(CheckpointMismatchError, match="another class list"):
+        ImageNetTrainer(tiny_config(tmp_path, root=sample_copy, training={"epochs": 2, "resume": "auto"}))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    trainer = ImageNetTrainer(tiny_config(tmp_path, training={"epochs": 3}))
+    real = trainer.criterion
+    calls = {"n": 0}
+    micro_per_epoch = trainer.sampler.micro_batches_per_epoch
+
+    def poisoned(logits, targets):
+        calls["n"] += 1
+        loss = real(logits, targets)
+        return loss * float("nan") if calls["n"] > micro_per_epoch + 1 else loss
+
+    trainer.criterion = poisoned
+    with pytest.raises(NonFiniteLossError, match="NaN or Inf"):
+        trainer.fit()
+    ckpt = load_checkpoint(tmp_path / "run" / "models" / "last.pt")
+    assert ckpt["epoch"] == 1 and ckpt["step_in_epoch"] == 0  # the end of the last good epoch
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_early_stopping(tmp_path):
+    trainer = ImageNetTrainer(tiny_config(tmp_path, training={"epochs": 6, "early_stopping_patience": 2}))
+    scores = iter([50.0, 40.0, 45.0, 60.0, 10.0, 10.0])
+    trainer.evaluate = lambda *a, **k: {"val_loss": 1.0, "val_top1": next(scores), "val_top5": 90.0}
+    result = trainer.fit()
+    assert result["stopped_early"] and result["epochs_completed"] == 3 and result["best_epoch"] == 1
+
+
+def test_finished_run_resumes_as_complete(tmp_path):
+    ImageNetTrainer(tiny_config(tmp_path, training={"epochs": 1})).fit()
+    result = ImageNetTrainer(tiny_config(tmp_path, training={"epochs": 1, "resume": "auto"})).fit()
+    assert result["epochs_completed"] == 1 and result["resumed_from"].endswith("last.pt")
+    assert len((tmp_path / "run" / "logs" / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+# --- interruption: real subprocesses ----------------------------------------------------------------------------
+
+def _resume_cfg(tmp_path: Path, out: str):
+    return tiny_config(tmp_path, data={"num_workers": 1, "persistent_workers": True},
+                       training={"epochs": 2, "deterministic": True, "checkpoint_every_steps": 1,
+                                 "resume": "auto", "log_every_steps": 1},
+                       logging={"output_dir": tmp_path / out})
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, str(PHASE1_SCRIPT), *args], cwd="/", env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_step(ckpt: Path, proc: subprocess.Popen, min_step: int, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"run ended before step {min_step}:\n{proc.stdout.read()}")
+        if ckpt.is_file():
+            try:
+                if load_checkpoint(ckpt)["global_step"] >= min_step:
+                    return
+            except ValueError:
+                pass
+        time.sleep(0.02)
+    pytest.fail("no checkpoint appeared in time")
+
+
+def test_sigkill_anywhere_then_resume_is_bitwise_identical(tmp_path):
+    ref = subprocess.run([sys.executable, str(PHASE1_SCRIPT), *cli_args(_resume_cfg(tmp_path, "ref"))], cwd="/",
+                         capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    args = cli_args(_resume_cfg(tmp_path, "killed"))
+    last = tmp_path / "killed" / "models" / "last.pt"
+    kill_points = []
+    for min_step in (2, 9):  # once early in epoch 1, once later (epoch 2 when an epoch has < 9 steps)
+        proc = _start(args)
+        _wait_for_step(last, proc, min_step)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        saved = load_checkpoint(last)
+        kill_points.append((saved["epoch"], saved["step_in_epoch"]))
+    assert any(step > 0 for _, step in kill_points), kill_points  # at least one mid-epoch resume
+    done = subprocess.run([sys.executable, str(PHASE1_SCRIPT), *args], cwd="/", capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a = load_checkpoint(tmp_path / "ref" / "models" / "last.pt")
+    b = load_checkpoint(last)
+    assert a["global_step"] == b["global_step"]
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+    ref_lines = (tmp_path / "ref" / "logs" / "metrics.jsonl").read_text().splitlines()
+    got_lines = (tmp_path / "killed" / "logs" / "metrics.jsonl").read_text().splitlines()
+    assert len(ref_lines) == len(got_lines) == 2
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    cfg = _resume_cfg(tmp_path, "spot")
+    cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, checkpoint_every_steps=0))
+    proc = _start(cli_args(cfg))
+    log_file = tmp_path / "spot" / "logs" / "train.log"
+    deadline = time.time() + 120
+    while time.time() < deadline and "optimizer steps per epoch" not in (log_file.read_text() if log_file.is_file() else ""):
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-3000:]
+    assert "received SIGTERM" in out and "--training.resume auto" in out
+    saved = load_checkpoint(tmp_path / "spot" / "models" / "last.pt")
+    assert saved["global_step"] >= 1
+    resumed = subprocess.run([sys.executable, str(PHASE1_SCRIPT), *cli_args(cfg)], cwd="/", capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0 and "resumed from" in resumed.stderr
+    assert load_checkpoint(tmp_path / "spot" / "models" / "last.pt")["epoch"] == 2

@@ -1,0 +1,1 @@
+"""Metrics and plotting helpers shared by the trainer, services and notebooks."""

@@ -1,0 +1,301 @@
+"""Classification metrics: top-k accuracy, a device-side confusion matrix, running averages."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+__all__ = [
+    "AverageMeter",
+    "ConfusionMatrix",
+    "most_confused",
+    "per_class_accuracy",
+    "per_class_report",
+    "topk_accuracy",
+    "topk_correct",
+]
+
+
+def _check_logits_targets(logits: torch.Tensor, targets: torch.Tensor) -> None:
+    if logits.ndim != 2:
+        raise ValueError(f"logits must be (N, C), got shape {tuple(logits.shape)}")
+    if targets.ndim != 1 or targets.shape[0] != logits.shape[0]:
+        raise ValueError(
+            f"targets must be (N,) with N = {logits.shape[0]}, got shape {tuple(targets.shape)}"
+        )
+    if targets.dtype.is_floating_point or targets.dtype == torch.bool:
+        raise TypeError(f"targets must hold integer class indices, got dtype {targets.dtype}")
+
+
+def topk_correct(
+    logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = (1, 5)
+) -> torch.Tensor:
+    """Count the samples whose target class is among the k highest logits, for each k.
+
+    Args:
+        logits: (N, C) float scores (logits or probabilities; only their order matters).
+        targets: (N,) int64 class indices in [0, C).
+        ks: the k values, each >= 1. A k larger than C is clamped to C, so with 3 classes
+            "top-5" is top-3 and every sample counts as correct.
+
+    Returns:
+        (len(ks),) int64 tensor on `logits.device`, in the order of `ks`. Nothing is copied
+        to the host, so this does not synchronise with the GPU; call `.tolist()` once per
+        epoch, not per batch.
+
+    Ties between equal logits are broken by `torch.topk`'s order, which is unspecified.
+    Definition as in the PyTorch ImageNet example's `accuracy()` (pytorch/examples).
+
+    Raises:
+        ValueError: wrong shapes, empty `ks` or a k < 1.
+        TypeError: `targets` is not an integer tensor.
+    """
+    _check_logits_targets(logits, targets)
+    ks = tuple(int(k) for k in ks)
+    if not ks or min(ks) < 1:
+        raise ValueError(f"ks must be a non-empty sequence of integers >= 1, got {ks}")
+    num_classes = logits.shape[1]
+    maxk = min(max(ks), num_classes)
+    pred = logits.topk(maxk, dim=1).indices  # (N, maxk), best first
+    hit = pred.eq(targets.to(pred.device).unsqueeze(1))  # (N, maxk) bool, <= one True per row
+    # Cumulative "hit within the first j" per row; column k-1 answers top-k.
+    hit_within = hit.cumsum(dim=1).clamp_(max=1)  # (N, maxk) int64
+    return torch.stack([hit_within[:, min(k, num_classes) - 1].sum() for k in ks])
+
+
+def topk_accuracy(
+    logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = (1, 5)
+) -> dict[int, float]:
+    """Top-k accuracy in percent, keyed by the k asked for (not the clamped one).
+
+    Shapes and clamping as in `topk_correct`. This copies one small tensor to the host
+    (a GPU sync); inside a training loop prefer summing `topk_correct` over batches.
+
+    Raises:
+        ValueError: `logits` holds no samples (N = 0), or as `topk_correct`.
+    """
+    if logits.ndim == 2 and logits.shape[0] == 0:
+        raise ValueError("top-k accuracy is undefined for an empty batch (N = 0)")
+    counts = topk_correct(logits, targets, ks).tolist()
+    n = logits.shape[0]
+    return {int(k): 100.0 * c / n for k, c in zip(ks, counts)}
+
+
+def per_class_accuracy(cm: torch.Tensor) -> torch.Tensor:
+    """Recall of each class, in percent, from a confusion matrix.
+
+    Args:
+        cm: (C, C) integer counts, rows = true class, columns = predicted class.
+
+    Returns:
+        (C,) float32 tensor on `cm.device`: 100 * cm[i, i] / cm[i, :].sum(); NaN for a
+        class with no samples.
+
+    Raises:
+        ValueError: `cm` is not square.
+    """
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"confusion matrix must be (C, C), got shape {tuple(cm.shape)}")
+    support = cm.sum(dim=1).to(torch.float32)
+    return 100.0 * cm.diagonal().to(torch.float32) / support  # 0 / 0 -> NaN
+
+
+def most_confused(cm: torch.Tensor, k: int = 10) -> list[tuple[int, int, int]]:
+    """The `k` most frequent off-diagonal (true, predicted) pairs of a confusion matrix.
+
+    Args:
+        cm: (C, C) integer counts, rows = true class, columns = predicted class.
+        k: how many pairs to return at most (>= 0).
+
+    Returns:
+        [(true_class, predicted_class, count), ...] sorted by count, largest first; ties
+        in (true, predicted) order. Pairs with a count of 0 are left out. Runs on the CPU
+        (one copy of `cm`); the idea follows fastai's `ClassificationInterpretation`.
+
+    Raises:
+        ValueError: `cm` is not square or `k` < 0.
+    """
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"confusion matrix must be (C, C), got shape {tuple(cm.shape)}")
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    num_classes = cm.shape[0]
+    off = cm.detach().to("cpu", torch.int64).clone()
+    off.fill_diagonal_(0)
+    flat = off.flatten()
+    idx = flat.nonzero().squeeze(1)  # flat index order == (true, pred) lexicographic
+    counts = flat[idx]
+    order = torch.sort(counts, descending=True, stable=True).indices[:k]
+    return [
+        (int(i) // num_classes, int(i) % num_classes, int(c))
+        for i, c in zip(idx[order].tolist(), counts[order].tolist())
+    ]
+
+
+def per_class_report(cm: torch.Tensor, class_names: Sequence[str]) -> list[dict]:
+    """One row per class: {class_index, name, support, correct, accuracy}.
+
+    Args:
+        cm: (C, C) integer counts, rows = true class, columns = predicted class.
+        class_names: C names, in class-index order (e.g. `ImageFolder.classes` or the
+            synset names of `LOC_synset_mapping.txt`).
+
+    Returns:
+        C dicts; `support` and `correct` are image counts, `accuracy` is per-class recall
+        in percent (float NaN when `support` is 0).
+
+    Raises:
+        ValueError: `cm` is not square or `class_names` has the wrong length.
+    """
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"confusion matrix must be (C, C), got shape {tuple(cm.shape)}")
+    if len(class_names) != cm.shape[0]:
+        raise ValueError(f"got {len(class_names)} class names for {cm.shape[0]} classes")
+    cm_cpu = cm.detach().cpu()
+    support = cm_cpu.sum(dim=1).tolist()
+    correct = cm_cpu.diagonal().tolist()
+    acc = per_class_accuracy(cm_cpu).tolist()
+    return [
+        {
+            "class_index": i,
+            "name": str(class_names[i]),
+            "support": int(support[i]),
+            "correct": int(correct[i]),
+            "accuracy": float(acc[i]),
+        }
+        for i in range(cm.shape[0])
+    ]
+
+
+class ConfusionMatrix:
+    """A (C, C) int64 confusion matrix accumulated on the device, batch by batch.
+
+    Rows are the true class, columns the predicted class: `compute()[t, p]` counts images
+    of class t predicted as p. Each `update` is one `torch.bincount(targets * C + preds)`
+    (the torchvision reference scripts' `ConfusionMatrix` uses the same trick).
+
+    Args:
+        num_classes: C >= 1.
+        device: where the matrix lives; the inputs of `update` are moved there.
+
+    Raises:
+        ValueError: `num_classes` < 1.
+    """
+
+    def __init__(self, num_classes: int, device: torch.device | str | None = None) -> None:
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.matrix = torch.zeros(
+            (self.num_classes, self.num_classes), dtype=torch.int64, device=device
+        )
+
+    @property
+    def device(self) -> torch.device:
+        """The device the counts live on."""
+        return self.matrix.device
+
+    @torch.no_grad()
+    def update(self, preds_or_logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Add one batch.
+
+        Args:
+            preds_or_logits: (N,) integer predicted classes, or (N, C) scores (argmax taken).
+            targets: (N,) integer true classes.
+
+        Raises:
+            ValueError: wrong shapes, or a class index outside [0, C). The range check
+                reads one bool on the host; `torch.bincount` syncs on CUDA anyway.
+            TypeError: (N,) predictions or targets that are not integers.
+        """
+        c = self.num_classes
+        if preds_or_logits.ndim == 2:
+            if preds_or_logits.shape[1] != c:
+                raise ValueError(
+                    f"logits must be (N, {c}), got shape {tuple(preds_or_logits.shape)}"
+                )
+            preds = preds_or_logits.argmax(dim=1)
+        elif preds_or_logits.ndim == 1:
+            preds = preds_or_logits
+        else:
+            raise ValueError(
+                f"expected (N,) predictions or (N, C) logits, got {tuple(preds_or_logits.shape)}"
+            )
+        if targets.ndim != 1 or targets.shape[0] != preds.shape[0]:
+            raise ValueError(
+                f"targets must be (N,) with N = {preds.shape[0]}, got {tuple(targets.shape)}"
+            )
+        for name, t in (("predictions", preds), ("targets", targets)):
+            if t.dtype.is_floating_point or t.dtype == torch.bool:
+                raise TypeError(f"{name} must hold integer class indices, got dtype {t.dtype}")
+        preds = preds.to(self.device, torch.int64)
+        targets = targets.to(self.device, torch.int64)
+        in_range = (targets >= 0) & (targets < c) & (preds >= 0) & (preds < c)
+        if not bool(in_range.all()):
+            raise ValueError(f"class indices must lie in [0, {c}); got values outside it")
+        counts = torch.bincount(targets * c + preds, minlength=c * c)  # (C*C,)
+        self.matrix += counts.view(c, c)
+
+    def compute(self) -> torch.Tensor:
+        """(C, C) int64 counts so far (a copy), rows = true, columns = predicted."""
+        return self.matrix.clone()
+
+    def reset(self) -> None:
+        """Zero the counts (e.g. at the start of each evaluation)."""
+        self.matrix.zero_()
+
+    def per_class_accuracy(self) -> torch.Tensor:
+        """(C,) float32 per-class recall in percent; NaN for classes with no samples."""
+        return per_class_accuracy(self.matrix)
+
+    def most_confused(self, k: int = 10) -> list[tuple[int, int, int]]:
+        """The `k` largest off-diagonal cells as (true, predicted, count); see `most_confused`."""
+        return most_confused(self.matrix, k)
+
+    def __repr__(self) -> str:
+        return f"ConfusionMatrix(num_classes={self.num_classes}, device={self.device})"
+
+
+class AverageMeter:
+    """Running sum, count and mean of a scalar (loss, images/s, ...).
+
+    Pass Python floats: a CUDA tensor would be synced by `float()`. Modelled on the
+    `AverageMeter` of the PyTorch ImageNet example (pytorch/examples).
+
+    Args:
+        name: label used by `__str__`.
+        fmt: format spec for values in `__str__`, e.g. ".4f" or ".2e".
+    """
+
+    def __init__(self, name: str, fmt: str = ".4f") -> None:
+        self.name = name
+        self.fmt = fmt
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all values."""
+        self.val = math.nan
+        self.sum = 0.0
+        self.count = 0
+
+    def update(self, val: float | torch.Tensor, n: int = 1) -> None:
+        """Add `val`, the mean over `n` items (e.g. a batch-mean loss and the batch size).
+
+        Raises:
+            ValueError: `n` < 0.
+        """
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        self.val = float(val)
+        self.sum += self.val * n
+        self.count += n
+
+    @property
+    def avg(self) -> float:
+        """sum / count; NaN before the first update."""
+        return self.sum / self.count if self.count else math.nan
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.val:{self.fmt}} ({self.avg:{self.fmt}})"
