@@ -551,6 +551,23 @@ class ImageNetDataManager:
             raise ValueError(f"labels must lie in [0, {self.num_classes}), got [{labels.min()}, {labels.max()}]")
         self.train_labels = labels
 
+    def set_train_subset(self, sample_ids: np.ndarray, labels: Optional[np.ndarray] = None) -> None:
+        """Train on the given full-split sample ids (cleaning manifests that remove samples, K-fold splits),
+        with ``labels`` (default: the folder labels of those ids). Call before building loaders.
+
+        Raises:
+            ValueError: ids outside [0, len(train split)), duplicated ids, or labels of the wrong length/range.
+        """
+        ids = np.asarray(sample_ids, dtype=np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self.train_index)):
+            raise ValueError(f"sample ids must lie in [0, {len(self.train_index)}), got [{ids.min()}, {ids.max()}]")
+        if np.unique(ids).size != ids.size:
+            raise ValueError("sample ids must be unique")
+        self.train_ids = ids
+        self.train_labels = self.train_index.labels[ids]
+        if labels is not None:
+            self.set_train_labels(labels)
+
     def train_dataset(self) -> ImageClassificationDataset:
         """The training subset with the training pipeline (Albumentations, seeded per sample)."""
         return ImageClassificationDataset(

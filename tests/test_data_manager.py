@@ -249,3 +249,18 @@ def test_dataset_stats_written(tmp_path):
     saved = json.loads((tmp_path / "dataset_stats.json").read_text())
     assert saved["num_images"] == 50 and len(saved["mean"]) == 3
     assert all(0.2 < v < 0.7 for v in stats["mean"]) and all(0.1 < v < 0.45 for v in stats["std"])
+
+
+def test_set_train_subset_and_labels(tmp_path):
+    m = manager(None, tmp_path)
+    m.set_train_subset(np.array([3, 70, 599]), labels=np.array([1, 1, 2]))
+    assert m.train_ids.tolist() == [3, 70, 599] and m.train_labels.tolist() == [1, 1, 2]
+    assert len(m.train_dataset()) == 3
+    m.set_train_subset(np.array([0, 599]))
+    assert m.train_labels.tolist() == [0, 9]  # folder labels by default
+    with pytest.raises(ValueError, match="unique"):
+        m.set_train_subset(np.array([1, 1]))
+    with pytest.raises(ValueError, match=r"\[0, 600\)"):
+        m.set_train_subset(np.array([600]))
+    with pytest.raises(ValueError, match=r"\[0, 10\)"):
+        m.set_train_labels(np.array([0, 10]))
