@@ -1,0 +1,134 @@
+"""The demo in a real browser: Debian's Chromium driven by Playwright uploads photos, reads the top-5 back, toggles
+Grad-CAM, and survives a bad upload; the server refuses oversized uploads."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from deployment.app import MAX_UPLOAD_BYTES
+from deployment_helpers import exported_space
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# Playwright's own browser download does not work offline; Debian's package does (apt-get install -y chromium).
+
+
+@pytest.fixture(scope="session")
+def space(tmp_path_factory) -> Path:
+    return exported_space(tmp_path_factory.getbasetemp() / "deployment")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(space, tmp_path_factory):
+    """`python app.py` run from a copy of the Space folder on 127.0.0.1 and a free port, as a Space would run it."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "app.log"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"GRADIO_ANALYTICS_ENABLED": "False"}
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)], cwd=space,
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=5)
+                break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"the app did not start (exit code {proc.poll()}):\n{log.read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} not found: this test drives Debian's Chromium; install it with "
+                    "`apt-get install -y chromium` (Playwright's own browser download is not used)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.set_default_timeout(90_000)
+        page.goto(server, wait_until="networkidle")
+        yield page
+        browser.close()
+
+
+def _upload(page, path: Path) -> None:
+    page.locator("#photo input[type=file]").set_input_files(str(path))
+
+
+def _top5(page) -> list[str]:
+    page.wait_for_function("document.querySelectorAll('#top5 dt').length === 5")
+    return page.locator("#top5 dt").all_inner_texts()
+
+
+def test_upload_read_top5_and_show_grad_cam(page, space, tmp_path):
+    from deployment.app import Predictor, load_image
+
+    photo = space / "examples" / "tench.jpg"
+    expected = list(Predictor(space / "model").predict(load_image(photo).rgb))
+    _upload(page, photo)
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Most likely')")
+    labels = [t.strip() for t in _top5(page)]
+    assert labels == expected
+    assert page.locator("#top5 dd").count() == 5 and page.locator("#top5 dd").first.inner_text().endswith("%")
+    assert page.locator("#gradcam img").count() == 0  # the overlay panel is hidden while the toggle is off
+
+    page.locator("#show-cam input[type=checkbox]").check()
+    overlay = page.locator("#gradcam img")
+    overlay.wait_for(state="visible")
+    page.wait_for_function("(() => { const i = document.querySelector('#gradcam img');"
+                           " return i && i.complete && i.naturalWidth > 0; })()")
+    assert overlay.evaluate("i => i.naturalWidth") == 224
+    assert "where the model looked" in page.locator("#status").inner_text()
+    assert "ResNet-18" in page.locator("#model-info").inner_text()
+    page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
+    print(f"screenshot: {tmp_path / 'demo.png'}")
+    assert (tmp_path / "demo.png").stat().st_size > 20_000
+
+
+def test_bad_upload_shows_a_message_and_the_page_keeps_working(page, space, tmp_path):
+    bad = tmp_path / "not_an_image.jpg"
+    bad.write_text("definitely not a JPEG")
+    _upload(page, bad)
+    page.wait_for_function("document.querySelector('#status').innerText.includes('not an image')")
+    page.screenshot(path=str(tmp_path / "bad_upload.png"), full_page=True)
+    _upload(page, space / "examples" / "golf_ball.jpg")
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Most likely')")
+    assert len(_top5(page)) == 5
+
+
+def test_server_refuses_oversized_uploads(server):
+    body = b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.jpg\"\r\n" \
+           b"Content-Type: image/jpeg\r\n\r\n" + b"\0" * (MAX_UPLOAD_BYTES + 1024) + b"\r\n--b--\r\n"
+    request = urllib.request.Request(server + "gradio_api/upload", data=body, method="POST",
+                                     headers={"Content-Type": "multipart/form-data; boundary=b"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(request, timeout=60)
+    assert err.value.code == 413
