@@ -188,3 +188,48 @@ def test_average_meter() -> None:
     assert str(m) == "loss 5.00 (3.00)"
     m.reset()
     assert m.count == 0 and m.sum == 0.0
+
+
+# -- confused pairs and per-class tables ------------------------------------------------------------------------
+
+from utils.metrics import confused_pairs, format_per_class_table, write_per_class_csv  # noqa: E402
+
+
+def test_confused_pairs_hand_computed() -> None:
+    cm = torch.tensor([[9, 2, 5, 0], [0, 8, 0, 2], [7, 0, 6, 1], [0, 0, 0, 30]])
+    rows = confused_pairs(cm, ["tench", "springer", "cassette", "saw"], k=3)
+    assert [(r["true_name"], r["pred_name"], r["count"]) for r in rows] == [
+        ("cassette", "tench", 7), ("tench", "cassette", 5), ("tench", "springer", 2)]
+    assert rows[0]["true_support"] == 14 and rows[0]["percent_of_true"] == pytest.approx(50.0)
+    assert rows[1]["percent_of_true"] == pytest.approx(100 * 5 / 16)
+    assert confused_pairs(cm, None, 1)[0]["true_name"] == "2"
+    with pytest.raises(ValueError, match="class names"):
+        confused_pairs(cm, ["a"], 3)
+
+
+def test_confused_pairs_on_1000_classes() -> None:
+    cm = torch.diag(torch.full((1000,), 40, dtype=torch.int64))
+    cm[17, 998] = 9
+    cm[998, 17] = 4
+    cm[500, 3] = 9
+    rows = confused_pairs(cm, [f"c{i}" for i in range(1000)], k=2)
+    assert [(r["true"], r["pred"], r["count"]) for r in rows] == [(17, 998, 9), (500, 3, 9)]
+    assert rows[0]["true_support"] == 49
+
+
+def test_per_class_table_and_csv(tmp_path) -> None:
+    cm = torch.tensor([[1, 1, 0], [1, 2, 0], [0, 0, 0]])
+    rows = per_class_report(cm, ["tench", "church", "a|b"])
+    table = format_per_class_table(rows).splitlines()
+    assert table[0] == "| class | name | images | correct | top-1 (%) |"
+    assert [line.split("|")[2].strip() for line in table[2:]] == ["tench", "church", "a/b"]  # worst first, NaN last
+    assert table[2].endswith("| 50.0 |") and table[4].endswith("| - |")
+    best_first = format_per_class_table(rows, descending=True, max_rows=1).splitlines()
+    assert len(best_first) == 3 and "church" in best_first[2]
+    assert "| 0 | n01440764 | tench |" in format_per_class_table([{**rows[0], "wnid": "n01440764"}])
+    with pytest.raises(ValueError, match="sort_by"):
+        format_per_class_table(rows, sort_by="recall")
+    path = write_per_class_csv(rows, tmp_path / "sub" / "acc.csv")
+    lines = path.read_text().splitlines()
+    assert lines[0] == "class_index,name,support,correct,accuracy"
+    assert lines[2] == "1,church,3,2,66.6667" and lines[3] == "2,a|b,0,0,"

@@ -112,3 +112,91 @@ def test_confusion_matrix_refuses_many_classes(tmp_path: Path) -> None:
         plot_confusion_matrix(cm, [str(i) for i in range(100)], tmp_path / "big.png")
     with pytest.raises(ValueError, match="class names"):
         plot_confusion_matrix(torch.zeros(3, 3), ["a", "b"], tmp_path / "bad.png")
+
+
+# -- several runs, confused pairs, per-class accuracy, image grids, LR finder -------------------------------------
+
+import numpy as np  # noqa: E402
+
+from core.config import BUNDLED_SAMPLE_ROOT, DataConfig  # noqa: E402
+from core.data_manager import build_train_transform, decode_image  # noqa: E402
+from utils.metrics import per_class_report  # noqa: E402
+from utils.visualization import (denormalize, plot_augmentation_preview, plot_lr_finder,  # noqa: E402
+                                 plot_most_confused, plot_per_class_accuracy, plot_run_comparison,
+                                 plot_sample_predictions)
+
+SAMPLE_IMAGES = sorted((BUNDLED_SAMPLE_ROOT / "val").glob("*/*"))
+
+
+def test_run_comparison(tmp_path: Path) -> None:
+    clean = [_record(e, with_val=True) for e in range(1, 8)]
+    noisy = [{**r, "val_top1": r["val_top1"] - 5} for r in clean]
+    path = _write_jsonl(tmp_path / "noisy.jsonl", noisy)
+    _check_png(plot_run_comparison({"clean": clean, "noise 20 %": path}, tmp_path / "cmp.png"), 1200, 400)
+    with pytest.raises(ValueError):
+        plot_run_comparison({}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="'empty'"):
+        plot_run_comparison({"empty": []}, tmp_path / "x.png")
+
+
+def test_most_confused_view_for_1000_classes(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    cm = torch.diag(torch.randint(30, 50, (1000,), generator=g))
+    idx = torch.randint(0, 1000, (3000, 2), generator=g)
+    cm.index_put_((idx[:, 0], idx[:, 1]), torch.ones(3000, dtype=torch.int64), accumulate=True)
+    names = [f"n{i:08d}, a rather long synset name number {i}" for i in range(1000)]
+    w, h = _check_png(plot_most_confused(cm, names, tmp_path / "pairs.png", top_n=25))
+    assert h > 600  # one bar per pair
+    _check_png(plot_most_confused(torch.eye(4, dtype=torch.int64), None, tmp_path / "none.png"))  # no errors
+    with pytest.raises(ValueError):
+        plot_most_confused(cm, names, tmp_path / "bad.png", top_n=0)
+
+
+def test_per_class_accuracy_small_and_large(tmp_path: Path) -> None:
+    cm = torch.tensor([[5, 1, 0], [2, 2, 0], [0, 0, 0]])
+    _check_png(plot_per_class_accuracy(per_class_report(cm, ["tench", "church", "empty"]), tmp_path / "s.png"))
+    g = torch.Generator().manual_seed(1)
+    big = torch.diag(torch.randint(1, 50, (1000,), generator=g)) + torch.randint(0, 2, (1000, 1000), generator=g)
+    _check_png(plot_per_class_accuracy(per_class_report(big, [str(i) for i in range(1000)]), tmp_path / "l.png"))
+
+
+def test_denormalize_inverts_the_training_pipeline_normalize() -> None:
+    cfg = DataConfig(color_jitter=0.0, hflip=False, min_scale=1.0)
+    image = decode_image(SAMPLE_IMAGES[0])
+    tensor = build_train_transform(cfg, 64)(image=image)["image"]
+    back = denormalize(tensor, cfg.mean, cfg.std)
+    assert back.shape == (64, 64, 3) and back.dtype == np.uint8
+    manual = np.clip((tensor.numpy().transpose(1, 2, 0) * np.array(cfg.std) + np.array(cfg.mean)) * 255, 0, 255)
+    assert np.abs(back.astype(float) - manual).max() <= 0.5 + 1e-6
+    with pytest.raises(ValueError):
+        denormalize(torch.zeros(64, 64, 3), cfg.mean, cfg.std)
+
+
+def test_sample_predictions_and_augmentation_grids(tmp_path: Path) -> None:
+    images = [decode_image(p) for p in SAMPLE_IMAGES[::18][:7]]
+    names = [p.parent.name for p in SAMPLE_IMAGES[::18][:7]]
+    preds = names[:3] + names[4:] + names[3:4]
+    _check_png(plot_sample_predictions(images, names, tmp_path / "pred.png", pred_names=preds,
+                                       confidences=[0.9, 0.5, 0.3, 0.8, 0.7, 0.6, 0.2], ncols=4))
+    _check_png(plot_sample_predictions(images[:2], names[:2], tmp_path / "plain.png"))
+    with pytest.raises(ValueError, match="pred_names"):
+        plot_sample_predictions(images, names, tmp_path / "bad.png", pred_names=names[:2])
+
+    cfg = DataConfig()
+    tf = build_train_transform(cfg, 48)
+    augmented = [[tf(image=im)["image"] for _ in range(4)] for im in images[:2]]
+    w, h = _check_png(plot_augmentation_preview(images[:2], augmented, tmp_path / "aug.png", cfg.mean, cfg.std,
+                                                row_titles=names[:2]))
+    assert w > h
+    with pytest.raises(ValueError):
+        plot_augmentation_preview(images[:2], augmented[:1], tmp_path / "bad.png", cfg.mean, cfg.std)
+
+
+def test_lr_finder_plot(tmp_path: Path) -> None:
+    lrs = np.logspace(-6, 1, 80)
+    smoothed = 2.3 - 1.2 / (1 + np.exp(-3 * (np.log10(lrs) + 2))) + np.clip(np.log10(lrs) + 0.5, 0, None) ** 3
+    raw = smoothed + np.random.default_rng(0).normal(0, 0.05, 80)
+    _check_png(plot_lr_finder(lrs, raw, smoothed, tmp_path / "lr.png",
+                              {"steepest descent": 1e-2, "min loss / 10": 3e-2}), 600, 400)
+    with pytest.raises(ValueError):
+        plot_lr_finder(lrs, raw[:5], smoothed, tmp_path / "bad.png")

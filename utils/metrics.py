@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import csv
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
 __all__ = [
     "AverageMeter",
     "ConfusionMatrix",
+    "confused_pairs",
+    "format_per_class_table",
     "most_confused",
     "per_class_accuracy",
     "per_class_report",
     "topk_accuracy",
     "topk_correct",
+    "write_per_class_csv",
 ]
 
 
@@ -167,6 +172,107 @@ def per_class_report(cm: torch.Tensor, class_names: Sequence[str]) -> list[dict]
         }
         for i in range(cm.shape[0])
     ]
+
+
+def confused_pairs(cm: torch.Tensor, class_names: Sequence[str] | None = None, k: int = 20) -> list[dict]:
+    """The `k` most-confused (true, predicted) pairs as table rows: the view that replaces a
+    heatmap when there are too many classes to draw one (ImageNet-1k: 1,000,000 cells).
+
+    Args:
+        cm: (C, C) integer counts, rows = true class, columns = predicted class.
+        class_names: C names in class-index order, or None for the indices.
+        k: how many pairs at most (>= 0).
+
+    Returns:
+        Rows sorted as `most_confused` (count, largest first): {"true", "pred", "true_name",
+        "pred_name", "count", "true_support" (images of the true class), "percent_of_true"
+        (count / true_support, in percent)}.
+
+    Raises:
+        ValueError: `cm` is not square, `k` < 0, or `class_names` has the wrong length.
+    """
+    pairs = most_confused(cm, k)
+    n = cm.shape[0]
+    names = [str(i) for i in range(n)] if class_names is None else [str(c) for c in class_names]
+    if len(names) != n:
+        raise ValueError(f"got {len(names)} class names for {n} classes")
+    support = cm.detach().to("cpu", torch.int64).sum(dim=1).tolist()
+    return [
+        {
+            "true": t, "pred": p, "true_name": names[t], "pred_name": names[p], "count": c,
+            "true_support": int(support[t]), "percent_of_true": 100.0 * c / support[t],
+        }
+        for t, p, c in pairs
+    ]
+
+
+_SORT_KEYS = ("class_index", "accuracy", "support", "name")
+
+
+def _sorted_rows(rows: Sequence[dict], sort_by: str, descending: bool) -> list[dict]:
+    if sort_by not in _SORT_KEYS:
+        raise ValueError(f"unknown sort_by {sort_by!r}; choose one of: {', '.join(_SORT_KEYS)}")
+
+    def key(r: dict):
+        v = r[sort_by]
+        if sort_by == "accuracy":  # classes without samples (NaN) go last either way
+            return (math.isnan(v) != descending, v if not math.isnan(v) else 0.0)
+        return v
+
+    return sorted(rows, key=key, reverse=descending)
+
+
+def format_per_class_table(
+    rows: Sequence[dict], sort_by: str = "accuracy", descending: bool = False,
+    max_rows: int | None = None,
+) -> str:
+    """A Markdown table of `per_class_report` rows, worst classes first by default.
+
+    Args:
+        rows: output of `per_class_report` (optionally with a "wnid" key per row).
+        sort_by: "accuracy", "class_index", "support" or "name".
+        descending: sort order; ties keep the class-index order.
+        max_rows: keep the first this many rows after sorting (None = all; ImageNet-1k
+            gives 1,000 rows, which is fine in a file and long on a screen).
+
+    Returns:
+        The table as one string (header, separator, one line per class).
+
+    Raises:
+        ValueError: unknown `sort_by`.
+    """
+    ordered = _sorted_rows(rows, sort_by, descending)
+    if max_rows is not None:
+        ordered = ordered[:max_rows]
+    has_wnid = any("wnid" in r for r in ordered)
+    head = ["class", *(["WNID"] if has_wnid else []), "name", "images", "correct", "top-1 (%)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if h in ("images", "correct", "top-1 (%)",
+                                                                              "class") else "---" for h in head) + "|"]
+    for r in ordered:
+        acc = "-" if math.isnan(r["accuracy"]) else f"{r['accuracy']:.1f}"
+        cells = [str(r["class_index"]), *([str(r.get("wnid", ""))] if has_wnid else []),
+                 str(r["name"]).replace("|", "/"), str(r["support"]), str(r["correct"]), acc]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_per_class_csv(rows: Sequence[dict], path: str | Path) -> Path:
+    """Write `per_class_report` rows (in the given order) to a CSV file and return its path.
+
+    Columns: class_index, [wnid,] name, support, correct, accuracy (percent, empty when the
+    class has no samples). Parent folders are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    has_wnid = any("wnid" in r for r in rows)
+    cols = ["class_index", *(["wnid"] if has_wnid else []), "name", "support", "correct", "accuracy"]
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for r in rows:
+            acc = "" if math.isnan(r["accuracy"]) else f"{r['accuracy']:.4f}"
+            w.writerow([*(r.get(c, "") for c in cols[:-1]), acc])
+    return path
 
 
 class ConfusionMatrix:

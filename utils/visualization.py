@@ -1,4 +1,4 @@
-"""PNG plots of training curves, class distributions and confusion matrices (headless, Agg)."""
+"""PNG plots of training curves, class distributions, confusion views, image grids and LR range tests (headless, Agg)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,16 @@ from matplotlib.ticker import MaxNLocator
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "denormalize",
     "load_metrics",
+    "plot_augmentation_preview",
     "plot_class_distribution",
     "plot_confusion_matrix",
+    "plot_lr_finder",
+    "plot_most_confused",
+    "plot_per_class_accuracy",
+    "plot_run_comparison",
+    "plot_sample_predictions",
     "plot_training_curves",
 ]
 
@@ -255,7 +262,7 @@ def plot_confusion_matrix(
     Meant for up to 50 classes (e.g. Imagenette or a small subset); each cell shows its
     value when there are at most 20 classes. For more classes (ImageNet-1k) a heatmap
     is unreadable: use a most-confused-pairs view instead, built on
-    `utils.metrics.most_confused(cm, k)`. A plot of that view is planned and not written yet.
+    `plot_most_confused`.
 
     Args:
         cm: (C, C) integer counts, as from `utils.metrics.ConfusionMatrix.compute()`.
@@ -278,8 +285,8 @@ def plot_confusion_matrix(
     if n > MAX_HEATMAP_CLASSES:
         raise ValueError(
             f"{n} classes are too many for a confusion-matrix heatmap (max "
-            f"{MAX_HEATMAP_CLASSES}); use a most-confused-pairs view instead, from "
-            "utils.metrics.most_confused(cm, k)"
+            f"{MAX_HEATMAP_CLASSES}); use the most-confused-pairs view instead: "
+            "plot_most_confused(cm, class_names, out_path)"
         )
     names = [str(i) for i in range(n)] if class_names is None else [str(c) for c in class_names]
     if len(names) != n:
@@ -326,5 +333,418 @@ def plot_confusion_matrix(
                 ax.text(j, i, cell_fmt.format(v), ha="center", va="center",
                         fontsize="small" if n <= 12 else "x-small",
                         color="white" if v > 0.55 * vmax else "black")
+    fig.tight_layout()
+    return _save(fig, out_path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Several runs, most-confused pairs, per-class accuracy
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def plot_run_comparison(
+    runs: Mapping[str, str | Path | Sequence[Mapping[str, Any]]],
+    out_path: str | Path,
+    title: str | None = None,
+) -> Path:
+    """Several runs' curves on one figure, one colour per run (e.g. clean vs noisy labels).
+
+    Panels: (1) loss, train dashed and val solid; (2) val top-1 solid and val top-5 dotted,
+    in percent; (3) learning rate (log axis when it spans more than 10x). A run whose records
+    lack a key simply has no line there.
+
+    Args:
+        runs: run name -> `metrics.jsonl` path or its list of records (see `load_metrics`).
+        out_path: where to write the PNG; parent folders are created.
+        title: figure title.
+
+    Returns:
+        `out_path` as a Path.
+
+    Raises:
+        ValueError: no runs, or a run with no records.
+        FileNotFoundError: as `load_metrics`.
+    """
+    if not runs:
+        raise ValueError("no runs to compare")
+    loaded: dict[str, list[Mapping[str, Any]]] = {}
+    for name, metrics in runs.items():
+        records = load_metrics(metrics) if isinstance(metrics, (str, Path)) else list(metrics)
+        if not records:
+            raise ValueError(f"run {name!r} has no metrics records")
+        loaded[str(name)] = records
+    show_markers = max(len(r) for r in loaded.values()) <= _MAX_MARKED_EPOCHS
+    mark = "o" if show_markers else None
+
+    fig = _new_figure((15.0, 4.8))
+    ax_loss, ax_acc, ax_lr = fig.subplots(1, 3)
+    all_lr: list[np.ndarray] = []
+    for i, (name, records) in enumerate(loaded.items()):
+        color = f"C{i % 10}"
+        for key, style, label in (("train_loss", "--", f"{name} train"), ("val_loss", "-", f"{name} val")):
+            x, y = _series(records, key)
+            if x.size:
+                ax_loss.plot(x, y, style, color=color, marker=mark, markersize=3, label=label)
+        for key, style, label in (("val_top1", "-", f"{name} top-1"), ("val_top5", ":", f"{name} top-5")):
+            x, y = _series(records, key)
+            if x.size:
+                ax_acc.plot(x, y, style, color=color, marker=mark, markersize=3, label=label)
+        x, y = _series(records, "lr")
+        if x.size:
+            ax_lr.plot(x, y, "-", color=color, marker=mark, markersize=3, label=name)
+            all_lr.append(y[y > 0])
+    for ax, panel_title, ylabel in ((ax_loss, "Loss (train dashed, val solid)", "cross-entropy loss"),
+                                    (ax_acc, "Val accuracy (top-1 solid, top-5 dotted)", "accuracy (%)"),
+                                    (ax_lr, "Learning rate", "learning rate")):
+        ax.set_title(panel_title, fontsize="medium")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+        if ax.lines:
+            ax.legend(loc="best", fontsize="x-small")
+        else:
+            ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="0.5")
+    lr = np.concatenate(all_lr) if all_lr else np.zeros(0)
+    if lr.size and lr.max() / lr.min() > 10:
+        ax_lr.set_yscale("log")
+    fig.suptitle(title or f"{len(loaded)} runs")
+    fig.tight_layout()
+    return _save(fig, out_path)
+
+
+def plot_most_confused(
+    cm: torch.Tensor | np.ndarray,
+    class_names: Sequence[str] | None,
+    out_path: str | Path,
+    top_n: int = 20,
+    title: str | None = None,
+) -> Path:
+    """Horizontal bars of the `top_n` most-confused (true -> predicted) class pairs.
+
+    The readable replacement for a heatmap at 1,000 classes: one bar per pair, labelled
+    "true -> predicted", its length the image count, annotated with the share of the true
+    class's images that went to that prediction. Pairs come from
+    `utils.metrics.confused_pairs` (fastai's `most_confused` idea).
+
+    Args:
+        cm: (C, C) integer counts, rows = true class, columns = predicted class; any C.
+        class_names: C names in class-index order, or None for the indices.
+        out_path: where to write the PNG; parent folders are created.
+        top_n: how many pairs at most (>= 1).
+        title: figure title (default names the number of classes and images).
+
+    Returns:
+        `out_path` as a Path. A matrix without errors gives a figure saying so.
+
+    Raises:
+        ValueError: `cm` is not square, `top_n` < 1, or `class_names` has the wrong length.
+    """
+    from utils.metrics import confused_pairs
+
+    if top_n < 1:
+        raise ValueError(f"top_n must be >= 1, got {top_n}")
+    mat = torch.as_tensor(np.asarray(cm) if not isinstance(cm, torch.Tensor) else cm).to(torch.int64)
+    rows = confused_pairs(mat, class_names, top_n)
+    n_cls, total = mat.shape[0], int(mat.sum())
+    errors = total - int(mat.diagonal().sum())
+    fig = _new_figure((10.0, max(3.0, 0.34 * len(rows) + 1.6)))
+    ax = fig.subplots()
+    if rows:
+        labels = [f"{_short(r['true_name'])} \u2192 {_short(r['pred_name'])}" for r in rows]
+        counts = [r["count"] for r in rows]
+        y = np.arange(len(rows))
+        bars = ax.barh(y, counts, color="C3", alpha=0.8)
+        ax.set_yticks(y)
+        ax.set_yticklabels(labels, fontsize="small")
+        ax.invert_yaxis()  # the most-confused pair on top
+        ax.bar_label(bars, labels=[f"{r['count']:,} ({r['percent_of_true']:.0f} % of true)" for r in rows],
+                     fontsize="x-small", padding=3)
+        ax.set_xlim(0, max(counts) * 1.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("images of the true class predicted as the other")
+        ax.grid(True, axis="x", alpha=0.3)
+    else:
+        ax.text(0.5, 0.5, "no confusions: every image was classified correctly", transform=ax.transAxes,
+                ha="center", va="center", color="0.4")
+        ax.set_axis_off()
+    shown = sum(r["count"] for r in rows)
+    ax.set_title(title or (f"Top {len(rows)} confused pairs (true \u2192 predicted) of {n_cls:,} classes; "
+                           f"{shown:,} of {errors:,} errors in {total:,} images"), fontsize="medium")
+    fig.tight_layout()
+    return _save(fig, out_path)
+
+
+def _short(name: str, width: int = 28) -> str:
+    """The first synonym of a synset name ("tench, Tinca tinca" -> "tench"), cut to `width` chars."""
+    first = str(name).split(",")[0].strip()
+    return first if len(first) <= width else first[: width - 1] + "\u2026"
+
+
+def plot_per_class_accuracy(
+    rows: Sequence[Mapping[str, Any]],
+    out_path: str | Path,
+    title: str = "Per-class val top-1",
+) -> Path:
+    """Per-class accuracy (recall) from `utils.metrics.per_class_report` rows.
+
+    Up to 50 classes: one horizontal bar per class, sorted worst first, with the mean drawn.
+    More classes: the accuracies sorted against rank (no labels), with the worst and best
+    five named in the subtitle.
+
+    Raises:
+        ValueError: no rows.
+    """
+    valid = [r for r in rows if not math.isnan(float(r["accuracy"]))]
+    if not rows:
+        raise ValueError("no per-class rows to plot")
+    valid.sort(key=lambda r: float(r["accuracy"]))
+    acc = np.array([float(r["accuracy"]) for r in valid])
+    mean = float(acc.mean()) if acc.size else math.nan
+    n = len(valid)
+    if n <= MAX_HEATMAP_CLASSES:
+        fig = _new_figure((8.5, max(3.0, 0.3 * n + 1.5)))
+        ax = fig.subplots()
+        y = np.arange(n)
+        bars = ax.barh(y, acc, color=[("C3" if a < mean else "C0") for a in acc])
+        ax.set_yticks(y)
+        ax.set_yticklabels([f"{_short(r['name'])} ({r['support']})" for r in valid], fontsize="small")
+        ax.invert_yaxis()  # worst class on top
+        ax.bar_label(bars, labels=[f"{a:.0f}" for a in acc], fontsize="x-small", padding=2)
+        ax.axvline(mean, color="0.3", linestyle="--", linewidth=1, label=f"mean of classes {mean:.1f} %")
+        ax.set_xlim(0, 108)
+        ax.set_xlabel("top-1 (%) (images of the class in brackets)")
+        ax.legend(loc="lower right", fontsize="small")
+        ax.grid(True, axis="x", alpha=0.3)
+        sub = ""
+    else:
+        fig = _new_figure((9.0, 4.8))
+        ax = fig.subplots()
+        ax.plot(np.arange(n), acc, color="C0")
+        ax.axhline(mean, color="C1", linestyle="--", linewidth=1, label=f"mean of classes {mean:.1f} %")
+        ax.set_xlabel("class rank (worst first)")
+        ax.set_ylabel("top-1 (%)")
+        ax.set_ylim(0, 102)
+        ax.legend(loc="lower right", fontsize="small")
+        ax.grid(True, alpha=0.3)
+        sub = ("\nworst: " + ", ".join(_short(r["name"], 16) for r in valid[:5])
+               + " | best: " + ", ".join(_short(r["name"], 16) for r in valid[-5:]))
+    ax.set_title(f"{title} ({n} classes){sub}", fontsize="medium")
+    fig.tight_layout()
+    return _save(fig, out_path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Image grids
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def denormalize(
+    image: torch.Tensor | np.ndarray,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> np.ndarray:
+    """Undo Normalize for viewing: (3, H, W) float (normalised) -> (H, W, 3) uint8 RGB.
+
+    Computes clip((x * std + mean) * 255, 0, 255) per channel, so colour jitter that pushed
+    pixels outside [0, 1] is clipped as a screen would show it.
+
+    Raises:
+        ValueError: not a (3, H, W) array.
+    """
+    x = image.detach().float().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image, np.float32)
+    if x.ndim != 3 or x.shape[0] != 3:
+        raise ValueError(f"expected a (3, H, W) normalised image, got shape {x.shape}")
+    x = x * np.asarray(std, np.float32)[:, None, None] + np.asarray(mean, np.float32)[:, None, None]
+    return np.clip(np.rint(x.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+
+
+def _as_uint8_hwc(image: torch.Tensor | np.ndarray, mean: Sequence[float] | None,
+                  std: Sequence[float] | None) -> np.ndarray:
+    if isinstance(image, torch.Tensor) or (np.asarray(image).ndim == 3 and np.asarray(image).shape[0] == 3
+                                           and np.asarray(image).dtype != np.uint8):
+        if mean is None or std is None:
+            raise ValueError("normalised (3, H, W) images need `mean` and `std` to be shown")
+        return denormalize(image, mean, std)
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+        raise ValueError(f"expected (H, W, 3) uint8 RGB or a normalised (3, H, W) tensor, got "
+                         f"{arr.shape} {arr.dtype}")
+    return arr
+
+
+def plot_sample_predictions(
+    images: Sequence[torch.Tensor | np.ndarray],
+    true_names: Sequence[str],
+    out_path: str | Path,
+    pred_names: Sequence[str] | None = None,
+    confidences: Sequence[float] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    ncols: int = 6,
+    title: str | None = None,
+    captions: Sequence[str] | None = None,
+) -> Path:
+    """A grid of images captioned with the true name and, when given, the predicted name and
+    its softmax confidence; right predictions in green, wrong ones in red.
+
+    Without `pred_names` it is a plain labelled sample grid (data exploration).
+
+    Args:
+        images: N images, each (H, W, 3) uint8 RGB or a normalised (3, H, W) tensor (then
+            `mean`/`std` are needed to undo Normalize).
+        true_names, pred_names: N class names each.
+        confidences: N probabilities in [0, 1] of the predicted class.
+        ncols: images per row.
+        captions: N texts replacing the generated captions (the colour still says right or wrong).
+
+    Returns:
+        `out_path` as a Path.
+
+    Raises:
+        ValueError: no images, or lists of different lengths.
+    """
+    n = len(images)
+    if n == 0:
+        raise ValueError("no images to plot")
+    for label, seq in (("true_names", true_names), ("pred_names", pred_names), ("confidences", confidences),
+                       ("captions", captions)):
+        if seq is not None and len(seq) != n:
+            raise ValueError(f"{label} has {len(seq)} entries for {n} images")
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig = _new_figure((2.3 * ncols, 2.85 * nrows + (0.4 if title else 0.0)))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i >= n:
+            continue
+        ax.imshow(_as_uint8_hwc(images[i], mean, std), interpolation="bilinear")
+        lines = [f"true: {_short(true_names[i], 22)}"]
+        color = "black"
+        if pred_names is not None:
+            conf = f" ({100 * confidences[i]:.0f} %)" if confidences is not None else ""
+            lines.append(f"pred: {_short(pred_names[i], 18)}{conf}")
+            color = "#1a7f37" if pred_names[i] == true_names[i] else "#cf222e"
+        if captions is not None:
+            lines = [captions[i]]
+        ax.set_title("\n".join(lines), fontsize="small", color=color, loc="left")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, out_path)
+
+
+def plot_augmentation_preview(
+    originals: Sequence[np.ndarray],
+    augmented: Sequence[Sequence[torch.Tensor | np.ndarray]],
+    out_path: str | Path,
+    mean: Sequence[float],
+    std: Sequence[float],
+    row_titles: Sequence[str] | None = None,
+    title: str = "Training augmentation",
+) -> Path:
+    """One row per image: the original beside several augmented versions, de-normalised.
+
+    Args:
+        originals: R images, (H, W, 3) uint8 RGB as decoded (any size; shown as is).
+        augmented: R lists of the training pipeline's outputs, normalised (3, r, r) tensors.
+        mean, std: the Normalize statistics of the pipeline (`cfg.data.mean` / `cfg.data.std`).
+        row_titles: R labels (e.g. class names) written over the originals.
+
+    Returns:
+        `out_path` as a Path.
+
+    Raises:
+        ValueError: no rows, rows of different lengths, or `row_titles` of the wrong length.
+    """
+    if not originals or len(originals) != len(augmented):
+        raise ValueError(f"need one list of augmented images per original, got {len(originals)} originals and "
+                         f"{len(augmented)} lists")
+    k = len(augmented[0])
+    if k == 0 or any(len(a) != k for a in augmented):
+        raise ValueError("every original needs the same, non-zero number of augmented versions")
+    if row_titles is not None and len(row_titles) != len(originals):
+        raise ValueError(f"{len(row_titles)} row titles for {len(originals)} rows")
+    rows = len(originals)
+    fig = _new_figure((2.1 * (k + 1) + 0.3, 2.25 * rows + 0.5))
+    axes = fig.subplots(rows, k + 1, squeeze=False)
+    for r in range(rows):
+        ax = axes[r, 0]
+        ax.imshow(_as_uint8_hwc(originals[r], None, None))
+        h, w = np.asarray(originals[r]).shape[:2]
+        ax.set_title(f"original {w}x{h}", fontsize="small", fontweight="bold")
+        if row_titles is not None:
+            ax.set_ylabel(_short(row_titles[r], 20), fontsize="medium", fontweight="bold")
+        for j, aug in enumerate(augmented[r]):
+            img = _as_uint8_hwc(aug, mean, std)
+            axes[r, j + 1].imshow(img, interpolation="nearest")
+            axes[r, j + 1].set_title(f"augmented {j + 1} ({img.shape[1]} px)", fontsize="small")
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, out_path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# LR range test
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def plot_lr_finder(
+    lrs: Sequence[float],
+    losses: Sequence[float],
+    smoothed: Sequence[float],
+    out_path: str | Path,
+    suggestions: Mapping[str, float] | None = None,
+    title: str | None = None,
+) -> Path:
+    """Loss against learning rate (log axis) of an LR range test, suggestions marked.
+
+    Draws the raw per-step loss (thin, pale) and its smoothed curve (bold); each entry of
+    `suggestions` (label -> LR) gets a vertical line and a dot on the smoothed curve. The
+    y-axis is cut a little above the first smoothed loss, so a divergent tail does not
+    flatten the informative part.
+
+    Args:
+        lrs: (N,) learning rates tried, increasing.
+        losses, smoothed: (N,) raw and smoothed training loss at each step.
+        suggestions: e.g. {"steepest descent": 3e-2, "min loss / 10": 1e-2}.
+
+    Returns:
+        `out_path` as a Path.
+
+    Raises:
+        ValueError: empty or unequal-length series.
+    """
+    x, raw, sm = (np.asarray(v, dtype=np.float64) for v in (lrs, losses, smoothed))
+    if x.size == 0 or not (x.size == raw.size == sm.size):
+        raise ValueError(f"lrs, losses and smoothed must be non-empty and of equal length, got "
+                         f"{x.size}, {raw.size}, {sm.size}")
+    fig = _new_figure((8.0, 5.0))
+    ax = fig.subplots()
+    ax.plot(x, raw, color="C0", alpha=0.3, linewidth=1, label="loss per step")
+    ax.plot(x, sm, color="C0", linewidth=2, label="smoothed loss")
+    for i, (label, lr) in enumerate((suggestions or {}).items()):
+        if lr is None or not math.isfinite(lr):
+            continue
+        color = ("C3", "C2", "C1", "C4")[i % 4]
+        y = float(np.interp(np.log(lr), np.log(x), sm))
+        ax.axvline(lr, color=color, linestyle="--", linewidth=1)
+        ax.plot([lr], [y], "o", color=color, markersize=8, label=f"{label}: {lr:.2e}")
+    ax.set_xscale("log")
+    finite = sm[np.isfinite(sm)]
+    if finite.size:
+        lo = float(finite.min())
+        hi = float(finite[: max(1, finite.size // 10)].max())
+        span = max(hi - lo, 1e-3)
+        ax.set_ylim(lo - 0.1 * span, hi + 0.35 * span)
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(loc="upper left", fontsize="small")
+    ax.set_title(title or f"LR range test ({x.size} steps, {x[0]:.1e} to {x[-1]:.1e})", fontsize="medium")
     fig.tight_layout()
     return _save(fig, out_path)

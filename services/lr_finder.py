@@ -1,0 +1,370 @@
+"""LR range test (Smith 2017): sweep the learning rate exponentially, suggest one, restore the model afterwards.
+
+    python -m services.lr_finder --config experiments/phase1_subset_20pct/sample.yaml --out runs/lr
+    python -m services.lr_finder --config my.yaml --training.batch_size 64 --start-lr 1e-6 --end-lr 1 --num-steps 200
+
+Writes ``lr_finder.png`` (loss against log LR, both suggestions marked), ``optimal_lr.txt`` (the suggested LR on
+its first line) and ``lr_finder.json`` (the curve and both suggestions) to ``--out`` (default
+``<output_dir>/logs/lr_finder``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from core.checkpoint import atomic_write_text, capture_rng_state, restore_rng_state
+from core.config import ExperimentConfig, parse_config
+from core.data_manager import ImageNetDataManager
+from core.model import build_model
+from core.trainer import build_optimizer, forward_backward, optimizer_step, resolve_amp, select_device
+
+log = logging.getLogger(__name__)
+
+SUGGESTION_RULE = ("steepest descent of the smoothed loss against log10(LR), searched before the loss minimum "
+                   "(Smith 2017, 'Cyclical Learning Rates for Training Neural Networks', Sec. 3.3; fastai's "
+                   "'steep' suggestion); cross-check: LR at the minimum smoothed loss / 10 (fastai's lr_min)")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pure pieces: the sweep, the smoothing, the suggestion
+# ----------------------------------------------------------------------------------------------------------------
+
+def exponential_lrs(start_lr: float, end_lr: float, num_steps: int) -> np.ndarray:
+    """(num_steps,) learning rates from ``start_lr`` to ``end_lr`` (both included), evenly spaced in log.
+
+    Raises:
+        ValueError: non-positive bounds, ``end_lr <= start_lr`` or ``num_steps < 2``.
+    """
+    if not (start_lr > 0 and end_lr > start_lr):
+        raise ValueError(f"need 0 < start_lr < end_lr, got start_lr={start_lr}, end_lr={end_lr}")
+    if num_steps < 2:
+        raise ValueError(f"num_steps must be >= 2, got {num_steps}")
+    return start_lr * (end_lr / start_lr) ** (np.arange(num_steps) / (num_steps - 1))
+
+
+def smooth_losses(losses: Sequence[float], beta: float = 0.98) -> np.ndarray:
+    """Exponential moving average with bias correction, as fastai's LR finder smooths the loss:
+    ``avg_i = beta * avg_{i-1} + (1 - beta) * loss_i``, ``smoothed_i = avg_i / (1 - beta ** (i + 1))``.
+
+    Raises:
+        ValueError: ``beta`` outside [0, 1).
+    """
+    if not 0 <= beta < 1:
+        raise ValueError(f"beta must be in [0, 1), got {beta}")
+    out = np.empty(len(losses), dtype=np.float64)
+    avg = 0.0
+    for i, loss in enumerate(losses):
+        avg = beta * avg + (1 - beta) * float(loss)
+        out[i] = avg / (1 - beta ** (i + 1))
+    return out
+
+
+def suggest_lr(lrs: Sequence[float], smoothed: Sequence[float], skip_start: Optional[int] = None
+               ) -> tuple[float, float]:
+    """The two suggestions of an LR range test.
+
+    1. Steepest descent: the LR where d(smoothed loss)/d(log10 LR) is most negative, searched from
+       ``skip_start`` up to the minimum of the smoothed loss (past the minimum the loss is diverging, and the
+       first points are dominated by the EMA's warm-up). Smith 2017 takes the LR where the loss starts falling
+       fastest as the sensible maximum of a schedule.
+    2. Minimum / 10: the LR at the smallest smoothed loss divided by 10 (fastai's ``lr_min``), a conservative
+       cross-check: at the minimum itself the loss is already about to blow up.
+
+    Args:
+        lrs: (N,) increasing learning rates.
+        smoothed: (N,) smoothed losses (NaN/Inf entries are ignored).
+        skip_start: points ignored at the start (default N // 10).
+
+    Returns:
+        (steepest_lr, min_loss_lr / 10).
+
+    Raises:
+        ValueError: fewer than 3 finite points.
+    """
+    lrs = np.asarray(lrs, dtype=np.float64)
+    sm = np.asarray(smoothed, dtype=np.float64)
+    finite = np.isfinite(sm)
+    if finite.sum() < 3:
+        raise ValueError(f"an LR suggestion needs >= 3 finite losses, got {int(finite.sum())}")
+    lrs, sm = lrs[finite], sm[finite]
+    i_min = int(np.argmin(sm))
+    min_div10 = float(lrs[i_min] / 10)
+    grad = np.gradient(sm, np.log10(lrs))
+    start = len(sm) // 10 if skip_start is None else skip_start
+    start = min(max(0, start), max(0, i_min - 2))
+    window = grad[start:i_min + 1]
+    if window.size < 2:  # the minimum is at the very start: search the whole curve instead
+        window, start = grad, 0
+    return float(lrs[start + int(np.argmin(window))]), min_div10
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The finder
+# ----------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class LRFinderResult:
+    """Outcome of one range test.
+
+    Attributes:
+        lrs: LR of each step taken (the sweep stops early on divergence).
+        losses: mean training loss of each optimizer step (averaged over its accumulated micro-batches).
+        smoothed: bias-corrected EMA of ``losses``.
+        steepest_lr: LR at the steepest descent of the smoothed loss (the suggestion).
+        min_loss_lr_div10: LR at the minimum smoothed loss / 10 (the cross-check).
+        diverged: the sweep stopped because the loss exceeded ``diverge_factor`` x its best, or became NaN/Inf.
+        settings: the sweep's parameters (bounds, steps, beta, batch, accumulation, AMP, model).
+    """
+
+    lrs: list[float]
+    losses: list[float]
+    smoothed: list[float]
+    steepest_lr: float
+    min_loss_lr_div10: float
+    diverged: bool
+    settings: dict = field(default_factory=dict)
+    rule: str = SUGGESTION_RULE
+
+    @property
+    def suggested_lr(self) -> float:
+        """The LR to use: the steepest-descent suggestion."""
+        return self.steepest_lr
+
+    def save(self, out_dir: Path, title: Optional[str] = None) -> dict[str, Path]:
+        """Write ``lr_finder.png``, ``optimal_lr.txt`` and ``lr_finder.json`` into ``out_dir``; return their paths."""
+        from utils.visualization import plot_lr_finder
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        s = self.settings
+        title = title or (f"LR range test: {s.get('model', '?')}, effective batch {s.get('effective_batch_size', '?')}"
+                          f", {len(self.lrs)} steps" + (" (stopped: diverged)" if self.diverged else ""))
+        png = plot_lr_finder(self.lrs, self.losses, self.smoothed, out_dir / "lr_finder.png",
+                             {"steepest descent": self.steepest_lr, "min loss / 10": self.min_loss_lr_div10},
+                             title=title)
+        txt = atomic_write_text(out_dir / "optimal_lr.txt",
+                                f"{self.suggested_lr:.6g}\n"
+                                f"# steepest_lr {self.steepest_lr:.6g}\n"
+                                f"# min_loss_lr_div10 {self.min_loss_lr_div10:.6g}\n"
+                                f"# rule: {self.rule}\n")
+        js = atomic_write_text(out_dir / "lr_finder.json", json.dumps({**asdict(self), "suggested_lr":
+                                                                       self.suggested_lr}, indent=1))
+        log.info("LR finder: suggested %.3g (steepest descent), cross-check %.3g (min loss / 10); wrote %s",
+                 self.steepest_lr, self.min_loss_lr_div10, out_dir)
+        return {"plot": png, "optimal_lr": txt, "curve": js}
+
+
+class LRFinder:
+    """LR range test on a model and optimizer, which are restored exactly afterwards.
+
+    Each step sets every parameter group's LR to the next value of an exponential sweep, trains one
+    optimizer step (``grad_accum_steps`` micro-batches through :func:`core.trainer.forward_backward` and
+    :func:`core.trainer.optimizer_step`, so AMP, the GradScaler, accumulation and clipping behave exactly as
+    in training) and records the step's loss. The sweep stops when the smoothed loss exceeds
+    ``diverge_factor`` x its minimum, or the loss is NaN/Inf (Smith 2017; fastai stops at 4x).
+
+    Afterwards the model's and optimizer's state dicts, the scaler, the model's train/eval mode and the
+    global RNG states are put back as they were, so training can follow in the same process.
+
+    Args:
+        model: on its device, in any mode.
+        optimizer: built over ``model``'s parameters (its state, momentum buffers included, is restored).
+        criterion: the training loss, e.g. ``nn.CrossEntropyLoss(label_smoothing=...)``.
+        amp_dtype: autocast dtype (None = fp32), as from :func:`core.trainer.resolve_amp`.
+        grad_accum_steps: micro-batches per optimizer step.
+        grad_clip_norm: global gradient-norm clip (0 = off).
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module,
+                 amp_dtype: Optional[torch.dtype] = None, grad_accum_steps: int = 1, grad_clip_norm: float = 0.0):
+        if grad_accum_steps < 1:
+            raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
+        self.model, self.optimizer, self.criterion = model, optimizer, criterion
+        self.amp_dtype, self.grad_accum_steps, self.grad_clip_norm = amp_dtype, grad_accum_steps, grad_clip_norm
+        self.device = next(model.parameters()).device
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp_dtype == torch.float16)
+
+    def range_test(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], start_lr: float = 1e-7,
+                   end_lr: float = 10.0, num_steps: int = 100, beta: float = 0.98,
+                   diverge_factor: float = 4.0) -> LRFinderResult:
+        """Run the sweep over micro-batches drawn from ``batches`` (an endless iterator; see
+        :func:`cycle_train_loader`).
+
+        Args:
+            batches: yields (images (B, 3, H, W), targets (B,)); moved to the model's device here.
+            start_lr, end_lr: sweep bounds; num_steps: optimizer steps (>= 2).
+            beta: EMA factor of the smoothed loss (fastai: 0.98).
+            diverge_factor: stop when smoothed loss > diverge_factor x best smoothed loss.
+
+        Raises:
+            ValueError: bad sweep settings, or fewer than 3 finite losses to suggest from.
+        """
+        lrs = exponential_lrs(start_lr, end_lr, num_steps)
+        if diverge_factor <= 1:
+            raise ValueError(f"diverge_factor must be > 1, got {diverge_factor}")
+        saved = self._snapshot()
+        taken, losses, smoothed = [], [], []
+        diverged = False
+        avg, best = 0.0, math.inf
+        try:
+            self.model.train()
+            self.optimizer.zero_grad(set_to_none=True)
+            for step, lr in enumerate(lrs.tolist()):
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+                for _ in range(self.grad_accum_steps):
+                    images, targets = next(batches)
+                    images = images.to(self.device, non_blocking=True)
+                    targets = targets.to(self.device, non_blocking=True)
+                    loss, _ = forward_backward(self.model, images, targets, self.criterion, self.amp_dtype,
+                                               self.scaler, self.grad_accum_steps)
+                    loss_sum += loss.double()
+                optimizer_step(self.optimizer, self.scaler, self.model, self.grad_clip_norm)
+                loss = loss_sum.item() / self.grad_accum_steps  # one host sync per step: the stop rule needs it
+                taken.append(lr)
+                losses.append(loss)
+                if not math.isfinite(loss):
+                    smoothed.append(math.nan)
+                    diverged = True
+                    log.info("LR finder: loss is %s at lr %.3g (step %d); stopping", loss, lr, step)
+                    break
+                avg = beta * avg + (1 - beta) * loss
+                sm = avg / (1 - beta ** (step + 1))
+                smoothed.append(sm)
+                best = min(best, sm)
+                if step > 0 and sm > diverge_factor * best:
+                    diverged = True
+                    log.info("LR finder: smoothed loss %.3f > %.1f x best %.3f at lr %.3g (step %d); stopping",
+                             sm, diverge_factor, best, lr, step)
+                    break
+        finally:
+            self._restore(saved)
+        steepest, min_div10 = suggest_lr(taken, smoothed)
+        settings = {"start_lr": start_lr, "end_lr": end_lr, "num_steps": num_steps, "beta": beta,
+                    "diverge_factor": diverge_factor, "grad_accum_steps": self.grad_accum_steps,
+                    "amp": str(self.amp_dtype) if self.amp_dtype else "off", "device": str(self.device),
+                    "steps_taken": len(taken)}
+        return LRFinderResult(lrs=taken, losses=losses, smoothed=smoothed, steepest_lr=steepest,
+                              min_loss_lr_div10=min_div10, diverged=diverged, settings=settings)
+
+    def _snapshot(self) -> dict:
+        # Cloned tensors, not references: the sweep updates parameters and buffers in place.
+        return {"model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                "scaler": copy.deepcopy(self.scaler.state_dict()),
+                "training": self.model.training, "rng": capture_rng_state()}
+
+    def _restore(self, saved: dict) -> None:
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.optimizer.zero_grad(set_to_none=True)
+        if saved["scaler"]:
+            self.scaler.load_state_dict(saved["scaler"])
+        self.model.train(saved["training"])
+        restore_rng_state(saved["rng"])
+
+
+def cycle_train_loader(loader: torch.utils.data.DataLoader, first_epoch: int = 0
+                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless micro-batches from a :meth:`ImageNetDataManager.train_loader`, advancing its sampler's epoch
+    each pass (a 100-step sweep may be longer than one epoch of a small subset)."""
+    epoch = first_epoch
+    while True:
+        loader.sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def find_lr(cfg: ExperimentConfig, model: Optional[nn.Module] = None, data: Optional[ImageNetDataManager] = None,
+            out_dir: Optional[Path] = None, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100,
+            beta: float = 0.98, diverge_factor: float = 4.0) -> LRFinderResult:
+    """Run the LR range test for an experiment config, as its training run would train: same model, optimizer
+    (parameter groups, momentum, weight decay), loss, batch size, accumulation, AMP and clipping.
+
+    Phase scripts call this before training; ``model`` is left exactly as it was (the sweep is undone).
+
+    Args:
+        cfg: the experiment's config.
+        model: a model to probe (default: ``build_model`` from ``cfg.model``), moved to the config's device.
+        data: the data manager (default: built from ``cfg.data``, writing nothing).
+        out_dir: where the PNG, ``optimal_lr.txt`` and JSON go (None = ``<output_dir>/logs/lr_finder`` when
+            ``--logging.output_dir`` is set, else nothing is written).
+        start_lr, end_lr, num_steps, beta, diverge_factor: see :meth:`LRFinder.range_test`.
+
+    Returns:
+        The :class:`LRFinderResult`; ``result.suggested_lr`` is the LR to use as ``--training.lr``.
+    """
+    t = cfg.training
+    device = select_device(t.device)
+    amp_dtype = resolve_amp(t.amp, device)
+    torch.manual_seed(t.seed)
+    data = data or ImageNetDataManager(cfg.data, seed=t.seed, run_dir=None)
+    if model is None:
+        model = build_model(cfg.model.name, num_classes=cfg.model.num_classes or data.num_classes,
+                            small_input=cfg.model.small_input, zero_init_residual=cfg.model.zero_init_residual)
+    channels_last = cfg.model.channels_last and device.type == "cuda"
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    optimizer = build_optimizer(model, t)
+    criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
+    loader = data.train_loader(t.batch_size, t.grad_accum_steps)
+    finder = LRFinder(model, optimizer, criterion, amp_dtype, t.grad_accum_steps, t.grad_clip_norm)
+    batches = cycle_train_loader(loader)
+    try:
+        result = finder.range_test(batches, start_lr, end_lr, num_steps, beta, diverge_factor)
+    finally:
+        batches.close()  # stops the loader's workers promptly
+    result.settings.update(model=cfg.model.name, batch_size=t.batch_size,
+                           effective_batch_size=t.effective_batch_size, optimizer=t.optimizer,
+                           image_size=cfg.data.image_size, data_root=str(data.root))
+    if out_dir is None and cfg.logging.output_dir is not None:
+        out_dir = cfg.logging.logs_dir / "lr_finder"
+    if out_dir is not None:
+        result.save(Path(out_dir))
+    return result
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m services.lr_finder --config X.yaml [--section.field value ...] [--out DIR] [sweep options]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m services.lr_finder", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Every other flag (--config FILE, --data.root, --training.batch_size, ...) configures the run as in "
+               "the experiment scripts; see `python experiments/phase1_subset_20pct/train.py --help`.")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: <--logging.output_dir>/logs/lr_finder)")
+    parser.add_argument("--start-lr", type=float, default=1e-7, help="first LR of the sweep (default 1e-7)")
+    parser.add_argument("--end-lr", type=float, default=10.0, help="last LR of the sweep (default 10)")
+    parser.add_argument("--num-steps", type=int, default=100, help="optimizer steps in the sweep (default 100)")
+    parser.add_argument("--beta", type=float, default=0.98, help="EMA factor of the smoothed loss (default 0.98)")
+    parser.add_argument("--diverge-factor", type=float, default=4.0,
+                        help="stop when the smoothed loss exceeds this x its minimum (default 4)")
+    own, rest = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = parse_config(rest, description="Configure the run whose LR is probed.")
+        if own.out is None and cfg.logging.output_dir is None:
+            raise ValueError("pass --out DIR (or --logging.output_dir DIR) to say where the results go")
+        result = find_lr(cfg, out_dir=own.out, start_lr=own.start_lr, end_lr=own.end_lr, num_steps=own.num_steps,
+                         beta=own.beta, diverge_factor=own.diverge_factor)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"suggested LR {result.suggested_lr:.3g} (steepest descent); cross-check {result.min_loss_lr_div10:.3g} "
+          f"(min loss / 10); {len(result.lrs)} steps{', diverged' if result.diverged else ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
