@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from core.checkpoint import CheckpointMismatchError
-from core.config import ExperimentConfig, parse_config
+from core.config import ExperimentConfig, parse_config, parse_sections
 
 log = logging.getLogger(__name__)
 
@@ -27,25 +27,51 @@ def experiment_config(script_dir: Path, argv: Optional[Sequence[str]] = None,
     """
     script_dir = Path(script_dir).resolve()
     base = [script_dir / "config.yaml"] if (script_dir / "config.yaml").is_file() else []
-    cfg = parse_config(argv, base, description)
     sample = script_dir / "sample.yaml"
-    if cfg.data.root is None and sample.is_file():
-        cfg = parse_config(argv, base + [sample], description)
+    # look at data.root before validating: the real recipe plus short-run flags need not be valid on its own
+    if parse_sections(argv, base, description).data.root is None and sample.is_file():
+        base = base + [sample]
+    cfg = parse_config(argv, base, description)
     if cfg.logging.output_dir is None:
         cfg = dataclasses.replace(cfg, logging=dataclasses.replace(cfg.logging, output_dir=script_dir))
     return cfg
 
 
-def experiment_main(script_file: str, argv: Optional[Sequence[str]] = None, description: str = "") -> int:
+def with_default_init(cfg: ExperimentConfig, previous_best: Optional[Path], previous_name: str) -> ExperimentConfig:
+    """Chain phases: start from ``previous_best`` (the previous phase's best.pt) unless ``--training.init_from``
+    is given; train from scratch, saying so, when that file does not exist."""
+    if cfg.training.init_from is not None or previous_best is None:
+        return cfg
+    if Path(previous_best).is_file():
+        log.info("starting from %s's best checkpoint %s", previous_name, previous_best)
+        return dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, init_from=Path(previous_best)))
+    log.warning("no %s checkpoint at %s: training from scratch (run %s first, or pass --training.init_from)",
+                previous_name, previous_best, previous_name)
+    return cfg
+
+
+def experiment_main(script_file: str, argv: Optional[Sequence[str]] = None, description: str = "",
+                    previous_best: Optional[Path] = None, previous_name: str = "the previous phase") -> int:
     """Parse, train and report for the script at ``script_file``; returns the process exit code.
+
+    Under ``torchrun`` every process runs this; the process group is set up from torchrun's environment.
+
+    Args:
+        previous_best: the previous phase's best.pt, used as ``--training.init_from`` when that flag is unset
+            and the file exists.
 
     Exit codes: 0 done (or stopped by SIGTERM with a checkpoint saved), 1 training failed (NaN/Inf loss),
     2 bad input (invalid config, missing data, mismatched checkpoint) with the message and its fix.
     """
+    from core.distributed import destroy_distributed, init_distributed
+    from core.logger import setup_logging
     from core.trainer import ImageNetTrainer, NonFiniteLossError
 
     try:
+        ctx = init_distributed()
+        setup_logging(None, rank=ctx.rank)
         cfg = experiment_config(Path(script_file).parent, argv, description)
+        cfg = with_default_init(cfg, previous_best, previous_name)
         trainer = ImageNetTrainer(cfg)
         if trainer.data.using_bundled_sample:
             log.warning("training on the BUNDLED SAMPLE (%d train / %d val images, %d classes) for a quick check; "
@@ -58,6 +84,8 @@ def experiment_main(script_file: str, argv: Optional[Sequence[str]] = None, desc
     except NonFiniteLossError as e:
         log.error("%s", e)
         return EXIT_FAILED
+    finally:
+        destroy_distributed()
     if result["interrupted"]:
         print("stopped by a signal; resume with the same command plus --training.resume auto", file=sys.stderr)
     return EXIT_OK

@@ -55,6 +55,24 @@ class DataConfig:
     """Random horizontal flip with p=0.5 during training."""
     color_jitter: float = 0.4
     """Brightness, contrast and saturation jitter strength (0 disables it)."""
+    auto_augment: Literal["none", "randaugment", "trivialaugment"] = "none"
+    """Policy applied after the crop: RandAugment (Cubuk et al. 2020) or TrivialAugmentWide (Mueller & Hutter 2021), from torchvision."""
+    randaugment_num_ops: int = 2
+    """RandAugment: operations per image."""
+    randaugment_magnitude: int = 9
+    """RandAugment: magnitude of each operation, in [0, 30]."""
+    random_erasing: float = 0.0
+    """Probability of erasing a random rectangle of the normalised image (Zhong et al. 2020); 0 disables it."""
+    progressive_resizing: bool = False
+    """Ramp the training crop from start_image_size to image_size between ramp_start_epoch and ramp_end_epoch (FFCV)."""
+    start_image_size: int = 160
+    """Progressive resizing: training crop side (px) up to ramp_start_epoch."""
+    ramp_start_epoch: int = 0
+    """Progressive resizing: first epoch (0-based) of the ramp."""
+    ramp_end_epoch: int = 0
+    """Progressive resizing: epoch (0-based) at which image_size is reached."""
+    resolution_step: int = 32
+    """Progressive resizing: crop sides are rounded to multiples of this many px (FFCV uses 32)."""
     mean: tuple[float, float, float] = IMAGENET_MEAN
     """Per-channel mean of [0, 1] RGB pixels used by Normalize."""
     std: tuple[float, float, float] = IMAGENET_STD
@@ -85,6 +103,8 @@ class ModelConfig:
     """Zero the last BatchNorm gamma of each residual block (Goyal et al. 2017)."""
     channels_last: bool = True
     """Use the channels_last memory format on CUDA (faster convolutions with tensor cores)."""
+    sync_batchnorm: bool = False
+    """Under DDP on GPUs, compute BatchNorm statistics over all processes (SyncBatchNorm)."""
 
 
 @dataclass
@@ -100,7 +120,11 @@ class TrainingConfig:
     optimizer: Literal["sgd", "adamw"] = "sgd"
     """Optimizer. BatchNorm parameters and biases get no weight decay."""
     lr: float = 0.1
-    """Peak learning rate (after warmup)."""
+    """Peak learning rate after warmup; with lr_scaling 'linear', the LR per lr_reference_batch images."""
+    lr_scaling: Literal["none", "linear"] = "none"
+    """'linear': peak LR = lr x effective batch / lr_reference_batch (Goyal et al. 2017)."""
+    lr_reference_batch: int = 256
+    """Reference batch size of the linear scaling rule."""
     momentum: float = 0.9
     """SGD momentum (AdamW uses it as beta1)."""
     nesterov: bool = False
@@ -121,6 +145,22 @@ class TrainingConfig:
     """Label smoothing of the cross-entropy loss, in [0, 1) (Szegedy et al. 2016)."""
     grad_clip_norm: float = 0.0
     """Clip the global gradient L2 norm to this value (0 disables)."""
+    mixup_alpha: float = 0.0
+    """MixUp Beta(alpha, alpha) on batches (Zhang et al. 2018); 0 disables. With cutmix_alpha too, one is picked per batch."""
+    cutmix_alpha: float = 0.0
+    """CutMix Beta(alpha, alpha) on batches (Yun et al. 2019); 0 disables."""
+    ema_decay: float = 0.0
+    """Decay of an exponential moving average of the weights, updated every ema_every_steps (0 disables; e.g. 0.9998)."""
+    ema_every_steps: int = 1
+    """Optimizer steps between EMA updates."""
+    init_from: Optional[Path] = None
+    """Start from this checkpoint's weights (a fresh optimizer and schedule), e.g. the previous phase's best.pt."""
+    reinit_head: bool = False
+    """With init_from: load everything but the classifier, which is re-initialised for this data's classes."""
+    lr_finder: bool = False
+    """Before a fresh run, run the LR range test (services.lr_finder) on the initial weights and train at its suggested LR."""
+    freeze_backbone: bool = False
+    """Train only the classifier: conv1, bn1 and layer1-4 are frozen, their BatchNorm kept in eval mode."""
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     """Autocast precision. auto = bf16 on CUDA/CPU-capable GPUs, off on CPU and MPS; fp16 uses a GradScaler and needs CUDA."""
     seed: int = 0
@@ -148,6 +188,12 @@ class TrainingConfig:
     def effective_batch_size(self) -> int:
         """Images per optimizer step in one process: batch_size x grad_accum_steps (multiply by the world size under DDP)."""
         return self.batch_size * self.grad_accum_steps
+
+    def peak_lr(self, world_size: int = 1) -> float:
+        """The LR reached after warmup: ``lr``, or with linear scaling ``lr x effective batch / reference batch``."""
+        if self.lr_scaling == "linear":
+            return self.lr * self.effective_batch_size * world_size / self.lr_reference_batch
+        return self.lr
 
 
 @dataclass
@@ -224,6 +270,13 @@ class ExperimentConfig:
         check(len(d.std) == 3 and all(s > 0 for s in d.std), "data.std", "3 positive values (RGB)", d.std)
         check(d.num_workers >= 0, "data.num_workers", ">= 0", d.num_workers)
         check(d.prefetch_factor >= 1, "data.prefetch_factor", ">= 1", d.prefetch_factor)
+        check(d.randaugment_num_ops >= 1, "data.randaugment_num_ops", ">= 1", d.randaugment_num_ops)
+        check(0 <= d.randaugment_magnitude <= 30, "data.randaugment_magnitude", "in [0, 30]", d.randaugment_magnitude)
+        check(0 <= d.random_erasing <= 1, "data.random_erasing", "in [0, 1]", d.random_erasing)
+        check(d.start_image_size >= 8, "data.start_image_size", ">= 8 px", d.start_image_size)
+        check(d.resolution_step >= 1, "data.resolution_step", ">= 1 px", d.resolution_step)
+        check(not d.progressive_resizing or 0 <= d.ramp_start_epoch <= d.ramp_end_epoch, "data.ramp_end_epoch",
+              ">= --data.ramp_start_epoch >= 0", d.ramp_end_epoch)
         check(d.train_split != d.val_split, "data.val_split", "different from --data.train_split", d.val_split)
         check(m.name in available_models(), "model.name", f"one of {', '.join(available_models())}", m.name)
         check(m.num_classes is None or m.num_classes >= 1, "model.num_classes", ">= 1 or null", m.num_classes)
@@ -233,12 +286,19 @@ class ExperimentConfig:
         check(t.lr > 0 and math.isfinite(t.lr), "training.lr", "a positive number", t.lr)
         check(0 <= t.momentum < 1, "training.momentum", "in [0, 1)", t.momentum)
         check(t.weight_decay >= 0, "training.weight_decay", ">= 0", t.weight_decay)
-        check(0 <= t.warmup_epochs < t.epochs or t.warmup_epochs == 0, "training.warmup_epochs",
-              "in [0, --training.epochs)", t.warmup_epochs)
+        check(0 <= t.warmup_epochs <= t.epochs, "training.warmup_epochs", "in [0, --training.epochs]",
+              t.warmup_epochs)
         check(0 <= t.min_lr <= t.lr, "training.min_lr", "in [0, --training.lr]", t.min_lr)
         check(t.step_epochs >= 1, "training.step_epochs", ">= 1", t.step_epochs)
         check(0 < t.step_gamma <= 1, "training.step_gamma", "in (0, 1]", t.step_gamma)
         check(0 <= t.label_smoothing < 1, "training.label_smoothing", "in [0, 1)", t.label_smoothing)
+        check(t.lr_reference_batch >= 1, "training.lr_reference_batch", ">= 1", t.lr_reference_batch)
+        check(t.mixup_alpha >= 0, "training.mixup_alpha", ">= 0", t.mixup_alpha)
+        check(t.cutmix_alpha >= 0, "training.cutmix_alpha", ">= 0", t.cutmix_alpha)
+        check(0 <= t.ema_decay < 1, "training.ema_decay", "in [0, 1)", t.ema_decay)
+        check(t.ema_every_steps >= 1, "training.ema_every_steps", ">= 1", t.ema_every_steps)
+        check(not t.reinit_head or t.init_from is not None, "training.reinit_head",
+              "false unless --training.init_from is set", t.reinit_head)
         check(t.grad_clip_norm >= 0, "training.grad_clip_norm", ">= 0 (0 disables)", t.grad_clip_norm)
         check(not (t.nesterov and t.optimizer != "sgd"), "training.nesterov", "false unless --training.optimizer sgd",
               t.nesterov)
@@ -330,14 +390,25 @@ def parse_config(argv: Optional[Sequence[str]] = None, config_files: Sequence[Pa
         SystemExit: on unknown flags or values of the wrong type (jsonargparse prints usage and the problem).
         ValueError: on values of the right type that are out of range, all reported together.
     """
+    init = parse_sections(argv, config_files, description)
+    return ExperimentConfig(data=init.data, model=init.model, training=init.training, logging=init.logging)
+
+
+def parse_sections(argv: Optional[Sequence[str]] = None, config_files: Sequence[Path] = (),
+                   description: str = "Train a ResNet on ImageNet-style data."):
+    """The four config sections parsed as :func:`parse_config` does, but not yet validated together (for a
+    caller that must look at one value, such as ``data.root``, before choosing more YAML layers).
+
+    Returns:
+        a namespace with ``data``, ``model``, ``training`` and ``logging`` dataclass instances.
+    """
     args: list[str] = []
     for f in config_files:
         args += ["--config", str(f)]
     args += list(argv if argv is not None else [])
     parser = build_parser(description)
     ns = parser.parse_args(args)
-    init = parser.instantiate_classes(ns) if not hasattr(parser, "instantiate") else parser.instantiate(ns)
-    return ExperimentConfig(data=init.data, model=init.model, training=init.training, logging=init.logging)
+    return parser.instantiate(ns) if hasattr(parser, "instantiate") else parser.instantiate_classes(ns)
 
 
 def load_yaml_config(path: Path) -> ExperimentConfig:
@@ -351,3 +422,29 @@ def load_yaml_config(path: Path) -> ExperimentConfig:
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     return ExperimentConfig.from_dict(yaml.safe_load(path.read_text()) or {})
+
+
+def reference_markdown() -> str:
+    """Markdown tables of every flag, its default and its docstring (the README's "Configuration flags")."""
+    import ast
+
+    docs: dict[tuple[str, str], str] = {}
+    for node in ast.parse(Path(__file__).read_text()).body:
+        if isinstance(node, ast.ClassDef):
+            for stmt, nxt in zip(node.body, node.body[1:]):
+                if isinstance(stmt, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+                    docs[(node.name, stmt.target.id)] = str(nxt.value.value)
+    lines: list[str] = []
+    for section, cls in (("data", DataConfig), ("model", ModelConfig), ("training", TrainingConfig),
+                         ("logging", LoggingConfig)):
+        lines += [f"**{section}**", "", "| flag | default | meaning |", "|---|---|---|"]
+        for f in dataclasses.fields(cls):
+            value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+            lines.append(f"| `--{section}.{f.name}` | `{shown}` | {docs[(cls.__name__, f.name)].replace('|', '/')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(reference_markdown())

@@ -126,7 +126,7 @@ def scan_image_folder(split_dir: Path, cache_dir: Optional[Path] = None) -> Spli
     index = SplitIndex(classes=classes, labels=labels, relpaths=np.array([os.fsencode(p) for p in relpaths]))
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp.npz")
+        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp.npz")  # DDP ranks may write the same cache at once
         np.savez(tmp, fingerprint=np.array(fingerprint), classes=np.array(classes), labels=labels,
                  relpaths=index.relpaths)
         os.replace(tmp, cache_file)
@@ -193,7 +193,7 @@ def _cached_subset(labels: np.ndarray, fraction: float, seed: int, cache_dir: Pa
     idx = stratified_subset(labels, fraction, seed)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
         np.save(tmp, idx)
         os.replace(tmp, path)
     except OSError as e:
@@ -250,6 +250,80 @@ def build_eval_transform(cfg: DataConfig, resolution: int) -> A.Compose:
     return A.Compose([A.SmallestMaxSize(max_size=resize, interpolation=cv2.INTER_LINEAR),
                       A.CenterCrop(height=resolution, width=resolution),
                       A.Normalize(mean=cfg.mean, std=cfg.std, max_pixel_value=255.0), ToTensorV2()])
+
+
+class TrainTransform:
+    """The training pipeline when a torchvision policy is on: Albumentations crop/flip/jitter on the uint8 image,
+    then RandAugment or TrivialAugmentWide (torchvision, on a uint8 (3, H, W) tensor), Normalize, and
+    RandomErasing on the normalised tensor (as timm and torchvision's references order them).
+
+    torchvision's transforms draw from torch's global RNG; each call runs inside ``torch.random.fork_rng`` seeded
+    from :meth:`set_random_seed`, so a sample's augmentation stays a pure function of its seed.
+
+    Call as ``tf(image=hwc_uint8)["image"]`` → (3, r, r) float32, like an Albumentations pipeline.
+    """
+
+    def __init__(self, cfg: DataConfig, resolution: int):
+        from torchvision.transforms import v2
+
+        ops: list[Any] = [A.RandomResizedCrop(size=(resolution, resolution), scale=(cfg.min_scale, 1.0),
+                                              interpolation=cv2.INTER_LINEAR)]
+        if cfg.hflip:
+            ops.append(A.HorizontalFlip(p=0.5))
+        if cfg.color_jitter > 0:
+            j = cfg.color_jitter
+            ops.append(A.ColorJitter(brightness=j, contrast=j, saturation=j, hue=0.0, p=1.0))
+        self.geometric = A.Compose(ops)
+        self.policy = {"none": None,
+                       "randaugment": lambda: v2.RandAugment(cfg.randaugment_num_ops, cfg.randaugment_magnitude),
+                       "trivialaugment": v2.TrivialAugmentWide}[cfg.auto_augment]
+        self.policy = self.policy() if self.policy else None
+        self.mean = torch.tensor(cfg.mean).view(3, 1, 1) * 255
+        self.std = torch.tensor(cfg.std).view(3, 1, 1) * 255
+        # value 0 on a normalised image = the dataset mean colour
+        self.erase = v2.RandomErasing(p=cfg.random_erasing, value=0) if cfg.random_erasing > 0 else None
+        self._seed = 0
+
+    def set_random_seed(self, seed: int) -> None:
+        self.geometric.set_random_seed(seed)
+        self._seed = seed
+
+    def __call__(self, image: np.ndarray) -> dict[str, torch.Tensor]:
+        x = torch.from_numpy(np.ascontiguousarray(self.geometric(image=image)["image"])).permute(2, 0, 1)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self._seed)
+            if self.policy is not None:
+                x = self.policy(x)  # uint8 in, uint8 out
+            x = (x.float() - self.mean) / self.std
+            if self.erase is not None:
+                x = self.erase(x)
+        return {"image": x.contiguous()}
+
+
+def make_train_transform(cfg: DataConfig, resolution: int) -> Union[A.Compose, TrainTransform]:
+    """The training pipeline for ``resolution`` px: plain Albumentations (:func:`build_train_transform`), or
+    :class:`TrainTransform` when RandAugment/TrivialAugment or random erasing is on."""
+    if cfg.auto_augment != "none" or cfg.random_erasing > 0:
+        return TrainTransform(cfg, resolution)
+    return build_train_transform(cfg, resolution)
+
+
+def resolution_at(epoch: int, cfg: DataConfig) -> int:
+    """Training crop side (px) of 0-based ``epoch``.
+
+    Without progressive resizing: ``image_size``. With it: ``start_image_size`` until ``ramp_start_epoch``, a
+    linear ramp to ``image_size`` at ``ramp_end_epoch``, rounded to a multiple of ``resolution_step`` (FFCV's
+    ``get_resolution``, which rounds to 32 px).
+    """
+    if not cfg.progressive_resizing:
+        return cfg.image_size
+    lo, hi = cfg.start_image_size, cfg.image_size
+    if cfg.ramp_end_epoch == cfg.ramp_start_epoch:
+        res = hi if epoch >= cfg.ramp_end_epoch else lo
+    else:
+        res = float(np.interp(epoch, [cfg.ramp_start_epoch, cfg.ramp_end_epoch], [lo, hi]))
+    step = cfg.resolution_step
+    return max(step, int(round(res / step)) * step)
 
 
 def sample_seed(seed: int, epoch: int, index: int, attempt: int = 0) -> int:
@@ -402,9 +476,11 @@ class ImageClassificationDataset(Dataset):
 class EpochSampler(Sampler):
     """Yields ``(position, epoch, resolution)`` keys for one epoch of training, deterministically.
 
-    The order is a permutation seeded by (seed, epoch); under DDP rank r takes every ``num_replicas``-th
-    entry (as torch's DistributedSampler). Each epoch is truncated to whole optimizer steps, so every
-    epoch ends on an accumulation boundary. ``set_epoch(epoch, start_micro_batch)`` resumes mid-epoch:
+    The order is a permutation seeded by (seed, epoch). Under DDP the order is cut into consecutive blocks of
+    ``batch_size`` and micro-batch m of rank r is block ``m * num_replicas + r``: N processes with batch B see
+    exactly the micro-batches of one process with batch B and accumulation N, so the two runs can be compared
+    step for step. Each epoch is truncated to whole optimizer steps, so every epoch ends on an accumulation
+    boundary. ``set_epoch(epoch, start_micro_batch)`` resumes mid-epoch:
     the batches already trained are skipped, not re-drawn.
 
     Args:
@@ -447,7 +523,8 @@ class EpochSampler(Sampler):
             order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples)
         else:
             order = np.arange(self.num_samples)
-        mine = order[self.rank::self.num_replicas][: self.micro_batches_per_epoch * self.batch_size]
+        m, r, b = self.micro_batches_per_epoch, self.num_replicas, self.batch_size
+        mine = order[: m * r * b].reshape(m, r, b)[:, self.rank, :].reshape(-1)
         resolution = int(self.resolution_at(self.epoch))
         for position in mine[self.start_micro_batch * self.batch_size:].tolist():
             yield position, self.epoch, resolution
@@ -571,7 +648,7 @@ class ImageNetDataManager:
     def train_dataset(self) -> ImageClassificationDataset:
         """The training subset with the training pipeline (Albumentations, seeded per sample)."""
         return ImageClassificationDataset(
-            self._readers[0], self.train_ids, self.train_labels, lambda r: build_train_transform(self.cfg, r),
+            self._readers[0], self.train_ids, self.train_labels, lambda r: make_train_transform(self.cfg, r),
             self.cfg.image_size, self.seed, self.bad_images_file)
 
     def val_dataset(self) -> ImageClassificationDataset:
@@ -589,7 +666,7 @@ class ImageNetDataManager:
         return kw
 
     def train_loader(self, batch_size: int, grad_accum_steps: int = 1,
-                     resolution_at: Optional[Callable[[int], int]] = None, num_replicas: int = 1,
+                     resolution_fn: Optional[Callable[[int], int]] = None, num_replicas: int = 1,
                      rank: int = 0) -> DataLoader:
         """A loader over the training subset driven by an :class:`EpochSampler` (``loader.sampler``): call
         ``loader.sampler.set_epoch(epoch, start_micro_batch)`` before iterating each epoch.
@@ -597,7 +674,8 @@ class ImageNetDataManager:
         Yields (images (B, 3, r, r) float32, labels (B,) int64).
         """
         sampler = EpochSampler(len(self.train_ids), batch_size, grad_accum_steps, self.seed,
-                               resolution_at or (lambda _epoch: self.cfg.image_size), num_replicas, rank)
+                               resolution_fn or (lambda epoch: resolution_at(epoch, self.cfg)),
+                               num_replicas, rank)
         return DataLoader(self.train_dataset(), batch_size=batch_size, sampler=sampler, drop_last=True,
                           **self._loader_kwargs())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -18,10 +19,12 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from core.checkpoint import (atomic_torch_save, atomic_write_text, capture_rng_state, check_compatible,
-                             load_checkpoint, restore_rng_state, CHECKPOINT_FORMAT_VERSION)
+from core.checkpoint import (CHECKPOINT_FORMAT_VERSION, CheckpointMismatchError, atomic_torch_save,
+                             atomic_write_text, capture_rng_state, check_compatible, load_checkpoint,
+                             restore_rng_state)
 from core.config import ExperimentConfig, TrainingConfig
-from core.data_manager import ImageNetDataManager
+from core.data_manager import ImageNetDataManager, resolution_at, sample_seed
+from core.distributed import all_reduce_sum
 from core.logger import MetricsLogger, git_commit, init_wandb, layer_statistics, setup_logging
 from core.model import build_model
 from utils.metrics import topk_correct
@@ -77,48 +80,125 @@ def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
     return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
-def lr_at(step: int, cfg: TrainingConfig, steps_per_epoch: int) -> float:
+def lr_at(step: int, cfg: TrainingConfig, steps_per_epoch: int, world_size: int = 1) -> float:
     """Learning rate of optimizer step ``step`` (0-based) for the 'cosine' and 'step' schedules.
 
-    Linear warmup from lr/warmup_steps to lr over ``warmup_epochs`` (Goyal et al. 2017), then either cosine
-    decay to ``min_lr`` at the last step (Loshchilov & Hutter 2017, SGDR without restarts) or a x``step_gamma``
-    decay every ``step_epochs`` (He et al. 2016). 'onecycle' uses torch's OneCycleLR instead.
+    Linear warmup from peak/warmup_steps to the peak LR (``cfg.peak_lr(world_size)``) over ``warmup_epochs``
+    (Goyal et al. 2017), then either cosine decay to ``min_lr`` at the last step (Loshchilov & Hutter 2017, SGDR
+    without restarts) or a x``step_gamma`` decay every ``step_epochs`` (He et al. 2016). 'onecycle' uses
+    torch's OneCycleLR instead.
     """
+    peak = cfg.peak_lr(world_size)
     total = cfg.epochs * steps_per_epoch
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
     if step < warmup:
-        return cfg.lr * (step + 1) / warmup
+        return peak * (step + 1) / warmup
     if cfg.scheduler == "step":
-        return cfg.lr * cfg.step_gamma ** (step // (cfg.step_epochs * steps_per_epoch))
+        return peak * cfg.step_gamma ** (step // (cfg.step_epochs * steps_per_epoch))
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+    return cfg.min_lr + 0.5 * (peak - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainingConfig, steps_per_epoch: int):
-    """A scheduler stepped once per optimizer step (after ``optimizer.step()``)."""
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainingConfig, steps_per_epoch: int,
+                    world_size: int = 1):
+    """A scheduler stepped once per optimizer step (after ``optimizer.step()``); the optimizer's LR must be
+    ``cfg.peak_lr(world_size)``."""
+    peak = cfg.peak_lr(world_size)
     if cfg.scheduler == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
+            optimizer, max_lr=peak, total_steps=cfg.epochs * steps_per_epoch,
             pct_start=max(cfg.warmup_epochs / cfg.epochs, 0.3) if cfg.warmup_epochs else 0.3,
             cycle_momentum=cfg.optimizer == "sgd" and cfg.momentum > 0)
 
     def factor(step: int) -> float:  # a plain function: LambdaLR then keeps no state for it in state_dict()
-        return lr_at(step, cfg, steps_per_epoch) / cfg.lr
+        return lr_at(step, cfg, steps_per_epoch, world_size) / peak
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def build_optimizer(model: nn.Module, cfg: TrainingConfig) -> torch.optim.Optimizer:
-    """SGD (momentum, optional Nesterov) or AdamW, with no weight decay on BatchNorm parameters and biases
-    (tensors of rank <= 1), as in Goyal et al. 2017 and timm's ``param_groups_weight_decay``."""
+def build_optimizer(model: nn.Module, cfg: TrainingConfig, world_size: int = 1) -> torch.optim.Optimizer:
+    """SGD (momentum, optional Nesterov) or AdamW at ``cfg.peak_lr(world_size)``, over the trainable
+    parameters, with no weight decay on BatchNorm parameters and biases (tensors of rank <= 1), as in Goyal et
+    al. 2017 and timm's ``param_groups_weight_decay``."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    lr = cfg.peak_lr(world_size)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return torch.optim.AdamW(groups, lr=lr, betas=(cfg.momentum, 0.999))
+
+
+def build_batch_mix(cfg: TrainingConfig, num_classes: int) -> Optional[Callable]:
+    """MixUp and/or CutMix on a batch from ``torchvision.transforms.v2`` (one of the two, picked at random per
+    batch, when both alphas are > 0), or None when both are off.
+
+    The returned callable maps (images (B, 3, H, W), labels (B,) int64) → (mixed images, soft labels (B, C)).
+    """
+    from torchvision.transforms import v2
+
+    mixes = []
+    if cfg.mixup_alpha > 0:
+        mixes.append(v2.MixUp(alpha=cfg.mixup_alpha, num_classes=num_classes))
+    if cfg.cutmix_alpha > 0:
+        mixes.append(v2.CutMix(alpha=cfg.cutmix_alpha, num_classes=num_classes))
+    if not mixes:
+        return None
+    return mixes[0] if len(mixes) == 1 else v2.RandomChoice(mixes)
+
+
+def build_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of ``model``'s parameters and buffers (BatchNorm statistics included),
+    ``ema = decay * ema + (1 - decay) * weights`` at each update (torch.optim.swa_utils; Polyak averaging as used
+    by torchvision's and timm's ImageNet recipes)."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def load_initial_weights(model: nn.Module, path: Path, model_name: str, classes: list[str],
+                         reinit_head: bool) -> dict[str, Any]:
+    """Start ``model`` from another run's checkpoint (``--training.init_from``): the previous phase or stage.
+
+    Args:
+        reinit_head: keep the new, freshly initialised classifier (``fc``) and load everything else; needed
+            when the checkpoint was trained on another class list.
+
+    Returns:
+        the loaded checkpoint dict.
+
+    Raises:
+        CheckpointMismatchError: another architecture, another stem, or another class list without reinit_head.
+    """
+    ckpt = load_checkpoint(path)
+    if reinit_head:
+        check_compatible({k: v for k, v in ckpt.items() if k != "classes"}, model_name, classes, path)
+        state = {k: v for k, v in ckpt["model"].items() if not k.startswith("fc.")}
+    else:
+        try:
+            check_compatible(ckpt, model_name, classes, path)
+        except CheckpointMismatchError as e:
+            raise CheckpointMismatchError(f"{e}; to reuse its backbone for these classes pass "
+                                          f"--training.reinit_head true") from None
+        state = ckpt["model"]
+    own = model.state_dict()
+    bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if bad:
+        raise CheckpointMismatchError(
+            f"{path} does not fit this model: shapes differ for {bad[:4]} (another --model.small_input?)")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if not (reinit_head and k.startswith("fc."))]:
+        raise CheckpointMismatchError(f"{path}: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    log.info("initial weights from %s%s", path, " (classifier re-initialised)" if reinit_head else "")
+    return ckpt
+
+
+def freeze_backbone(model: nn.Module) -> None:
+    """Freeze everything but the classifier ``fc`` (label-mapping repair, linear probing)."""
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith("fc."))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -208,6 +288,7 @@ class ImageNetTrainer:
         t = cfg.training
         self.rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         self.world_size = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0")) if self.world_size > 1 else 0
         self.logs_dir, self.models_dir = cfg.logging.logs_dir, cfg.logging.models_dir
         if self.is_main:
             self.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -215,6 +296,8 @@ class ImageNetTrainer:
         setup_logging(self.logs_dir, cfg.logging.log_level, self.rank)
 
         self.device = select_device(t.device)
+        if self.device.type == "cuda" and self.world_size > 1:
+            self.device = torch.device("cuda", self.local_rank)
         self.amp_dtype = resolve_amp(t.amp, self.device)
         self._configure_determinism()
         torch.manual_seed(t.seed)
@@ -228,8 +311,20 @@ class ImageNetTrainer:
         self.model = model if model is not None else build_model(
             cfg.model.name, num_classes=num_classes, small_input=cfg.model.small_input,
             zero_init_residual=cfg.model.zero_init_residual)
+        if t.init_from is not None:
+            load_initial_weights(self.model, Path(t.init_from), cfg.model.name, self.data.classes, t.reinit_head)
+        if t.freeze_backbone:
+            freeze_backbone(self.model)
         self.channels_last = cfg.model.channels_last and self.device.type == "cuda"
         self.model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+        if t.lr_finder and not self._resume_path():
+            t = self._apply_lr_finder()
+        self.ema = build_ema(self.model, t.ema_decay) if t.ema_decay > 0 else None
+        if self.world_size > 1:
+            if cfg.model.sync_batchnorm and self.device.type == "cuda":
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
         self.train_loader = self.data.train_loader(t.batch_size, t.grad_accum_steps, self.resolution_at,
                                                    self.world_size, self.rank)
@@ -238,8 +333,9 @@ class ImageNetTrainer:
         self.steps_per_epoch = self.sampler.micro_batches_per_epoch // t.grad_accum_steps
 
         self.criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
-        self.optimizer = build_optimizer(self.model, t)
-        self.scheduler = build_scheduler(self.optimizer, t, self.steps_per_epoch)
+        self.batch_mix = build_batch_mix(t, self.num_classes)
+        self.optimizer = build_optimizer(self.model, t, self.world_size)
+        self.scheduler = build_scheduler(self.optimizer, t, self.steps_per_epoch, self.world_size)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.state = TrainState()
         self.metrics = MetricsLogger(self.logs_dir / "metrics.jsonl")
@@ -259,8 +355,8 @@ class ImageNetTrainer:
         return self.cfg.training.effective_batch_size * self.world_size
 
     def resolution_at(self, epoch: int) -> int:
-        """Training crop size (px) of ``epoch``; constant here, a schedule in progressive resizing."""
-        return self.cfg.data.image_size
+        """Training crop side (px) of 0-based ``epoch`` (progressive resizing when configured)."""
+        return resolution_at(epoch, self.cfg.data)
 
     # -- setup helpers ----------------------------------------------------------------------------------------
     def _configure_determinism(self) -> None:
@@ -273,17 +369,35 @@ class ImageNetTrainer:
             torch.backends.cudnn.benchmark = not det
             torch.backends.cudnn.deterministic = det
 
-    def _maybe_resume(self) -> None:
+    def _resume_path(self) -> Optional[Path]:
+        """The checkpoint this run resumes from, or None for a fresh start."""
         resume = self.cfg.training.resume
         if resume == "none":
-            if (self.models_dir / "last.pt").exists():
+            return None
+        path = self.models_dir / "last.pt" if resume == "auto" else Path(resume)
+        return None if resume == "auto" and not path.is_file() else path
+
+    def _maybe_resume(self) -> None:
+        path = self._resume_path()
+        if path is None:
+            if self.cfg.training.resume == "none" and (self.models_dir / "last.pt").exists():
                 log.warning("--training.resume none: starting fresh; checkpoints in %s will be overwritten",
                             self.models_dir)
             return
-        path = self.models_dir / "last.pt" if resume == "auto" else Path(resume)
-        if resume == "auto" and not path.is_file():
-            return
         self.load_checkpoint(path)
+
+    def _apply_lr_finder(self) -> TrainingConfig:
+        """Run the LR range test on the current (initial) weights, which it leaves unchanged, and train at its
+        suggestion; the curve and ``optimal_lr.txt`` go to ``logs/lr_finder``."""
+        from services.lr_finder import find_lr  # services build on core: import at use, not at load
+
+        result = find_lr(self.cfg, model=self.model, data=self.data,
+                         out_dir=self.logs_dir / "lr_finder" if self.is_main else None)
+        lr = float(result.suggested_lr)
+        log.info("LR finder: steepest descent at %.3g, minimum-loss/10 at %.3g; training at %.3g (was %.3g)",
+                 result.steepest_lr, result.min_loss_lr_div10, lr, self.cfg.training.lr)
+        self.cfg = dataclasses.replace(self.cfg, training=dataclasses.replace(self.cfg.training, lr=lr))
+        return self.cfg.training
 
     def load_checkpoint(self, path: Path) -> None:
         """Restore model, optimizer, scheduler, scaler, progress and RNG states from ``path``.
@@ -294,7 +408,13 @@ class ImageNetTrainer:
         """
         ckpt = load_checkpoint(path, map_location=self.device)
         check_compatible(ckpt, self.cfg.model.name, self.data.classes, path, self.num_classes)
-        self.model.load_state_dict(ckpt["model"])
+        self.unwrapped_model().load_state_dict(ckpt["model"])
+        if self.ema is not None:
+            if "model_ema" not in ckpt:
+                raise CheckpointMismatchError(f"{path} has no EMA weights but --training.ema_decay is set; resume "
+                                              f"with --training.ema_decay 0 or start a new run")
+            self.ema.module.load_state_dict(ckpt["model_ema"])
+            self.ema.n_averaged.copy_(ckpt["ema_n_averaged"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
@@ -338,6 +458,8 @@ class ImageNetTrainer:
             "class_names": list(self.data.class_names),
             "class_to_idx": dict(self.data.class_to_idx),
             "rng": capture_rng_state(),
+            **({"model_ema": self.ema.module.state_dict(), "ema_n_averaged": self.ema.n_averaged.detach().cpu()}
+               if self.ema is not None else {}),
             "wandb_id": getattr(self.wandb_run, "id", None) or getattr(self, "_wandb_id", None),
             "torch_version": str(torch.__version__),
         }
@@ -455,6 +577,10 @@ class ImageNetTrainer:
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         t = self.cfg.training
         self.model.train()
+        if t.freeze_backbone:  # frozen BatchNorm keeps its running statistics
+            for name, module in self.unwrapped_model().named_children():
+                if name != "fc":
+                    module.eval()
         self.sampler.set_epoch(epoch, self.state.micro_batch)
         if self.state.micro_batch == 0:
             self.state.epoch_loss_sum, self.state.epoch_correct, self.state.epoch_seen = 0.0, 0, 0
@@ -486,8 +612,18 @@ class ImageNetTrainer:
                 break
             images = images.to(self.device, non_blocking=True, memory_format=memory_format)
             targets = targets.to(self.device, non_blocking=True)
-            loss, logits = forward_backward(self.model, images, targets, self.criterion, self.amp_dtype,
-                                            self.scaler, t.grad_accum_steps)
+            loss_targets = targets
+            if self.batch_mix is not None:
+                # torchvision's MixUp/CutMix draw from torch's global RNG: seed it per global micro-batch so the
+                # draw does not depend on history (exact resume) or on how micro-batches are spread over ranks.
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(sample_seed(t.seed, epoch, micro * self.world_size + self.rank, 1))
+                    images, loss_targets = self.batch_mix(images, targets)
+            sync_now = (micro + 1) % t.grad_accum_steps == 0
+            no_sync = self.model.no_sync() if self.world_size > 1 and not sync_now else contextlib.nullcontext()
+            with no_sync:  # DDP: all-reduce gradients only on the micro-batch that ends an accumulation cycle
+                loss, logits = forward_backward(self.model, images, loss_targets, self.criterion, self.amp_dtype,
+                                                self.scaler, t.grad_accum_steps)
             nonfinite |= ~torch.isfinite(loss)
             loss_sum += loss.double() * targets.shape[0]
             correct += (logits.argmax(1) == targets).sum()
@@ -503,10 +639,14 @@ class ImageNetTrainer:
             self.state.global_step += 1
             self.state.micro_batch = micro
             step = self.state.global_step
+            if self.ema is not None and step % t.ema_every_steps == 0:
+                self.ema.update_parameters(self.unwrapped_model())
             log_now = step % t.log_every_steps == 0 or micro == total
             save_now = t.checkpoint_every_steps and step % t.checkpoint_every_steps == 0
-            stop_now = self._stop_signal is not None
+            stop_now = self._stop_requested()
             if log_now or save_now or stop_now:
+                if self.world_size > 1:
+                    nonfinite = all_reduce_sum(nonfinite.float()) > 0
                 if nonfinite.item():
                     raise NonFiniteLossError(
                         f"the training loss became NaN or Inf at epoch {epoch + 1}, step {step}; the last good "
@@ -530,7 +670,7 @@ class ImageNetTrainer:
         st = self.state
         return {"train_loss": st.epoch_loss_sum / max(st.epoch_seen, 1),
                 "train_top1": 100.0 * st.epoch_correct / max(st.epoch_seen, 1),
-                "images_per_sec": st.epoch_seen * self.world_size / max(st.epoch_train_time_s, 1e-9),
+                "images_per_sec": st.epoch_seen / max(st.epoch_train_time_s, 1e-9),
                 "epoch_time_s": st.epoch_train_time_s}
 
     def close(self) -> None:
@@ -542,10 +682,20 @@ class ImageNetTrainer:
                 it._shutdown_workers()
             loader._iterator = None
 
+    def _stop_requested(self) -> bool:
+        """Whether any process received SIGTERM/SIGINT; under DDP all ranks must stop at the same step."""
+        if self.world_size == 1:
+            return self._stop_signal is not None
+        flag = torch.tensor([float(self._stop_signal is not None)], device=self.device)
+        return bool(all_reduce_sum(flag).item() > 0)
+
     def _sync_epoch_totals(self, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, start: float) -> None:
-        self.state.epoch_loss_sum += float(loss_sum.item())
-        self.state.epoch_correct += int(correct.item())
-        self.state.epoch_seen += seen
+        # totals over all ranks (every rank calls this at the same optimizer steps)
+        totals = all_reduce_sum(torch.stack([loss_sum.double(), correct.double(),
+                                             torch.tensor(float(seen), dtype=torch.float64, device=self.device)]))
+        self.state.epoch_loss_sum += float(totals[0].item())
+        self.state.epoch_correct += int(totals[1].item())
+        self.state.epoch_seen += int(totals[2].item())
         self.state.epoch_train_time_s += time.perf_counter() - start
 
     def _end_epoch(self, epoch: int, train_metrics: dict[str, float]) -> dict[str, float]:
@@ -557,9 +707,12 @@ class ImageNetTrainer:
         if epoch_done % t.eval_every_epochs == 0 or epoch_done == t.epochs:
             val = self.evaluate()
             record.update(val)
+            if self.ema is not None:
+                record.update({f"{k}_ema": v for k, v in self.evaluate(model=self.ema).items()})
         if self.device.type == "cuda":
             record["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 20
-        top1 = val.get("val_top1", float("nan"))
+        # the model a user would deploy is judged: the EMA weights when they exist
+        top1 = record.get("val_top1_ema" if self.ema is not None else "val_top1", float("nan"))
         improved = math.isfinite(top1) and top1 > self.state.best_top1
         if improved:
             self.state.best_top1, self.state.best_epoch = top1, epoch_done
@@ -587,8 +740,8 @@ class ImageNetTrainer:
         Returns:
             {"val_loss", "val_top1", "val_top5"}; top-5 is top-min(5, C).
         """
-        model = model or self.model
-        loader = loader or self.val_loader
+        model = model if model is not None else self.model
+        loader = loader if loader is not None else self.val_loader
         was_training = model.training
         model.eval()
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format

@@ -146,9 +146,13 @@ def test_finished_run_resumes_as_complete(tmp_path):
 # --- interruption: real subprocesses ----------------------------------------------------------------------------
 
 def _resume_cfg(tmp_path: Path, out: str):
-    return tiny_config(tmp_path, data={"num_workers": 1, "persistent_workers": True},
+    # every source of randomness on: augmentation policies, batch mixing, EMA and a resolution schedule
+    return tiny_config(tmp_path, data={"num_workers": 1, "persistent_workers": True, "auto_augment": "trivialaugment",
+                                       "random_erasing": 0.25, "progressive_resizing": True, "start_image_size": 32,
+                                       "image_size": 64, "ramp_start_epoch": 0, "ramp_end_epoch": 1},
                        training={"epochs": 2, "deterministic": True, "checkpoint_every_steps": 1,
-                                 "resume": "auto", "log_every_steps": 1},
+                                 "resume": "auto", "log_every_steps": 1, "mixup_alpha": 0.2, "cutmix_alpha": 1.0,
+                                 "ema_decay": 0.9},
                        logging={"output_dir": tmp_path / out})
 
 
@@ -196,6 +200,7 @@ def test_sigkill_anywhere_then_resume_is_bitwise_identical(tmp_path):
     assert a["global_step"] == b["global_step"]
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
+        assert torch.equal(a["model_ema"][key], b["model_ema"][key]), key
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
     ref_lines = (tmp_path / "ref" / "logs" / "metrics.jsonl").read_text().splitlines()
