@@ -232,6 +232,12 @@ def build_train_transform(cfg: DataConfig, resolution: int) -> A.Compose:
     RandomResizedCrop with scale (0.08, 1) and ratio (3/4, 4/3) is Szegedy et al. 2015 (Inception), the
     standard ImageNet recipe of torchvision's references.
     """
+    return A.Compose(_crop_flip_jitter(cfg, resolution)
+                     + [A.Normalize(mean=cfg.mean, std=cfg.std, max_pixel_value=255.0), ToTensorV2()])
+
+
+def _crop_flip_jitter(cfg: DataConfig, resolution: int) -> list[Any]:
+    """The uint8 part of the training pipeline, shared by both training pipelines."""
     ops: list[Any] = [A.RandomResizedCrop(size=(resolution, resolution), scale=(cfg.min_scale, 1.0),
                                           interpolation=cv2.INTER_LINEAR)]
     if cfg.hflip:
@@ -239,8 +245,7 @@ def build_train_transform(cfg: DataConfig, resolution: int) -> A.Compose:
     if cfg.color_jitter > 0:
         j = cfg.color_jitter
         ops.append(A.ColorJitter(brightness=j, contrast=j, saturation=j, hue=0.0, p=1.0))
-    ops += [A.Normalize(mean=cfg.mean, std=cfg.std, max_pixel_value=255.0), ToTensorV2()]
-    return A.Compose(ops)
+    return ops
 
 
 def build_eval_transform(cfg: DataConfig, resolution: int) -> A.Compose:
@@ -266,14 +271,7 @@ class TrainTransform:
     def __init__(self, cfg: DataConfig, resolution: int):
         from torchvision.transforms import v2
 
-        ops: list[Any] = [A.RandomResizedCrop(size=(resolution, resolution), scale=(cfg.min_scale, 1.0),
-                                              interpolation=cv2.INTER_LINEAR)]
-        if cfg.hflip:
-            ops.append(A.HorizontalFlip(p=0.5))
-        if cfg.color_jitter > 0:
-            j = cfg.color_jitter
-            ops.append(A.ColorJitter(brightness=j, contrast=j, saturation=j, hue=0.0, p=1.0))
-        self.geometric = A.Compose(ops)
+        self.geometric = A.Compose(_crop_flip_jitter(cfg, resolution))
         self.policy = {"none": None,
                        "randaugment": lambda: v2.RandAugment(cfg.randaugment_num_ops, cfg.randaugment_magnitude),
                        "trivialaugment": v2.TrivialAugmentWide}[cfg.auto_augment]

@@ -59,3 +59,14 @@ def run_script(script: Path, args: list[str], timeout: float = 600, **popen: Any
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     return subprocess.run([sys.executable, str(script), *args], cwd="/", env=env, capture_output=True, text=True,
                           timeout=timeout, **popen)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread: tiny models gain nothing from more, and on a shared CPU extra threads spin."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

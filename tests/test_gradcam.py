@@ -19,13 +19,7 @@ from services.gradcam_analyzer import (GradCamAnalyzer, collect_predictions, loa
                                        resnet_target_layer)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these tiny models gain nothing from more, and on a shared CPU extra threads spin."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_streaming_selection_matches_brute_force_for_1000_classes() -> None:

@@ -19,13 +19,7 @@ from core.trainer import build_optimizer, forward_backward, optimizer_step
 from services.lr_finder import (LRFinder, cycle_train_loader, exponential_lrs, main, smooth_losses, suggest_lr)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these tiny models gain nothing from more, and on a shared CPU extra threads spin."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_exponential_lrs_endpoints_and_constant_ratio() -> None:
