@@ -227,3 +227,15 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
                              text=True, timeout=300)
     assert resumed.returncode == 0 and "resumed from" in resumed.stderr
     assert load_checkpoint(tmp_path / "spot" / "models" / "last.pt")["epoch"] == 2
+
+
+def test_wandb_offline_run_logs_config_metrics_and_layer_stats(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    cfg = tiny_config(tmp_path, training={"epochs": 1}, logging={"wandb": True, "wandb_mode": "offline"})
+    trainer = ImageNetTrainer(cfg)
+    trainer.fit()
+    runs = list((tmp_path / "run" / "logs" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb")), runs
+    assert trainer._last_layer_stats["grads/fc.weight/std"] > 0  # per-layer gradient statistics were taken
+    assert "weights/layer4.1.conv2.weight/mean" in trainer._last_layer_stats
