@@ -1,1 +1,1 @@
-"""Analysis services built on the core library: LR finder and Grad-CAM."""
+"""Services built on the core library: LR finder, Grad-CAM analysis, label-issue detection (cleanlab, fastdup)."""

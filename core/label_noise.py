@@ -1,0 +1,563 @@
+"""Label noise for noise studies: symmetric and class-pair noise injection, simulated cleaning, cleaning manifests
+(``removal_list.txt`` / ``relabel_map.json``) and detection precision/recall against the injected noise mask.
+
+Everything works on label arrays with NumPy, so 1,281,167 labels take well under a second and no image is decoded.
+A *sample id* is the index of a sample in its split's sorted sample list (``SplitIndex``: sorted by class, then
+relative path), stable across machines and runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+if TYPE_CHECKING:  # the data manager imports torch and albumentations; this module needs neither
+    from core.data_manager import ImageNetDataManager
+
+log = logging.getLogger(__name__)
+
+REMOVAL_FILE = "removal_list.txt"
+"""One sample id (or relative path) per line; blank lines and lines starting with '#' are ignored."""
+RELABEL_FILE = "relabel_map.json"
+"""A JSON object: sample id (or relative path) → new class index (or WNID)."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Noise injection and simulated cleaning
+# ----------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NoisyLabels:
+    """The result of a noise injection.
+
+    Attributes:
+        labels: (N,) int64 noisy labels.
+        noise_mask: (N,) bool, True where ``labels`` differs from ``original_labels``.
+        original_labels: (N,) int64 labels before injection (a copy).
+    """
+
+    labels: np.ndarray
+    noise_mask: np.ndarray
+    original_labels: np.ndarray
+
+    @property
+    def num_flipped(self) -> int:
+        return int(self.noise_mask.sum())
+
+
+@dataclass(frozen=True)
+class CleanedLabels:
+    """The result of :func:`simulate_cleaning`.
+
+    Attributes:
+        labels: (N,) int64 labels after cleaning.
+        restored_mask: (N,) bool, True where a flipped label was restored to its original.
+        noise_mask: (N,) bool, True where a label is still wrong after cleaning.
+    """
+
+    labels: np.ndarray
+    restored_mask: np.ndarray
+    noise_mask: np.ndarray
+
+    @property
+    def num_restored(self) -> int:
+        return int(self.restored_mask.sum())
+
+    @property
+    def num_noisy(self) -> int:
+        return int(self.noise_mask.sum())
+
+
+def exact_count(rate: float, n: int) -> int:
+    """``round(rate * n)``: how many of ``n`` items a rate selects (Python's round, half to even)."""
+    return int(round(rate * n))
+
+
+def _check_rate(rate: float, name: str) -> None:
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {rate}")
+
+
+def _check_labels(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    y = np.asarray(labels)
+    if y.ndim != 1:
+        raise ValueError(f"labels must be a 1-D array, got shape {y.shape}")
+    if y.size and not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"labels must be integers, got dtype {y.dtype}")
+    y = y.astype(np.int64, copy=True)
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got [{y.min()}, {y.max()}]")
+    return y
+
+
+def inject_symmetric_noise(labels: np.ndarray, rate: float, num_classes: int, seed: int) -> NoisyLabels:
+    """Flip exactly ``round(rate * N)`` labels, chosen uniformly without replacement; each flipped label is drawn
+    uniformly from the other ``num_classes - 1`` classes (symmetric label noise, as in Patrini et al. 2017 and the
+    Imagenette noisy-label variants).
+
+    Vectorised: one draw of indices and one of offsets in [1, C), added modulo C, so a flipped label never equals
+    its original.
+
+    Args:
+        labels: (N,) int class labels in [0, num_classes).
+        rate: fraction of labels flipped, in [0, 1].
+        num_classes: C, the number of classes (>= 2 when rate > 0).
+        seed: seed of the draw (same seed, same flips).
+
+    Raises:
+        ValueError: rate outside [0, 1], labels out of range, or fewer than 2 classes.
+    """
+    _check_rate(rate, "noise rate")
+    y = _check_labels(labels, num_classes)
+    k = exact_count(rate, y.size)
+    if k and num_classes < 2:
+        raise ValueError(f"symmetric noise needs at least 2 classes, got {num_classes}")
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(y.size, size=k, replace=False)
+    noisy = y.copy()
+    noisy[idx] = (y[idx] + rng.integers(1, num_classes, size=k)) % num_classes
+    mask = np.zeros(y.size, dtype=bool)
+    mask[idx] = True
+    return NoisyLabels(labels=noisy, noise_mask=mask, original_labels=y)
+
+
+def inject_pair_noise(labels: np.ndarray, rate: float, num_classes: int, seed: int,
+                      pairs: Optional[Union[Mapping[int, int], Sequence[int], np.ndarray]] = None) -> NoisyLabels:
+    """Asymmetric (class-pair) noise: flip exactly ``round(rate * N)`` labels, each to its class's partner.
+
+    The "pair flipping" of Han et al. 2018 (Co-teaching) maps class c to (c + 1) mod C; a mapping can name other
+    pairs (e.g. visually similar WNIDs, after ``class_to_idx``). The flipped samples are drawn uniformly among the
+    samples whose class has a partner other than itself.
+
+    Args:
+        labels: (N,) int class labels in [0, num_classes).
+        rate: fraction of all N labels flipped, in [0, 1].
+        num_classes: C.
+        seed: seed of the draw.
+        pairs: class → partner class, as a (C,) array or a mapping (classes not in it keep their label);
+            None = c → (c + 1) mod C.
+
+    Raises:
+        ValueError: bad rate or labels, partners out of range, or more flips asked for than samples with a partner.
+    """
+    _check_rate(rate, "noise rate")
+    y = _check_labels(labels, num_classes)
+    if pairs is None:
+        target = (np.arange(num_classes) + 1) % num_classes
+    elif isinstance(pairs, Mapping):
+        target = np.arange(num_classes)
+        src = np.fromiter((int(k) for k in pairs), dtype=np.int64, count=len(pairs))
+        dst = np.fromiter((int(v) for v in pairs.values()), dtype=np.int64, count=len(pairs))
+        for name, arr in (("class", src), ("partner", dst)):
+            if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
+                raise ValueError(f"pair {name} indices must lie in [0, {num_classes}), got [{arr.min()}, {arr.max()}]")
+        target[src] = dst
+    else:
+        target = np.asarray(pairs, dtype=np.int64)
+        if target.shape != (num_classes,) or target.min() < 0 or target.max() >= num_classes:
+            raise ValueError(f"pairs must be a ({num_classes},) array of class indices in [0, {num_classes})")
+    eligible = np.flatnonzero(target[y] != y)
+    k = exact_count(rate, y.size)
+    if k > eligible.size:
+        raise ValueError(f"noise rate {rate} asks for {k} flips but only {eligible.size} samples belong to a class "
+                         f"with a partner")
+    rng = np.random.default_rng(seed)
+    idx = eligible[rng.choice(eligible.size, size=k, replace=False)]
+    noisy = y.copy()
+    noisy[idx] = target[y[idx]]
+    mask = np.zeros(y.size, dtype=bool)
+    mask[idx] = True
+    return NoisyLabels(labels=noisy, noise_mask=mask, original_labels=y)
+
+
+def simulate_cleaning(noisy: NoisyLabels, detection_rate: float, seed: int) -> CleanedLabels:
+    """Simulated cleaning: restore exactly ``round(detection_rate * n_noisy)`` flipped labels, chosen uniformly,
+    to their originals (a detector with the given recall and perfect precision).
+
+    Raises:
+        ValueError: detection_rate outside [0, 1].
+    """
+    _check_rate(detection_rate, "detection rate")
+    flipped = np.flatnonzero(noisy.noise_mask)
+    k = exact_count(detection_rate, flipped.size)
+    idx = flipped[np.random.default_rng(seed).choice(flipped.size, size=k, replace=False)]
+    labels = noisy.labels.copy()
+    labels[idx] = noisy.original_labels[idx]
+    restored = np.zeros(labels.size, dtype=bool)
+    restored[idx] = True
+    return CleanedLabels(labels=labels, restored_mask=restored, noise_mask=noisy.noise_mask & ~restored)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Cleaning manifests
+# ----------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CleaningManifest:
+    """Which training samples to remove and which to relabel, by full-split sample id.
+
+    Attributes:
+        remove: (R,) int64 sample ids to drop.
+        relabel_ids: (L,) int64 sample ids to relabel.
+        relabel_to: (L,) int64 their new class indices.
+
+    Raises:
+        ValueError: negative or duplicated ids, an id both removed and relabelled, mismatched lengths, or
+            negative class indices.
+    """
+
+    remove: np.ndarray
+    relabel_ids: np.ndarray
+    relabel_to: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name in ("remove", "relabel_ids", "relabel_to"):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.int64).reshape(-1))
+        if self.relabel_ids.shape != self.relabel_to.shape:
+            raise ValueError(f"{self.relabel_ids.size} relabelled ids but {self.relabel_to.size} new labels")
+        for name, ids in (("removal", self.remove), ("relabel", self.relabel_ids)):
+            if ids.size and ids.min() < 0:
+                raise ValueError(f"{name} sample ids must be >= 0, got {ids.min()}")
+            dup = _duplicates(ids)
+            if dup.size:
+                raise ValueError(f"{dup.size} sample id(s) appear twice in the {name} list, e.g. {dup[:5].tolist()}")
+        both = np.intersect1d(self.remove, self.relabel_ids)
+        if both.size:
+            raise ValueError(f"{both.size} sample id(s) are both removed and relabelled, e.g. {both[:5].tolist()}")
+        if self.relabel_to.size and self.relabel_to.min() < 0:
+            raise ValueError(f"new class indices must be >= 0, got {self.relabel_to.min()}")
+
+    @property
+    def num_remove(self) -> int:
+        return int(self.remove.size)
+
+    @property
+    def num_relabel(self) -> int:
+        return int(self.relabel_ids.size)
+
+    @property
+    def flagged(self) -> np.ndarray:
+        """(R + L,) sorted sample ids the manifest touches."""
+        return np.sort(np.concatenate([self.remove, self.relabel_ids]))
+
+    def write(self, out_dir: Path, header: str = "") -> tuple[Path, Path]:
+        """Write ``removal_list.txt`` (sorted ids, ``header`` as '#' comment lines) and ``relabel_map.json``
+        (id → class index, ids ascending); return both paths."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        comments = "".join(f"# {line}\n" for line in header.splitlines())
+        removal = out_dir / REMOVAL_FILE
+        body = "\n".join(map(str, np.sort(self.remove).tolist()))
+        _atomic_write(removal, comments + body + ("\n" if body else ""))
+        order = np.argsort(self.relabel_ids, kind="stable")
+        mapping = dict(zip(map(str, self.relabel_ids[order].tolist()), self.relabel_to[order].tolist()))
+        relabel = out_dir / RELABEL_FILE
+        _atomic_write(relabel, json.dumps(mapping, indent=0) + "\n")
+        return removal, relabel
+
+
+@dataclass(frozen=True)
+class ManifestReport:
+    """What applying a manifest did: samples before/after, removed, relabelled (and of those, how many already
+    carried the new label)."""
+
+    num_before: int
+    num_removed: int
+    num_relabelled: int
+    num_relabel_unchanged: int
+
+    @property
+    def num_after(self) -> int:
+        return self.num_before - self.num_removed
+
+    def as_dict(self) -> dict[str, int]:
+        return {"num_before": self.num_before, "num_removed": self.num_removed,
+                "num_relabelled": self.num_relabelled, "num_relabel_unchanged": self.num_relabel_unchanged,
+                "num_after": self.num_after}
+
+
+def _duplicates(ids: np.ndarray) -> np.ndarray:
+    s = np.sort(ids)
+    return np.unique(s[1:][s[1:] == s[:-1]])
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _normalise_relpath(entry: str) -> str:
+    p = entry.strip().replace("\\", "/")
+    while p.startswith("./"):
+        p = p[2:]
+    return p
+
+
+def resolve_sample_ids(entries: Sequence[Union[str, int]], num_samples: int,
+                       relpaths: Optional[np.ndarray] = None, source: str = "manifest") -> np.ndarray:
+    """Turn manifest entries into full-split sample ids.
+
+    An entry is a sample id (an int, or a string of digits) or a file path relative to the split folder
+    (e.g. ``n01440764/ILSVRC2012_val_00000293.JPEG``), looked up with one sort and a binary search.
+
+    Args:
+        entries: (K,) ids or relative paths.
+        num_samples: N, the number of samples in the split (ids must lie in [0, N)).
+        relpaths: (N,) bytes relative paths of the split (``SplitIndex.relpaths``); None = paths not accepted.
+        source: the file named in errors.
+
+    Returns:
+        (K,) int64 sample ids, in entry order.
+
+    Raises:
+        ValueError: ids outside [0, N), paths not in the split (or given where the split has no paths),
+            naming how many and the first few.
+    """
+    entries = list(entries)
+    is_id = np.fromiter((isinstance(e, (int, np.integer)) or str(e).strip().isdigit() for e in entries),
+                        dtype=bool, count=len(entries))
+    ids = np.full(len(entries), -1, dtype=np.int64)
+    if is_id.any():
+        ids[is_id] = np.fromiter((int(e) for e, ok in zip(entries, is_id) if ok), dtype=np.int64,
+                                 count=int(is_id.sum()))
+        bad = ids[is_id][(ids[is_id] < 0) | (ids[is_id] >= num_samples)]
+        if bad.size:
+            raise ValueError(f"{source}: {bad.size} unknown sample id(s) outside [0, {num_samples}), e.g. "
+                             f"{bad[:5].tolist()}; a sample id is the index in the split's sorted sample list")
+    path_pos = np.flatnonzero(~is_id)
+    if path_pos.size:
+        paths = [_normalise_relpath(str(entries[i])) for i in path_pos.tolist()]
+        if relpaths is None:
+            raise ValueError(f"{source}: {len(paths)} entr(y/ies) are not sample ids (e.g. {paths[:3]}) and this "
+                             f"split has no file paths (Hugging Face source); use sample ids")
+        queries = np.array([os.fsencode(p) for p in paths])
+        fits = np.char.str_len(queries) <= relpaths.dtype.itemsize  # longer paths cannot be in the index
+        order = np.argsort(relpaths, kind="stable")
+        sorted_paths = relpaths[order]
+        pos = np.searchsorted(sorted_paths, queries.astype(relpaths.dtype))
+        pos = np.minimum(pos, max(sorted_paths.size - 1, 0))
+        found = fits & (sorted_paths.size > 0)
+        if sorted_paths.size:
+            found &= sorted_paths[pos] == queries.astype(relpaths.dtype)
+        if not found.all():
+            missing = [paths[i] for i in np.flatnonzero(~found)[:5].tolist()]
+            raise ValueError(f"{source}: {int((~found).sum())} path(s) not in the split, e.g. {missing}; paths "
+                             f"are relative to the split folder, like '<wnid>/<file>'")
+        ids[path_pos] = order[pos]
+    return ids
+
+
+def resolve_class_labels(values: Sequence[Union[str, int]], num_classes: int,
+                         class_to_idx: Optional[Mapping[str, int]] = None, source: str = "manifest") -> np.ndarray:
+    """Turn relabel targets into class indices: ints, digit strings, or class identifiers (WNIDs).
+
+    Raises:
+        ValueError: indices outside [0, num_classes) or unknown WNIDs, naming how many and the first few.
+    """
+    out = np.empty(len(values), dtype=np.int64)
+    unknown: list[str] = []
+    for i, v in enumerate(values):
+        if isinstance(v, bool):
+            unknown.append(repr(v))
+            continue
+        if isinstance(v, (int, np.integer)):
+            out[i] = int(v)
+        elif isinstance(v, str) and class_to_idx is not None and v in class_to_idx:
+            out[i] = class_to_idx[v]
+        elif isinstance(v, str) and v.strip().lstrip("-").isdigit():
+            out[i] = int(v)
+        else:
+            unknown.append(repr(v))
+    if unknown:
+        raise ValueError(f"{source}: {len(unknown)} unknown class label(s), e.g. {unknown[:5]}; use a class index "
+                         f"in [0, {num_classes}) or a WNID of the dataset")
+    bad = out[(out < 0) | (out >= num_classes)]
+    if bad.size:
+        raise ValueError(f"{source}: {bad.size} class label(s) outside [0, {num_classes}), e.g. {bad[:5].tolist()}")
+    return out
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        seen: set[str] = set()
+        dup = [k for k in keys if k in seen or seen.add(k)]
+        raise ValueError(f"{RELABEL_FILE}: duplicated key(s) {dup[:5]}")
+    return dict(pairs)
+
+
+def read_manifest(directory: Path, num_samples: int, num_classes: int, relpaths: Optional[np.ndarray] = None,
+                  class_to_idx: Optional[Mapping[str, int]] = None) -> CleaningManifest:
+    """Read ``removal_list.txt`` and/or ``relabel_map.json`` from ``directory`` (either may be missing, not both).
+
+    Entries may be sample ids or paths relative to the split folder; relabel targets may be class indices or WNIDs.
+
+    Args:
+        directory: folder holding the manifest files.
+        num_samples: N of the split; num_classes: C.
+        relpaths: the split's (N,) relative paths, to accept path entries.
+        class_to_idx: WNID → class index, to accept WNID targets.
+
+    Raises:
+        FileNotFoundError: neither file exists.
+        ValueError: unknown ids or paths, out-of-range labels, unknown WNIDs, duplicates, malformed JSON.
+    """
+    directory = Path(directory)
+    removal, relabel = directory / REMOVAL_FILE, directory / RELABEL_FILE
+    if not removal.is_file() and not relabel.is_file():
+        raise FileNotFoundError(f"no cleaning manifest in {directory}: expected {REMOVAL_FILE} and/or {RELABEL_FILE}")
+    remove = np.zeros(0, dtype=np.int64)
+    if removal.is_file():
+        lines = [s.strip() for s in removal.read_text().splitlines()]
+        lines = [s for s in lines if s and not s.startswith("#")]
+        remove = resolve_sample_ids(lines, num_samples, relpaths, str(removal))
+    relabel_ids = relabel_to = np.zeros(0, dtype=np.int64)
+    if relabel.is_file():
+        try:
+            mapping = json.loads(relabel.read_text(), object_pairs_hook=_reject_duplicate_keys)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{relabel} is not valid JSON: {e}") from e
+        if not isinstance(mapping, dict):
+            raise ValueError(f"{relabel} must hold a JSON object {{sample id: class}}, got {type(mapping).__name__}")
+        relabel_ids = resolve_sample_ids(list(mapping), num_samples, relpaths, str(relabel))
+        relabel_to = resolve_class_labels(list(mapping.values()), num_classes, class_to_idx, str(relabel))
+    return CleaningManifest(remove=remove, relabel_ids=relabel_ids, relabel_to=relabel_to)
+
+
+def apply_manifest(sample_ids: np.ndarray, labels: np.ndarray, manifest: CleaningManifest,
+                   num_classes: int) -> tuple[np.ndarray, np.ndarray, ManifestReport]:
+    """Apply a manifest to a training set (vectorised: one sort, one binary search per list).
+
+    Args:
+        sample_ids: (M,) int64 full-split ids of the training set (any order, unique).
+        labels: (M,) int64 their current labels.
+        manifest: what to remove and relabel (ids must all be in ``sample_ids``).
+        num_classes: C, to range-check new labels.
+
+    Returns:
+        (ids, labels, report): (M - R,) kept ids in their original order, their (relabelled) labels, counts.
+
+    Raises:
+        ValueError: a manifest id not in the training set (nothing is dropped silently), or a new label
+            outside [0, C).
+    """
+    ids = np.asarray(sample_ids, dtype=np.int64)
+    y = np.asarray(labels, dtype=np.int64).copy()
+    if ids.shape != y.shape:
+        raise ValueError(f"{ids.size} sample ids but {y.size} labels")
+    if manifest.relabel_to.size and manifest.relabel_to.max() >= num_classes:
+        raise ValueError(f"relabel targets must lie in [0, {num_classes}), got max {manifest.relabel_to.max()}")
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+
+    def positions(query: np.ndarray, what: str) -> np.ndarray:
+        if not query.size:
+            return np.zeros(0, dtype=np.int64)
+        p = np.minimum(np.searchsorted(sorted_ids, query), max(sorted_ids.size - 1, 0))
+        found = (sorted_ids[p] == query) if sorted_ids.size else np.zeros(query.size, dtype=bool)
+        if not found.all():
+            missing = query[~found]
+            raise ValueError(f"{missing.size} {what} sample id(s) are not in the training set, e.g. "
+                             f"{missing[:5].tolist()}; a manifest must be made for the same split and subset")
+        return order[p]
+
+    rm = positions(manifest.remove, "removal")
+    rl = positions(manifest.relabel_ids, "relabel")
+    unchanged = int((y[rl] == manifest.relabel_to).sum())
+    y[rl] = manifest.relabel_to
+    keep = np.ones(ids.size, dtype=bool)
+    keep[rm] = False
+    report = ManifestReport(num_before=int(ids.size), num_removed=int(rm.size), num_relabelled=int(rl.size),
+                            num_relabel_unchanged=unchanged)
+    log.info("cleaning manifest: %d removed, %d relabelled (%d already had that label); %d -> %d samples",
+             report.num_removed, report.num_relabelled, unchanged, report.num_before, report.num_after)
+    return ids[keep], y[keep], report
+
+
+def load_manifest(directory: Path, data: "ImageNetDataManager") -> CleaningManifest:
+    """:func:`read_manifest` for a data manager's training split (paths and WNIDs accepted)."""
+    return read_manifest(directory, len(data.train_index), data.num_classes, data.train_index.relpaths,
+                         data.class_to_idx)
+
+
+def apply_manifest_to(data: "ImageNetDataManager", manifest: CleaningManifest) -> ManifestReport:
+    """Apply ``manifest`` to the manager's training set in place (``set_train_subset``) and return the counts."""
+    ids, labels, report = apply_manifest(data.train_ids, data.train_labels, manifest, data.num_classes)
+    data.set_train_subset(ids, labels)
+    return report
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Detection quality and the record of what a run trained on
+# ----------------------------------------------------------------------------------------------------------------
+
+def detection_metrics(flagged: np.ndarray, noise_mask: np.ndarray) -> dict[str, float]:
+    """Precision, recall and F1 of a label-issue detector against the injected noise mask.
+
+    Args:
+        flagged: (N,) bool, True where the detector flagged a sample (removed or relabelled).
+        noise_mask: (N,) bool, True where the label was flipped.
+
+    Returns:
+        {"tp", "fp", "fn", "tn", "num_flagged", "num_noisy", "precision", "recall", "f1"}; a ratio with a zero
+        denominator is 0.0 (scikit-learn's ``zero_division=0``).
+
+    Raises:
+        ValueError: shapes differ.
+    """
+    f = np.asarray(flagged, dtype=bool)
+    m = np.asarray(noise_mask, dtype=bool)
+    if f.shape != m.shape:
+        raise ValueError(f"flagged has shape {f.shape} but noise_mask has {m.shape}")
+    tp = int((f & m).sum())
+    fp = int((f & ~m).sum())
+    fn = int((~f & m).sum())
+    tn = int((~f & ~m).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"tp": tp, "fp": fp, "fn": fn, "tn": tn, "num_flagged": tp + fp, "num_noisy": tp + fn,
+            "precision": precision, "recall": recall, "f1": f1}
+
+
+def labels_digest(sample_ids: np.ndarray, labels: np.ndarray) -> str:
+    """SHA-1 of the (ids, labels) pair as int64 bytes: two runs trained on the same labels iff digests match."""
+    h = hashlib.sha1(np.ascontiguousarray(sample_ids, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def write_training_labels(run_dir: Path, sample_ids: np.ndarray, labels: np.ndarray,
+                          noise_mask: Optional[np.ndarray] = None, **provenance: Any) -> Path:
+    """Record exactly what a run trains on: ``train_ids.npy`` (M,) full-split ids, ``train_labels.npy`` (M,)
+    labels, optionally ``noise_mask.npy`` (M,) bool (labels still wrong), and ``labels.json`` with the counts,
+    the digest and ``provenance`` (noise rate, seed, manifest, ...). Returns the JSON path."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ids = np.asarray(sample_ids, dtype=np.int64)
+    y = np.asarray(labels, dtype=np.int64)
+    np.save(run_dir / "train_ids.npy", ids)
+    np.save(run_dir / "train_labels.npy", y)
+    info: dict[str, Any] = {"num_samples": int(ids.size), "digest": labels_digest(ids, y), **provenance}
+    if noise_mask is not None:
+        np.save(run_dir / "noise_mask.npy", np.asarray(noise_mask, dtype=bool))
+        info["num_wrong_labels"] = int(np.asarray(noise_mask).sum())
+    path = run_dir / "labels.json"
+    _atomic_write(path, json.dumps(info, indent=2, default=_json_default) + "\n")
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

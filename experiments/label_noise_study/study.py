@@ -1,0 +1,416 @@
+"""The label-noise study: clean, noisy, simulated-cleaning and cleanlab-cleaned training runs with one seed, one
+subset, one model and one schedule, gathered into results.csv, results.md and a bar chart."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from core.config import ExperimentConfig, build_parser
+from core.data_manager import ImageNetDataManager
+from core.label_noise import (NoisyLabels, apply_manifest_to, exact_count, inject_symmetric_noise, simulate_cleaning,
+                              write_training_labels)
+from core.logger import setup_logging
+from services.label_issues import ConfidentLearningConfig, detect_label_issues
+
+log = logging.getLogger(__name__)
+
+RESULT_FILE = "result.json"
+CSV_COLUMNS = ("experiment", "description", "noise_rate", "cleaning", "train_images", "flipped", "restored",
+               "removed", "relabelled", "wrong_labels", "top1", "top5", "best_top1", "drop_from_clean",
+               "recovered", "precision", "recall", "f1", "train_time_s")
+
+
+@dataclass
+class StudyConfig:
+    """Which noise levels and cleanings the study compares."""
+
+    noise_rates: tuple[float, ...] = (0.2, 0.4)
+    """Symmetric label-noise rates, each in (0, 1): every rate gets a noisy run, a simulated-cleaning run and a
+    cleanlab run."""
+    simulated_detection_rates: tuple[float, ...] = (0.8, 0.6)
+    """Share of the flipped labels restored by simulated cleaning, one per noise rate, in [0, 1]."""
+    noise_seed: int = 0
+    """Seed of the noise injection and of the simulated cleaning."""
+    cleanlab: bool = True
+    """Run the cleanlab-cleaned experiments (K fold models + one training per noise rate)."""
+    group: str = "label-noise-study"
+    """W&B group of the study's runs, and the prefix of their names."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if len(self.noise_rates) != len(self.simulated_detection_rates):
+            problems.append(f"--study.simulated_detection_rates needs one value per noise rate "
+                            f"({len(self.noise_rates)}), got {len(self.simulated_detection_rates)}")
+        if not all(0 < r < 1 for r in self.noise_rates):
+            problems.append(f"--study.noise_rates must lie in (0, 1), got {list(self.noise_rates)}")
+        if not all(0 <= r <= 1 for r in self.simulated_detection_rates):
+            problems.append(f"--study.simulated_detection_rates must lie in [0, 1], "
+                            f"got {list(self.simulated_detection_rates)}")
+        if len(set(self.noise_rates)) != len(self.noise_rates):
+            problems.append(f"--study.noise_rates must be distinct, got {list(self.noise_rates)}")
+        if problems:
+            raise ValueError("invalid study configuration:\n  - " + "\n  - ".join(problems))
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """One row of the study: the labels it trains on."""
+
+    name: str
+    description: str
+    noise_rate: float = 0.0
+    detection_rate: Optional[float] = None  # simulated cleaning
+    cleanlab: bool = False
+
+    @property
+    def cleaning(self) -> str:
+        if self.cleanlab:
+            return "cleanlab"
+        return f"simulated {self.detection_rate:.0%}" if self.detection_rate is not None else "none"
+
+
+def study_experiments(study: StudyConfig) -> list[ExperimentSpec]:
+    """The experiments in table order: clean; per rate, noisy then simulated cleaning; per rate, cleanlab.
+
+    With the defaults these are the issue's seven: clean, 20 %, 20 % + 80 % simulated, 40 %, 40 % + 60 %
+    simulated, 20 % + cleanlab, 40 % + cleanlab.
+    """
+    specs = [ExperimentSpec("clean", "clean labels")]
+    for rate, det in zip(study.noise_rates, study.simulated_detection_rates):
+        pct = f"{rate * 100:g}"
+        specs.append(ExperimentSpec(f"noise{pct}", f"{pct} % symmetric noise", rate))
+        specs.append(ExperimentSpec(f"noise{pct}_sim{det * 100:g}", f"{pct} % noise, {det * 100:g} % simulated "
+                                    f"cleaning", rate, detection_rate=det))
+    if study.cleanlab:
+        for rate in study.noise_rates:
+            pct = f"{rate * 100:g}"
+            specs.append(ExperimentSpec(f"noise{pct}_cleanlab", f"{pct} % noise, cleanlab manifest", rate,
+                                        cleanlab=True))
+    return specs
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Configuration: the experiment's sections plus study: and cl:, layered like core.cli.experiment_config
+# ----------------------------------------------------------------------------------------------------------------
+
+def parse_study_config(script_dir: Path, argv: Optional[Sequence[str]] = None, description: str = ""
+                       ) -> tuple[ExperimentConfig, StudyConfig, ConfidentLearningConfig]:
+    """Layers, lowest first: dataclass defaults, ``script_dir/config.yaml``, ``script_dir/sample.yaml`` (only
+    without ``--data.root``), the command line. ``--logging.output_dir`` defaults to ``script_dir/runs``.
+
+    Raises:
+        SystemExit: unknown flags or wrong types (jsonargparse prints usage).
+        ValueError: out-of-range values, all reported together.
+    """
+    script_dir = Path(script_dir).resolve()
+    argv = list(argv or [])
+
+    def parse(files: list[Path]):
+        parser = build_parser(description or "Label-noise study.")
+        parser.add_class_arguments(StudyConfig, nested_key="study")
+        parser.add_class_arguments(ConfidentLearningConfig, nested_key="cl")
+        args: list[str] = []
+        for f in files:
+            args += ["--config", str(f)]
+        ns = parser.parse_args(args + argv)
+        return parser.instantiate(ns) if hasattr(parser, "instantiate") else parser.instantiate_classes(ns)
+
+    base = [script_dir / "config.yaml"] if (script_dir / "config.yaml").is_file() else []
+    init = parse(base)
+    if init.data.root is None and (script_dir / "sample.yaml").is_file():
+        init = parse(base + [script_dir / "sample.yaml"])
+    logging_ = init.logging
+    if logging_.output_dir is None:
+        logging_ = dataclasses.replace(logging_, output_dir=script_dir / "runs")
+    cfg = ExperimentConfig(data=init.data, model=init.model, training=init.training, logging=logging_)
+    return cfg, init.study, init.cl
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Running
+# ----------------------------------------------------------------------------------------------------------------
+
+class StudyInterrupted(RuntimeError):
+    """A training run was stopped by a signal (its checkpoint is saved); rerun the study to continue."""
+
+
+def _fingerprint(cfg: ExperimentConfig, spec: ExperimentSpec, study: StudyConfig,
+                 cl: ConfidentLearningConfig) -> dict[str, Any]:
+    """Everything that decides a row's result; a saved result.json is reused only when this matches."""
+    d = cfg.to_dict()
+    d.pop("logging")
+    d["training"].pop("resume", None)
+    d["data"].pop("num_workers", None)  # loading parallelism does not change the result
+    out = {"config": d, "experiment": dataclasses.asdict(spec)}
+    if spec.noise_rate > 0:
+        out["noise_seed"] = study.noise_seed
+    if spec.cleanlab:
+        out["cl"] = dataclasses.asdict(cl)
+    return json.loads(json.dumps(out))
+
+
+def _conflicts(saved: Any, now: Any, path: str = "") -> list[str]:
+    """Settings that differ between a saved fingerprint and the current one, as 'section/field: old -> new'.
+
+    Keys present on one side only are not conflicts: a config field added to the library since (with its default)
+    must not invalidate finished runs.
+    """
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return [c for k in sorted(set(saved) & set(now)) for c in _conflicts(saved[k], now[k], f"{path}/{k}")]
+    return [] if saved == now else [f"{path.lstrip('/')}: {saved!r} -> {now!r}"]
+
+
+def _run_config(cfg: ExperimentConfig, run_dir: Path, name: str, group: str) -> ExperimentConfig:
+    return dataclasses.replace(cfg, logging=dataclasses.replace(
+        cfg.logging, output_dir=run_dir, run_name=f"{group}-{name}", wandb_group=cfg.logging.wandb_group or group))
+
+
+def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConfig, cl: ConfidentLearningConfig,
+                   base: ImageNetDataManager, noisy: Optional[NoisyLabels]) -> dict[str, Any]:
+    """Build the labels of ``spec``, record them in the run folder, train, and return the row.
+
+    The run folder ``<output_dir>/<spec.name>/`` gets ``train_ids.npy``, ``train_labels.npy``, ``noise_mask.npy``
+    and ``labels.json`` (what it trained on), ``logs/`` and ``models/`` (the trainer's), ``detection/`` for
+    cleanlab rows, and ``result.json``. A row whose result.json matches the current settings is returned without
+    training; an unfinished one resumes from ``models/last.pt`` (unless ``--training.resume none``).
+
+    Raises:
+        ValueError: result.json exists but was made with other settings.
+        StudyInterrupted: the training was stopped by a signal.
+    """
+    from core.trainer import ImageNetTrainer
+
+    out = Path(cfg.logging.output_dir)
+    run_dir = out / spec.name
+    fingerprint = _fingerprint(cfg, spec, study, cl)
+    result_file = run_dir / RESULT_FILE
+    if result_file.is_file() and cfg.training.resume != "none":
+        saved = json.loads(result_file.read_text())
+        conflicts = _conflicts(saved.get("fingerprint", {}), fingerprint)
+        if conflicts:
+            raise ValueError(f"{result_file} was made with other settings ({', '.join(conflicts[:5])}); use another "
+                             f"--logging.output_dir, or --training.resume none to redo the study")
+        log.info("%s: finished earlier (top-1 %.2f %%), not rerun", spec.name, saved["row"]["top1"])
+        return saved["row"]
+
+    started = time.perf_counter()
+    clean_ids, clean_labels = base.train_ids, base.train_labels
+    data = copy.copy(base)  # shares the readers and file index; set_train_subset rebinds, never mutates
+    data.run_dir = run_dir / "logs"
+    data.run_dir.mkdir(parents=True, exist_ok=True)
+    row: dict[str, Any] = {"experiment": spec.name, "description": spec.description, "noise_rate": spec.noise_rate,
+                           "cleaning": spec.cleaning, "flipped": 0, "restored": 0, "removed": 0, "relabelled": 0}
+    provenance: dict[str, Any] = {"experiment": spec.name, "noise": "symmetric", "noise_rate": spec.noise_rate,
+                                  "noise_seed": study.noise_seed, "base_subset_size": int(clean_ids.size),
+                                  "data_root": str(base.root), "subset_fraction": base.cfg.fraction,
+                                  "subset_seed": base.cfg.subset_seed}
+    if noisy is not None:
+        row["flipped"] = provenance["num_flipped"] = noisy.num_flipped
+        data.set_train_subset(clean_ids, noisy.labels)
+    if spec.detection_rate is not None:
+        cleaned = simulate_cleaning(noisy, spec.detection_rate, study.noise_seed)
+        data.set_train_subset(clean_ids, cleaned.labels)
+        row["restored"] = provenance["num_restored"] = cleaned.num_restored
+        provenance["simulated_detection_rate"] = spec.detection_rate
+    if spec.cleanlab:
+        det_dir = run_dir / "detection"
+        det = detect_label_issues(_run_config(cfg, det_dir, f"{spec.name}-detect", study.group), data, det_dir, cl,
+                                  noise_mask=noisy.noise_mask, original_labels=clean_labels)
+        setup_logging(out, cfg.logging.log_level)
+        report = apply_manifest_to(data, det.manifest)
+        row["removed"], row["relabelled"] = report.num_removed, report.num_relabelled
+        row.update({k: det.metrics[k] for k in ("precision", "recall", "f1")})
+        provenance.update(manifest=str(det_dir), cleanlab=dataclasses.asdict(cl), **report.as_dict())
+    wrong = data.train_labels != base.train_index.labels[data.train_ids]
+    row["train_images"] = int(data.train_ids.size)
+    row["wrong_labels"] = int(wrong.sum())
+    write_training_labels(run_dir, data.train_ids, data.train_labels, noise_mask=wrong, **provenance)
+    data.write_class_distribution(data.run_dir)
+
+    trainer = ImageNetTrainer(_run_config(cfg, run_dir, spec.name, study.group), data=data)
+    result = trainer.fit()
+    setup_logging(out, cfg.logging.log_level)
+    if result["interrupted"]:
+        raise StudyInterrupted(f"{spec.name} was stopped by a signal; its checkpoint is saved, rerun the study to "
+                               f"continue")
+    final = result["final"] or trainer.evaluate()  # empty when the run had already finished (resumed complete)
+    row.update(top1=final["val_top1"], top5=final["val_top5"], best_top1=result["best_top1"],
+               train_time_s=round(time.perf_counter() - started, 1))
+    tmp = run_dir / f".{RESULT_FILE}.tmp"
+    tmp.write_text(json.dumps({"fingerprint": fingerprint, "row": row}, indent=2) + "\n")
+    tmp.replace(result_file)
+    log.info("%s: top-1 %.2f %%, top-5 %.2f %% on %d images (%d wrong labels)", spec.name, row["top1"],
+             row["top5"], row["train_images"], row["wrong_labels"])
+    return row
+
+
+def add_comparisons(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fill ``drop_from_clean`` (top-1 points below the clean run) and, for cleaned rows, ``recovered``: the
+    fraction of the noisy run's drop won back, (top1 - noisy) / (clean - noisy); NaN when the noise cost nothing."""
+    clean = next((r for r in rows if r["noise_rate"] == 0), None)
+    noisy_by_rate = {r["noise_rate"]: r for r in rows if r["noise_rate"] > 0 and r["cleaning"] == "none"}
+    for r in rows:
+        r["drop_from_clean"] = clean["top1"] - r["top1"] if clean else math.nan
+        r["recovered"] = math.nan
+        noisy = noisy_by_rate.get(r["noise_rate"])
+        if clean and noisy and r["cleaning"] != "none":
+            drop = clean["top1"] - noisy["top1"]
+            r["recovered"] = (r["top1"] - noisy["top1"]) / drop if drop > 0 else math.nan
+    return rows
+
+
+def run_study(cfg: ExperimentConfig, study: StudyConfig, cl: ConfidentLearningConfig) -> list[dict[str, Any]]:
+    """Run every experiment of :func:`study_experiments` (skipping finished ones) and write the reports.
+
+    Returns:
+        The table rows (see :data:`CSV_COLUMNS`).
+
+    Raises:
+        StudyInterrupted: a run was stopped by a signal.
+    """
+    out = Path(cfg.logging.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    setup_logging(out, cfg.logging.log_level)
+    cfg.save_yaml(out / "config.yaml")
+    (out / "study.json").write_text(json.dumps({"study": dataclasses.asdict(study), "cl": dataclasses.asdict(cl)},
+                                               indent=2) + "\n")
+    base = ImageNetDataManager(cfg.data, seed=cfg.training.seed, run_dir=out / "data")
+    if base.using_bundled_sample:
+        log.warning("label-noise study on the BUNDLED SAMPLE (%d train / %d val images): a smoke run; pass "
+                    "--data.root for a real one", len(base.train_ids), len(base.val_ids))
+    noisy = {rate: inject_symmetric_noise(base.train_labels, rate, base.num_classes, study.noise_seed)
+             for rate in study.noise_rates}
+    for rate, n in noisy.items():
+        assert n.num_flipped == exact_count(rate, base.train_labels.size)
+    rows = []
+    for spec in study_experiments(study):
+        log.info("=== %s: %s ===", spec.name, spec.description)
+        rows.append(run_experiment(spec, cfg, study, cl, base, noisy.get(spec.noise_rate)))
+        write_reports(add_comparisons([dict(r) for r in rows]), out, cfg)  # partial tables while the study runs
+    rows = add_comparisons(rows)
+    write_reports(rows, out, cfg)
+    if cfg.logging.wandb:
+        log_study_to_wandb(rows, out, cfg, study)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reports
+# ----------------------------------------------------------------------------------------------------------------
+
+def _fmt(value: Any, spec: str = ".2f") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:{spec}}"
+
+
+def write_reports(rows: list[dict[str, Any]], out_dir: Path, cfg: ExperimentConfig) -> None:
+    """``results.csv`` (all columns), ``results.md`` (a readable table) and ``results.png`` (bar chart)."""
+    out_dir = Path(out_dir)
+    with open(out_dir / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if isinstance(r.get(k), float) and math.isnan(r[k]) else r.get(k, ""))
+                        for k in CSV_COLUMNS})
+    lines = ["| # | experiment | train images | flipped | restored | removed | relabelled | wrong labels | top-1 % "
+             "| top-5 % | drop from clean (pt) | drop recovered | precision | recall |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for i, r in enumerate(rows, 1):
+        recovered = r.get("recovered", math.nan)
+        recovered = "-" if math.isnan(recovered) else f"{100 * recovered:.0f} %"
+        lines.append(
+            f"| {i} | {r['description']} | {r['train_images']:,} | {r['flipped']:,} | {r['restored']:,} | "
+            f"{r['removed']:,} | {r['relabelled']:,} | {r['wrong_labels']:,} | {_fmt(r['top1'])} | {_fmt(r['top5'])} | "
+            f"{_fmt(r.get('drop_from_clean'), '+.2f')} | {recovered} | {_fmt(r.get('precision'), '.3f')} | "
+            f"{_fmt(r.get('recall'), '.3f')} |")
+    t, d, m = cfg.training, cfg.data, cfg.model
+    header = (f"# Label-noise study\n\n{m.name}, {d.image_size} px train / {d.val_image_size} px val, "
+              f"{t.epochs} epochs, batch {t.effective_batch_size}, lr {t.lr}, seed {t.seed}; data "
+              f"{d.root or 'bundled sample'} (fraction {d.fraction}). Top-1/top-5 are the last epoch's on the val "
+              f"split; one run per row (seed {t.seed}).\n\n")
+    (out_dir / "results.md").write_text(header + "\n".join(lines) + "\n")
+    try:
+        plot_study(rows, out_dir / "results.png", title=f"Label noise and cleaning: {m.name}, {d.image_size} px, "
+                                                        f"{t.epochs} epochs")
+    except Exception as e:  # a plot is a report, never a reason to fail a finished study
+        log.warning("could not draw the study chart (%s)", e)
+
+
+def plot_study(rows: list[dict[str, Any]], out_path: Path, title: str = "Label-noise study") -> Path:
+    """Horizontal bar chart of val top-1 per experiment, colour by cleaning, the clean run as a dashed line."""
+    from utils.visualization import _new_figure, _save
+
+    names = [r["description"] for r in rows]
+    top1 = np.array([r["top1"] for r in rows], dtype=float)
+    colours = ["C2" if r["noise_rate"] == 0 else "C3" if r["cleaning"] == "none" else
+               "C0" if r["cleaning"] == "cleanlab" else "C1" for r in rows]
+    fig = _new_figure((8.0, 0.5 * len(rows) + 1.8))
+    ax = fig.subplots()
+    y = np.arange(len(rows))[::-1]
+    bars = ax.barh(y, top1, color=colours)
+    ax.bar_label(bars, labels=[f"{v:.1f} %" for v in top1], padding=3, fontsize="small")
+    ax.set_yticks(y)
+    ax.set_yticklabels(names)
+    if rows and rows[0]["noise_rate"] == 0:
+        ax.axvline(top1[0], color="C2", linestyle="--", linewidth=1)
+    ax.set_xlim(0, max(100.0, float(np.nanmax(top1)) * 1.15) if top1.size else 100)
+    ax.set_xlabel("val top-1 (%)")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.set_title(title, fontsize="medium")
+    fig.tight_layout()
+    return _save(fig, out_path)
+
+
+def log_study_to_wandb(rows: list[dict[str, Any]], out_dir: Path, cfg: ExperimentConfig, study: StudyConfig) -> None:
+    """One more run in the study's W&B group holding the table and the chart."""
+    try:
+        import wandb
+    except ImportError:
+        log.warning("wandb is not installed; the study table is not logged to W&B")
+        return
+    run = wandb.init(project=cfg.logging.wandb_project, group=cfg.logging.wandb_group or study.group,
+                     name=f"{study.group}-summary", mode=cfg.logging.wandb_mode, dir=str(out_dir),
+                     config={"experiment": cfg.to_dict(), "study": dataclasses.asdict(study)}, job_type="summary")
+    table = wandb.Table(columns=list(CSV_COLUMNS))
+    for r in rows:
+        table.add_data(*[r.get(k) for k in CSV_COLUMNS])
+    run.log({"results": table, "results_chart": wandb.Image(str(out_dir / "results.png"))})
+    run.finish()
+
+
+def main(script_file: str, argv: Optional[Sequence[str]] = None, description: str = "") -> int:
+    """Parse, run the study, print the table; returns the exit code (0 done or stopped by a signal with
+    checkpoints saved, 1 a training diverged, 2 bad input)."""
+    import sys
+
+    from core.checkpoint import CheckpointMismatchError
+    from core.trainer import NonFiniteLossError
+
+    try:
+        cfg, study, cl = parse_study_config(Path(script_file).parent, argv, description)
+        rows = run_study(cfg, study, cl)
+    except (ValueError, FileNotFoundError, CheckpointMismatchError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as e:
+        log.error("%s", e)
+        return 1
+    except StudyInterrupted as e:
+        print(str(e), file=sys.stderr)
+        return 0
+    out = Path(cfg.logging.output_dir)
+    print((out / "results.md").read_text())
+    log.info("study done: %d experiments; results.csv, results.md and results.png in %s", len(rows), out)
+    return 0

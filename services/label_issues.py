@@ -1,0 +1,342 @@
+"""Real label-issue detection: K-fold out-of-sample probabilities, cleanlab's confident learning, a cleaning manifest.
+
+Confident learning (Northcutt, Jiang & Chuang, JAIR 2021) needs predicted probabilities that the model produced
+for samples it did not train on. :func:`out_of_sample_pred_probs` trains K models with the experiment's own recipe,
+each on K-1 stratified folds, and scores the fold it did not see. :func:`find_label_issues` calls
+``cleanlab.filter.find_label_issues``; :func:`manifest_from_issues` turns the issues into a cleaning manifest:
+relabel to the predicted class where the model is confident, remove otherwise.
+
+Command line (detects issues in a dataset's own labels and writes the manifest under --logging.output_dir):
+
+    python -m services.label_issues --data.root ../shared/data/imagenette2-224 --model.name resnet18 \\
+        --data.image_size 64 --data.val_image_size 64 --training.epochs 4 --cl.folds 4 \\
+        --logging.output_dir /tmp/label_issues
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from core.config import ExperimentConfig
+from core.data_manager import ImageClassificationDataset, ImageNetDataManager, build_eval_transform
+from core.label_noise import CleaningManifest, detection_metrics
+
+log = logging.getLogger(__name__)
+
+FILTER_METHODS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given",
+                  "low_normalized_margin", "low_self_confidence")
+"""The ``filter_by`` methods of ``cleanlab.filter.find_label_issues`` (cleanlab 2.6-2.9)."""
+
+
+@dataclass
+class ConfidentLearningConfig:
+    """Label-issue detection with cleanlab (confident learning) on K-fold out-of-sample probabilities."""
+
+    folds: int = 4
+    """K: models trained, each on K-1 stratified folds, each scoring the fold it did not see (>= 2)."""
+    filter_by: Literal["prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given",
+                       "low_normalized_margin", "low_self_confidence"] = "prune_by_noise_rate"
+    """cleanlab's rule for which samples are issues; 'prune_by_noise_rate' is its default."""
+    relabel_threshold: float = 0.8
+    """A flagged sample is relabelled to the predicted class when its out-of-sample probability for that class is
+    >= this (in (0, 1]); otherwise it is removed. Higher = fewer, safer relabels; 1.0 never relabels."""
+    fold_seed: int = 0
+    """Seed of the stratified fold assignment."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.folds < 2:
+            problems.append(f"--cl.folds must be >= 2, got {self.folds}")
+        if self.filter_by not in FILTER_METHODS:
+            problems.append(f"--cl.filter_by must be one of {', '.join(FILTER_METHODS)}, got {self.filter_by!r}")
+        if not 0 < self.relabel_threshold <= 1:
+            problems.append(f"--cl.relabel_threshold must be in (0, 1], got {self.relabel_threshold}")
+        if problems:
+            raise ValueError("invalid confident-learning configuration:\n  - " + "\n  - ".join(problems))
+
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Assign each sample to one of ``folds`` folds, stratified by label: within every class the samples are put in
+    random order and dealt round-robin, so fold sizes per class differ by at most one.
+
+    Args:
+        labels: (M,) int labels (the noisy ones: the folds must not know the truth).
+
+    Returns:
+        (M,) int64 fold index in [0, folds).
+
+    Raises:
+        ValueError: folds < 2 or more folds than samples.
+    """
+    y = np.asarray(labels, dtype=np.int64)
+    if folds < 2 or folds > y.size:
+        raise ValueError(f"folds must be in [2, {y.size}], got {folds}")
+    perm = np.random.default_rng(seed).permutation(y.size)
+    order = perm[np.argsort(y[perm], kind="stable")]  # grouped by class, random within class
+    counts = np.bincount(y)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    rank = np.arange(y.size) - starts[y[order]]
+    # Offset each class by its index, so that the first (largest) folds are not always fold 0.
+    fold = np.empty(y.size, dtype=np.int64)
+    fold[order] = (rank + y[order]) % folds
+    return fold
+
+
+def eval_loader(data: ImageNetDataManager, sample_ids: np.ndarray, labels: np.ndarray, batch_size: int,
+                resolution: Optional[int] = None) -> DataLoader:
+    """A loader over training-split samples with the deterministic evaluation pipeline (resize, centre crop) at
+    ``resolution`` px (default ``--data.val_image_size``), in the given order.
+
+    Yields (images (B, 3, r, r) float32, labels (B,) int64).
+    """
+    cfg = data.cfg
+    ds = ImageClassificationDataset(data._readers[0], sample_ids, labels, lambda r: build_eval_transform(cfg, r),
+                                    resolution or cfg.val_image_size, data.seed, data.bad_images_file)
+    return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=cfg.num_workers,
+                      pin_memory=cfg.pin_memory and torch.cuda.is_available())
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, loader: DataLoader, device: torch.device,
+                  amp_dtype: Optional[torch.dtype] = None) -> np.ndarray:
+    """Softmax probabilities of ``model`` over ``loader``, in loader order.
+
+    Returns:
+        (N, C) float32 rows summing to 1.
+    """
+    was_training = model.training
+    model.eval()
+    out = []
+    for images, _ in loader:
+        images = images.to(device, non_blocking=True)
+        with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(images)
+        out.append(torch.softmax(logits.float(), dim=1).cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def out_of_sample_pred_probs(cfg: ExperimentConfig, data: ImageNetDataManager, out_dir: Path, folds: int,
+                             fold_seed: int = 0) -> np.ndarray:
+    """K-fold out-of-sample predicted probabilities of the training set, trained with ``cfg``'s own recipe.
+
+    Fold k's model trains on the other folds (with their current, possibly noisy, labels) in
+    ``out_dir/fold_k/`` (logs/, models/) and scores fold k with the evaluation pipeline. Each fold's
+    probabilities are saved as ``fold_k/pred_probs.npy``: an interrupted detection resumes at the first fold
+    without them (and, with ``--training.resume auto``, mid-fold from its last checkpoint).
+
+    Args:
+        cfg: the experiment config (its ``logging.output_dir`` is replaced per fold).
+        data: the training set to score (``train_ids`` / ``train_labels``); not modified.
+        out_dir: where fold runs and ``folds.npy`` are written.
+        folds: K >= 2.
+        fold_seed: seed of :func:`stratified_folds`.
+
+    Returns:
+        (M, C) float32 probabilities, row i for ``data.train_ids[i]``.
+    """
+    from core.logger import setup_logging
+    from core.trainer import ImageNetTrainer
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fold_of = stratified_folds(data.train_labels, folds, fold_seed)
+    np.save(out_dir / "folds.npy", fold_of)
+    probs = np.zeros((len(data.train_ids), data.num_classes), dtype=np.float32)
+    for k in range(folds):
+        held = fold_of == k
+        fold_dir = out_dir / f"fold_{k}"
+        probs_file = fold_dir / "pred_probs.npy"
+        ids_file = fold_dir / "scored_ids.npy"
+        if cfg.training.resume != "none" and probs_file.is_file() and ids_file.is_file() \
+                and np.array_equal(np.load(ids_file), data.train_ids[held]):
+            probs[held] = np.load(probs_file)
+            log.info("fold %d/%d: reusing %s", k + 1, folds, probs_file)
+            continue
+        fold_data = copy.copy(data)  # shares the readers and index; set_train_subset rebinds, never mutates
+        fold_data.run_dir = fold_dir / "logs"
+        fold_data.set_train_subset(data.train_ids[~held], data.train_labels[~held])
+        name = cfg.logging.run_name or cfg.model.name
+        fold_cfg = dataclasses.replace(cfg, logging=dataclasses.replace(
+            cfg.logging, output_dir=fold_dir, run_name=f"{name}-fold{k}"))
+        log.info("fold %d/%d: training on %d samples, scoring %d", k + 1, folds, int((~held).sum()), int(held.sum()))
+        trainer = ImageNetTrainer(fold_cfg, data=fold_data)
+        trainer.fit()
+        loader = eval_loader(data, data.train_ids[held], data.train_labels[held], max(1, 2 * cfg.training.batch_size))
+        p = predict_proba(trainer.unwrapped_model(), loader, trainer.device, trainer.amp_dtype)
+        np.save(ids_file, data.train_ids[held])
+        tmp = fold_dir / ".pred_probs.tmp.npy"
+        np.save(tmp, p)
+        os.replace(tmp, probs_file)
+        probs[held] = p
+        setup_logging(out_dir, cfg.logging.log_level)
+    return probs
+
+
+def find_label_issues(labels: np.ndarray, pred_probs: np.ndarray,
+                      filter_by: str = "prune_by_noise_rate") -> np.ndarray:
+    """``cleanlab.filter.find_label_issues`` (confident learning), single-process.
+
+    Args:
+        labels: (M,) int given (noisy) labels in [0, C).
+        pred_probs: (M, C) out-of-sample probabilities.
+        filter_by: one of :data:`FILTER_METHODS`.
+
+    Returns:
+        (M,) bool, True where the label is judged wrong.
+
+    Raises:
+        ImportError: cleanlab is not installed (it is in requirements.txt).
+        ValueError: shapes disagree.
+    """
+    try:
+        from cleanlab.filter import find_label_issues as _find
+    except ImportError as e:  # pragma: no cover - listed in requirements.txt
+        raise ImportError("label-issue detection needs cleanlab: pip install 'cleanlab>=2.6'") from e
+    y = np.asarray(labels, dtype=np.int64)
+    p = np.asarray(pred_probs, dtype=np.float32)
+    if p.ndim != 2 or p.shape[0] != y.size:
+        raise ValueError(f"pred_probs must be ({y.size}, C), got {p.shape}")
+    # n_jobs=1: cleanlab's multiprocessing only pays off on many cores, and the CPU is shared with data loading.
+    return np.asarray(_find(labels=y, pred_probs=p, filter_by=filter_by, n_jobs=1), dtype=bool)
+
+
+def manifest_from_issues(sample_ids: np.ndarray, labels: np.ndarray, pred_probs: np.ndarray, issues: np.ndarray,
+                         relabel_threshold: float) -> CleaningManifest:
+    """Relabel a flagged sample to its predicted class when ``pred_probs[i, predicted] >= relabel_threshold`` and
+    the prediction differs from the given label; remove every other flagged sample.
+
+    Args:
+        sample_ids: (M,) full-split ids; labels: (M,) given labels; pred_probs: (M, C); issues: (M,) bool.
+
+    Returns:
+        The manifest (ids ascending).
+    """
+    pred = pred_probs.argmax(1)
+    conf = pred_probs[np.arange(len(pred)), pred]
+    relabel = issues & (pred != labels) & (conf >= relabel_threshold)
+    remove = issues & ~relabel
+    return CleaningManifest(remove=np.sort(sample_ids[remove]), relabel_ids=sample_ids[relabel],
+                            relabel_to=pred[relabel])
+
+
+@dataclass
+class LabelIssueResult:
+    """What :func:`detect_label_issues` found.
+
+    Attributes:
+        manifest: removals and relabels (also written as removal_list.txt / relabel_map.json).
+        issues: (M,) bool cleanlab's verdict per training sample.
+        pred_probs: (M, C) out-of-sample probabilities.
+        metrics: detection quality against the injected noise (empty without a noise mask).
+    """
+
+    manifest: CleaningManifest
+    issues: np.ndarray
+    pred_probs: np.ndarray
+    metrics: dict
+
+
+def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_dir: Path,
+                        cl: ConfidentLearningConfig, noise_mask: Optional[np.ndarray] = None,
+                        original_labels: Optional[np.ndarray] = None) -> LabelIssueResult:
+    """The whole detection: K-fold probabilities → cleanlab → manifest, written to ``out_dir``.
+
+    Writes ``pred_probs.npy``, ``label_issues.csv`` (one row per flagged sample: id, path, given, predicted,
+    confidence, action), ``removal_list.txt``, ``relabel_map.json`` and, when ``noise_mask`` is given,
+    ``detection_metrics.json``: precision, recall and F1 of the flagged set against the injected noise, plus
+    how many relabels restored the original label.
+
+    Args:
+        cfg: the training recipe of the fold models.
+        data: the training set (its labels are the ones checked).
+        out_dir: the detection folder.
+        cl: folds, filter and relabel threshold.
+        noise_mask: (M,) bool injected flips, for evaluation only (never seen by the detector).
+        original_labels: (M,) labels before injection, to score relabels.
+    """
+    out_dir = Path(out_dir)
+    probs = out_of_sample_pred_probs(cfg, data, out_dir, cl.folds, cl.fold_seed)
+    np.save(out_dir / "pred_probs.npy", probs)
+    issues = find_label_issues(data.train_labels, probs, cl.filter_by)
+    manifest = manifest_from_issues(data.train_ids, data.train_labels, probs, issues, cl.relabel_threshold)
+    manifest.write(out_dir, header=f"cleanlab {cl.filter_by}, {cl.folds}-fold out-of-sample probabilities; "
+                                   f"relabel threshold {cl.relabel_threshold}; {issues.sum()} of {issues.size} flagged")
+    _write_issue_table(out_dir / "label_issues.csv", data, probs, issues, manifest)
+    accuracy = float((probs.argmax(1) == data.train_labels).mean()) if probs.size else 0.0
+    metrics: dict = {"num_samples": int(issues.size), "num_issues": int(issues.sum()),
+                     "num_removed": manifest.num_remove, "num_relabelled": manifest.num_relabel,
+                     "out_of_sample_agreement_with_given_labels": accuracy, **dataclasses.asdict(cl)}
+    if noise_mask is not None:
+        metrics.update(detection_metrics(issues, noise_mask))
+        if original_labels is not None:
+            pos = np.isin(data.train_ids, manifest.relabel_ids)
+            correct = int((probs.argmax(1)[pos] == np.asarray(original_labels)[pos]).sum())
+            metrics["relabels_restoring_original"] = correct
+            metrics["relabel_accuracy"] = correct / max(1, manifest.num_relabel)
+            metrics["out_of_sample_agreement_with_true_labels"] = float(
+                (probs.argmax(1) == np.asarray(original_labels)).mean()) if probs.size else 0.0
+        (out_dir / "detection_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        log.info("detection vs injected noise: %d flagged, precision %.3f, recall %.3f, F1 %.3f",
+                 metrics["num_flagged"], metrics["precision"], metrics["recall"], metrics["f1"])
+    return LabelIssueResult(manifest=manifest, issues=issues, pred_probs=probs, metrics=metrics)
+
+
+def _write_issue_table(path: Path, data: ImageNetDataManager, probs: np.ndarray, issues: np.ndarray,
+                       manifest: CleaningManifest) -> None:
+    rows = np.flatnonzero(issues)  # only the flagged samples: a few percent of the set
+    relabelled = set(manifest.relabel_ids.tolist())
+    relpaths = data.train_index.relpaths
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sample_id", "path", "given", "given_class", "predicted", "predicted_class", "confidence",
+                    "action"])
+        for i in rows.tolist():
+            sid = int(data.train_ids[i])
+            given, pred = int(data.train_labels[i]), int(probs[i].argmax())
+            w.writerow([sid, os.fsdecode(relpaths[sid]) if relpaths is not None else "", given,
+                        data.classes[given], pred, data.classes[pred], f"{probs[i, pred]:.4f}",
+                        "relabel" if sid in relabelled else "remove"])
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Detect label issues in a dataset's own labels; see the module docstring. Returns the exit code."""
+    from core.config import build_parser
+    from core.logger import setup_logging
+
+    parser = build_parser("Find label issues with K-fold confident learning and write a cleaning manifest.")
+    parser.add_class_arguments(ConfidentLearningConfig, nested_key="cl")
+    try:
+        ns = parser.parse_args(list(argv if argv is not None else sys.argv[1:]))
+        init = parser.instantiate(ns) if hasattr(parser, "instantiate") else parser.instantiate_classes(ns)
+        cfg = ExperimentConfig(data=init.data, model=init.model, training=init.training, logging=init.logging)
+        if cfg.logging.output_dir is None:
+            raise ValueError("--logging.output_dir is required: the manifest and fold runs are written there")
+        out_dir = Path(cfg.logging.output_dir)
+        setup_logging(out_dir, cfg.logging.log_level)
+        data = ImageNetDataManager(cfg.data, seed=cfg.training.seed, run_dir=out_dir)
+        result = detect_label_issues(cfg, data, out_dir, init.cl)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    log.info("%d of %d samples flagged: %d to remove, %d to relabel; manifest in %s", result.issues.sum(),
+             result.issues.size, result.manifest.num_remove, result.manifest.num_relabel, out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Real label-issue detection (services/label_issues.py) and the fastdup manifest wrapper's pure parts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.config import PROJECT_ROOT
+from core.label_noise import detection_metrics, inject_symmetric_noise, read_manifest
+from services.fastdup_manifest import relative_to_split, removal_entries, write_manifest
+from services.label_issues import (ConfidentLearningConfig, find_label_issues, manifest_from_issues, predict_proba,
+                                   stratified_folds)
+
+
+def test_stratified_folds_are_balanced_per_class_and_seeded():
+    y = np.repeat(np.arange(5), [40, 41, 42, 3, 7])
+    folds = stratified_folds(y, 4, seed=0)
+    assert folds.min() == 0 and folds.max() == 3
+    for c in range(5):
+        counts = np.bincount(folds[y == c], minlength=4)
+        assert counts.max() - counts.min() <= 1, (c, counts)
+    np.testing.assert_array_equal(folds, stratified_folds(y, 4, seed=0))
+    assert not np.array_equal(folds, stratified_folds(y, 4, seed=1))
+    with pytest.raises(ValueError, match="folds"):
+        stratified_folds(y, 1, seed=0)
+
+
+def synthetic_case(n=2000, num_classes=5, rate=0.2, seed=0):
+    """Out-of-sample probabilities of a good model (80 % confident on the true class) and 20 % flipped labels."""
+    rng = np.random.default_rng(seed)
+    truth = np.arange(n) % num_classes
+    noisy = inject_symmetric_noise(truth, rate, num_classes, seed=seed)
+    probs = rng.dirichlet(np.ones(num_classes), size=n) * 0.2
+    probs[np.arange(n), truth] += 0.8
+    return truth, noisy, probs.astype(np.float32)
+
+
+def test_cleanlab_finds_injected_flips_with_good_probabilities():
+    truth, noisy, probs = synthetic_case()
+    issues = find_label_issues(noisy.labels, probs)
+    m = detection_metrics(issues, noisy.noise_mask)
+    assert m["precision"] > 0.9 and m["recall"] > 0.9, m
+    with pytest.raises(ValueError, match="pred_probs"):
+        find_label_issues(noisy.labels, probs[:10])
+
+
+def test_manifest_relabels_confident_issues_and_removes_the_rest():
+    truth, noisy, probs = synthetic_case()
+    ids = np.arange(truth.size) * 3 + 1  # full-split ids differ from positions
+    issues = find_label_issues(noisy.labels, probs)
+    everything = manifest_from_issues(ids, noisy.labels, probs, issues, relabel_threshold=0.5)
+    assert everything.num_remove + everything.num_relabel == issues.sum()
+    pos = (everything.relabel_ids - 1) // 3
+    assert (everything.relabel_to == truth[pos]).mean() > 0.95  # confident relabels restore the truth
+    never = manifest_from_issues(ids, noisy.labels, probs, issues, relabel_threshold=1.0)
+    assert never.num_relabel == 0 and never.num_remove == issues.sum()
+    np.testing.assert_array_equal(never.remove, np.sort(ids[issues]))
+
+
+def test_confident_learning_config_is_validated():
+    with pytest.raises(ValueError) as e:
+        ConfidentLearningConfig(folds=1, relabel_threshold=0.0, filter_by="nope")
+    for flag in ("--cl.folds", "--cl.relabel_threshold", "--cl.filter_by"):
+        assert flag in str(e.value)
+
+
+def test_predict_proba_returns_rows_summing_to_one():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 6))
+    ds = torch.utils.data.TensorDataset(torch.randn(10, 3, 4, 4), torch.zeros(10, dtype=torch.long))
+    p = predict_proba(model, torch.utils.data.DataLoader(ds, batch_size=4), torch.device("cpu"))
+    assert p.shape == (10, 6) and p.dtype == np.float32
+    np.testing.assert_allclose(p.sum(1), 1, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fastdup wrapper: the decision and the manifest, without fastdup itself
+# ----------------------------------------------------------------------------------------------------------------
+
+def test_fastdup_findings_become_a_removal_manifest_the_main_library_reads(tmp_path):
+    split = tmp_path / "train"
+    files = ["n01/a.jpg", "n01/b.jpg", "n01/c.jpg", "n02/a.jpg", "n02/b.jpg"]
+    for f in files:
+        (split / f).parent.mkdir(parents=True, exist_ok=True)
+        (split / f).write_bytes(b"x")
+    entries = removal_entries(
+        split,
+        invalid=[str(split / "n02/b.jpg")],
+        components=[(7, str(split / "n01/c.jpg")), (7, str(split / "n01/a.jpg")), (7, str(split / "n02/b.jpg")),
+                    (9, "n02/a.jpg"), (9, "n01/b.jpg")],
+        outliers=[str(split / "n01/a.jpg")])
+    # component 7: n01/a.jpg is an outlier and n02/b.jpg broken, so n01/c.jpg is the copy kept;
+    # component 9 keeps n01/b.jpg (first in sorted order)
+    assert entries == [("n01/a.jpg", "outlier"), ("n02/a.jpg", "duplicate"), ("n02/b.jpg", "broken")]
+    write_manifest(entries, tmp_path / "manifest", header="test")
+    relpaths = np.array([f.encode() for f in files])
+    m = read_manifest(tmp_path / "manifest", len(files), 2, relpaths=relpaths)
+    np.testing.assert_array_equal(np.sort(m.remove), [0, 3, 4])
+    with pytest.raises(ValueError, match="outside the split folder"):
+        relative_to_split("/elsewhere/x.jpg", split)
+
+
+def test_fastdup_script_says_how_to_install_it_when_missing(tmp_path):
+    """In the main environment fastdup is absent: the script exits 2 with the venv commands."""
+    try:
+        import fastdup  # noqa: F401
+        pytest.skip("fastdup is installed in this interpreter")
+    except ImportError:
+        pass
+    (tmp_path / "train" / "n01").mkdir(parents=True)
+    proc = subprocess.run([sys.executable, str(PROJECT_ROOT / "services" / "fastdup_manifest.py"),
+                           str(tmp_path / "train"), str(tmp_path / "out")], capture_output=True, text=True,
+                          timeout=120, cwd="/")
+    assert proc.returncode == 2
+    assert "requirements-fastdup.txt" in proc.stderr

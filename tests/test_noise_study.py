@@ -1,0 +1,122 @@
+"""The label-noise study: its experiment list, comparisons, and a smoke run of the whole loop on the bundled sample."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from conftest import run_script
+from core.config import PROJECT_ROOT
+from experiments.label_noise_study.study import (CSV_COLUMNS, StudyConfig, add_comparisons, parse_study_config,
+                                                 study_experiments)
+
+STUDY_SCRIPT = PROJECT_ROOT / "experiments" / "label_noise_study" / "run_study.py"
+
+
+def test_default_study_is_the_seven_experiments_of_the_issue():
+    specs = study_experiments(StudyConfig())
+    assert [s.name for s in specs] == ["clean", "noise20", "noise20_sim80", "noise40", "noise40_sim60",
+                                       "noise20_cleanlab", "noise40_cleanlab"]
+    assert [s.noise_rate for s in specs] == [0, 0.2, 0.2, 0.4, 0.4, 0.2, 0.4]
+    assert [s.cleaning for s in specs] == ["none", "none", "simulated 80%", "none", "simulated 60%", "cleanlab",
+                                           "cleanlab"]
+    assert len(study_experiments(StudyConfig(cleanlab=False))) == 5
+
+
+def test_study_config_is_validated():
+    with pytest.raises(ValueError) as e:
+        StudyConfig(noise_rates=(0.2, 1.0), simulated_detection_rates=(0.5,))
+    assert "--study.simulated_detection_rates" in str(e.value) and "--study.noise_rates" in str(e.value)
+
+
+def test_sample_settings_apply_only_without_a_data_root(tmp_path):
+    script_dir = STUDY_SCRIPT.parent
+    cfg, study, cl = parse_study_config(script_dir, [])
+    assert cfg.data.root is None and cfg.data.image_size == 32 and cl.folds == 2
+    assert cfg.logging.output_dir == script_dir / "runs"
+    cfg, study, cl = parse_study_config(script_dir, ["--data.root", str(tmp_path), "--cl.folds", "3"])
+    assert cfg.data.image_size == 128 and cfg.model.name == "resnet50" and cl.folds == 3
+    assert study.noise_rates == (0.2, 0.4)
+
+
+def test_comparisons_drop_and_recovered_fraction():
+    rows = [dict(noise_rate=0.0, cleaning="none", top1=80.0), dict(noise_rate=0.2, cleaning="none", top1=70.0),
+            dict(noise_rate=0.2, cleaning="simulated 80%", top1=77.5), dict(noise_rate=0.4, cleaning="none", top1=81.0),
+            dict(noise_rate=0.4, cleaning="cleanlab", top1=81.0)]
+    add_comparisons(rows)
+    assert [r["drop_from_clean"] for r in rows] == [0.0, 10.0, 2.5, -1.0, -1.0]
+    assert rows[2]["recovered"] == pytest.approx(0.75)
+    assert math.isnan(rows[1]["recovered"]) and math.isnan(rows[4]["recovered"])  # no drop: nothing to recover
+
+
+@pytest.mark.slow
+def test_study_smoke_run_on_the_bundled_sample(tmp_path):
+    out = tmp_path / "study"
+    args = ["--logging.output_dir", str(out), "--logging.progress_bar", "false",
+            "--data.index_cache_dir", str(tmp_path / "cache"), "--data.fraction", "0.25", "--data.val_fraction",
+            "0.25", "--data.num_workers", "0", "--data.image_size", "32", "--data.val_image_size", "32",
+            "--model.name", "resnet18", "--training.epochs", "1", "--training.batch_size", "8",
+            "--cl.folds", "2", "--study.noise_seed", "3"]
+    proc = run_script(STUDY_SCRIPT, args)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "BUNDLED SAMPLE" in proc.stderr
+
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["experiment"] for r in rows] == ["clean", "noise20", "noise20_sim80", "noise40", "noise40_sim60",
+                                               "noise20_cleanlab", "noise40_cleanlab"]
+    assert list(rows[0]) == list(CSV_COLUMNS)
+    n = int(rows[0]["train_images"])
+    assert n == 150  # 25 % of 60 images in each of 10 classes
+    flipped = {0.2: round(0.2 * n), 0.4: round(0.4 * n)}
+    expected_restored = {"noise20_sim80": round(0.8 * flipped[0.2]), "noise40_sim60": round(0.6 * flipped[0.4])}
+    for r in rows:
+        rate = float(r["noise_rate"])
+        assert int(r["flipped"]) == flipped.get(rate, 0), r
+        assert int(r["restored"]) == expected_restored.get(r["experiment"], 0), r
+        assert 0 <= float(r["top1"]) <= float(r["top5"]) <= 100
+        run = out / r["experiment"]
+        ids, labels = np.load(run / "train_ids.npy"), np.load(run / "train_labels.npy")
+        info = json.loads((run / "labels.json").read_text())
+        assert ids.size == labels.size == int(r["train_images"]) == info["num_samples"]
+        assert int(r["wrong_labels"]) == info["num_wrong_labels"] == int(np.load(run / "noise_mask.npy").sum())
+        if "cleanlab" in r["experiment"]:
+            det = run / "detection"
+            removed = [s for s in (det / "removal_list.txt").read_text().splitlines() if s and s[0] != "#"]
+            relabelled = json.loads((det / "relabel_map.json").read_text())
+            assert int(r["removed"]) == len(removed) and int(r["relabelled"]) == len(relabelled)
+            assert int(r["train_images"]) == n - len(removed)
+            assert not set(map(int, removed)) & set(ids.tolist())
+            metrics = json.loads((det / "detection_metrics.json").read_text())
+            assert float(r["precision"]) == pytest.approx(metrics["precision"])
+            assert metrics["tp"] + metrics["fn"] == flipped[rate]
+            assert r["recovered"] != "" or float(rows[1 if rate == 0.2 else 3]["drop_from_clean"]) <= 0
+        else:
+            assert int(r["train_images"]) == n and r["precision"] == ""
+            assert int(r["wrong_labels"]) == int(r["flipped"]) - int(r["restored"])
+    assert float(rows[0]["drop_from_clean"]) == 0
+    table = (out / "results.md").read_text()
+    assert table.count("\n| ") == 8  # header + 7 rows
+    assert (out / "results.png").stat().st_size > 5000
+
+    # a second run trains nothing; changed settings are refused rather than mixed into the table
+    again = run_script(STUDY_SCRIPT, args)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert again.stderr.count("not rerun") == 7
+    with open(out / "results.csv") as f:
+        assert [r["top1"] for r in csv.DictReader(f)] == [r["top1"] for r in rows]
+    changed = run_script(STUDY_SCRIPT, args[:-1] + ["4"])
+    assert changed.returncode == 2 and "other settings" in changed.stderr
+
+
+def test_a_finished_run_is_reused_unless_a_setting_it_used_changed():
+    from experiments.label_noise_study.study import _conflicts
+
+    saved = {"config": {"training": {"lr": 0.1, "epochs": 3}}, "noise_seed": 0}
+    assert _conflicts(saved, {"config": {"training": {"lr": 0.1, "epochs": 3, "new_field": None}}, "noise_seed": 0}) == []
+    assert _conflicts(saved, {"config": {"training": {"lr": 0.2, "epochs": 3}}, "noise_seed": 0}) == [
+        "config/training/lr: 0.1 -> 0.2"]
