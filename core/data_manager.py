@@ -30,6 +30,11 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 """File suffixes read as images (torchvision's ImageFolder list), compared case-insensitively."""
 
 INDEX_FORMAT_VERSION = 1
+
+# OpenCV's own thread pool does not survive fork(): a DataLoader worker forked after the pool has run hangs in
+# its first parallel call (or in cv2.setNumThreads). Parallelism comes from the workers, so the pool is turned off
+# here, in the parent, before any worker exists (the setting Albumentations recommends for PyTorch loaders).
+cv2.setNumThreads(0)
 MAX_REPLACEMENT_TRIES = 16
 
 
@@ -532,8 +537,7 @@ def _worker_init(_worker_id: int) -> None:
     # Ctrl-C reaches the whole process group; the main process turns it into "checkpoint, then stop", so the
     # workers must not die of it first. SIGTERM is left alone: multiprocessing stops workers with it at exit.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    cv2.setNumThreads(1)  # one process per core already: OpenCV's own threads would oversubscribe
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # one process per core already: intra-op threads would oversubscribe
 
 
 # ----------------------------------------------------------------------------------------------------------------
