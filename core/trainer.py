@@ -807,9 +807,3 @@ class ImageNetTrainer:
 
 def _fmt(value: Optional[float], spec: str, suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
-
-
-def run_experiment(cfg: ExperimentConfig, make_trainer: Callable[[ExperimentConfig], ImageNetTrainer] = ImageNetTrainer
-                   ) -> dict[str, Any]:
-    """Build a trainer and fit it; the entry point that experiment scripts call."""
-    return make_trainer(cfg).fit()
