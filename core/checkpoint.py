@@ -106,7 +106,7 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
 
 
 def check_compatible(ckpt: dict[str, Any], model_name: str, classes: list[str], path: Optional[Path] = None,
-                     num_classes: Optional[int] = None) -> None:
+                     num_classes: Optional[int] = None, check_classes: bool = True) -> None:
     """Refuse a checkpoint made for another architecture or another class list.
 
     Args:
@@ -114,6 +114,7 @@ def check_compatible(ckpt: dict[str, Any], model_name: str, classes: list[str], 
         model_name: the run's ``--model.name``.
         classes: the run's class list (WNIDs, in index order).
         num_classes: the run's classifier width, when it differs from ``len(classes)``.
+        check_classes: False when the classifier is re-initialised anyway (only the architecture must match).
 
     Raises:
         CheckpointMismatchError: naming what differs and how to proceed.
@@ -125,7 +126,7 @@ def check_compatible(ckpt: dict[str, Any], model_name: str, classes: list[str], 
             f"{where} holds a {saved_model} but this run builds a {model_name}; pass --model.name {saved_model}, "
             f"or start a new run with another --logging.output_dir (or --training.resume none)")
     saved_classes = ckpt.get("classes")
-    if saved_classes is not None and list(saved_classes) != list(classes):
+    if check_classes and saved_classes is not None and list(saved_classes) != list(classes):
         missing = sorted(set(classes) - set(saved_classes))[:5]
         extra = sorted(set(saved_classes) - set(classes))[:5]
         detail = (f"{len(saved_classes)} classes saved vs {len(classes)} in the data; "

@@ -174,7 +174,7 @@ def load_initial_weights(model: nn.Module, path: Path, model_name: str, classes:
     """
     ckpt = load_checkpoint(path)
     if reinit_head:
-        check_compatible({k: v for k, v in ckpt.items() if k != "classes"}, model_name, classes, path)
+        check_compatible(ckpt, model_name, classes, path, check_classes=False)
         state = {k: v for k, v in ckpt["model"].items() if not k.startswith("fc.")}
     else:
         try:
