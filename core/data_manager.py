@@ -277,10 +277,12 @@ class TrainTransform:
         from torchvision.transforms import v2
 
         self.geometric = A.Compose(_crop_flip_jitter(cfg, resolution))
-        self.policy = {"none": None,
-                       "randaugment": lambda: v2.RandAugment(cfg.randaugment_num_ops, cfg.randaugment_magnitude),
-                       "trivialaugment": v2.TrivialAugmentWide}[cfg.auto_augment]
-        self.policy = self.policy() if self.policy else None
+        if cfg.auto_augment == "randaugment":
+            self.policy = v2.RandAugment(cfg.randaugment_num_ops, cfg.randaugment_magnitude)
+        elif cfg.auto_augment == "trivialaugment":
+            self.policy = v2.TrivialAugmentWide()
+        else:
+            self.policy = None
         self.mean = torch.tensor(cfg.mean).view(3, 1, 1) * 255
         self.std = torch.tensor(cfg.std).view(3, 1, 1) * 255
         # value 0 on a normalised image = the dataset mean colour
