@@ -12,7 +12,13 @@ the same autocast dtype and channels_last rule as ``ImageNetTrainer``):
   prefetch and pin-memory settings) on a real ImageFolder, then the step.
 - ``baseline`` (c): written as torchvision's reference ``train.py`` does it: ``torchvision.datasets.ImageFolder``,
   PIL decode, ``transforms.RandomResizedCrop`` + ``RandomHorizontalFlip`` + ``ToTensor`` + ``Normalize`` (float32
-  on the CPU), a ``DataLoader`` with default settings except ``batch_size``, ``shuffle`` and ``num_workers``.
+  on the CPU), a ``DataLoader`` with default settings except ``batch_size``, ``shuffle`` and ``num_workers``, and
+  the reference script's default step: fp32, NCHW, eager (``--baseline-step same`` gives it (b)'s step settings
+  instead, so that (b)/(c) isolates the input pipeline).
+
+The pipeline (b) runs with the project's fast input options unless told otherwise: ``--decoder opencv``,
+``--normalize-on-device`` (uint8 batches, Normalize on the device), and optionally ``--reduced-decode`` and
+``--compile``; each maps to the ``--data.*``/``--model.*`` flag of the same name.
 
 images/s = batch size / median step time over ``--steps`` timed steps after ``--warmup`` untimed ones; a step is
 timed from asking the loader for a batch to the end of the optimizer step (``torch.cuda.synchronize`` on CUDA), so
@@ -41,12 +47,13 @@ import torch
 import torch.nn as nn
 
 from core.config import BUNDLED_SAMPLE_ROOT, DataConfig, TrainingConfig
-from core.data_manager import ImageNetDataManager
+from core.data_manager import ImageNetDataManager, to_device
 from core.model import available_models, build_model
 from core.trainer import build_optimizer, forward_backward, optimizer_step, resolve_amp, select_device
 
 SHARED_IMAGENETTE = PROJECT_ROOT.parent / "shared" / "data" / "imagenette2-224"
 MODES = ("ceiling", "pipeline", "baseline")
+CACHE_BUILD_S: list[dict[str, Any]] = []  # --device-cache: time to decode the subset into the cache, per build
 LOADERS = ("ours", "pil_baseline")
 
 
@@ -62,13 +69,23 @@ def default_data_root() -> Path:
 def data_config(args: argparse.Namespace, size: int) -> DataConfig:
     """The project's data config for the pipeline (b): the whole train split at ``size`` px."""
     return DataConfig(root=args.data_root, image_size=size, val_image_size=size, color_jitter=args.color_jitter,
-                      num_workers=args.workers, index_cache_dir=args.index_cache_dir)
+                      num_workers=args.workers, index_cache_dir=args.index_cache_dir, decoder=args.decoder,
+                      normalize_on_device=args.normalize_on_device, reduced_decode=args.reduced_decode,
+                      prefetch_factor=args.prefetch_factor, device_cache=args.device_cache,
+                      device_cache_size=args.device_cache_size)
 
 
 def our_batches(args: argparse.Namespace, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless (B, 3, size, size) float32 batches from ``ImageNetDataManager.train_loader``, epoch after epoch."""
+    """Endless (B, 3, size, size) batches from ``ImageNetDataManager.train_loader``, epoch after epoch: float32,
+    or uint8 with ``--normalize-on-device`` (then :func:`to_device` normalises on the device)."""
     manager = ImageNetDataManager(data_config(args, size), seed=args.seed)
-    loader = manager.train_loader(args.batch_size)
+    t0 = time.perf_counter()
+    loader = manager.train_loader(args.batch_size, device=select_device(args.device))
+    if args.device_cache:  # built eagerly by train_loader, once; not part of the timed steps
+        CACHE_BUILD_S.append({"image_size": size, "seconds": time.perf_counter() - t0,
+                              "images": len(manager.train_ids)})
+        print(f"  device cache of {len(manager.train_ids)} images built in {CACHE_BUILD_S[-1]['seconds']:.1f} s",
+              flush=True)
     for epoch in itertools.count():
         loader.sampler.set_epoch(epoch)
         yield from loader
@@ -111,13 +128,19 @@ def time_training(mode: str, model_name: str, size: int, num_classes: int, args:
         images_per_s (batch / median step), images_per_s_mean, step_ms_median and the raw step times (ms).
     """
     torch.manual_seed(args.seed)
-    amp_dtype = resolve_amp(args.amp, device)
-    channels_last = {"auto": device.type == "cuda", "on": True, "off": False}[args.channels_last]
+    reference_step = mode == "baseline" and args.baseline_step == "reference"
+    # torchvision's reference train.py by default: fp32 (no --amp), NCHW, eager (no --torchcompile)
+    amp_dtype = None if reference_step else resolve_amp(args.amp, device)
+    channels_last = False if reference_step else {"auto": device.type == "cuda", "on": True,
+                                                  "off": False}[args.channels_last]
+    compile_model = args.compile and not reference_step
     memory_format = torch.channels_last if channels_last else torch.preserve_format
     model = build_model(model_name, num_classes=num_classes)
     model.to(device, memory_format=memory_format)
     model.train()
     optimizer = build_optimizer(model, TrainingConfig(lr=0.01))
+    if compile_model:  # as --model.compile does; the warm-up steps absorb the compilation
+        model = torch.compile(model, mode=args.compile_mode, dynamic=False)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     criterion = nn.CrossEntropyLoss()
     if mode == "ceiling":
@@ -132,7 +155,7 @@ def time_training(mode: str, model_name: str, size: int, num_classes: int, args:
     for i in range(args.warmup + args.steps):
         t0 = time.perf_counter()
         images, targets = next(batches)
-        images = images.to(device, non_blocking=True, memory_format=memory_format)
+        images = to_device(images, device, DataConfig.mean, DataConfig.std, memory_format)
         targets = targets.to(device, non_blocking=True)
         loss, _ = forward_backward(model, images, targets, criterion, amp_dtype, scaler, 1)
         optimizer_step(optimizer, scaler, model)
@@ -144,6 +167,7 @@ def time_training(mode: str, model_name: str, size: int, num_classes: int, args:
     _close(batches)
     median = statistics.median(step_s)
     return {"mode": mode, "model": model_name, "image_size": size, "batch_size": args.batch_size,
+            "compile": compile_model,
             "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off", "channels_last": channels_last,
             "steps": args.steps, "warmup": args.warmup,
             "images_per_s": args.batch_size / median,
@@ -198,6 +222,22 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def loader_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per image size: the median per-worker images/s of each loader over the rounds, and the median, min and max
+    of the per-round ratio ours / PIL baseline."""
+    out = []
+    for size in sorted({r["image_size"] for r in rows}):
+        per = {w: {r["round"]: r["images_per_s_per_worker"] for r in rows if r["image_size"] == size
+                   and r["loader"] == w} for w in LOADERS}
+        ratios_ = [per["ours"][k] / per["pil_baseline"][k] for k in per["ours"] if k in per["pil_baseline"]]
+        out.append({"image_size": size, "rounds": len(ratios_),
+                    "ours_per_worker": statistics.median(per["ours"].values()),
+                    "pil_baseline_per_worker": statistics.median(per["pil_baseline"].values()),
+                    "ratio_median": statistics.median(ratios_), "ratio_min": min(ratios_),
+                    "ratio_max": max(ratios_)})
+    return out
+
+
 def _f(x: Optional[float], spec: str) -> str:
     return format(x, spec) if x is not None else "-"
 
@@ -214,10 +254,11 @@ def print_report(record: dict[str, Any]) -> None:
                   f"{_f(r['baseline'], '.1f'):>14}{_f(r['pipeline_over_ceiling'], '.2f'):>7}"
                   f"{_f(r['pipeline_over_baseline'], '.2f'):>7}")
     if record["loader_only"]:
-        print(f"{'loader':<14}{'px':>5}{'images/s':>10}{'per worker':>12}")
-        for r in record["loader_only"]:
-            print(f"{r['loader']:<14}{r['image_size']:>5}{r['images_per_s']:>10.1f}"
-                  f"{r['images_per_s_per_worker']:>12.1f}")
+        print(f"{'px':>5}{'ours/worker':>13}{'PIL/worker':>12}{'ratio':>8}{'ratio range':>15}"
+              f"   images/s per worker, median of {s['repeats']} interleaved rounds")
+        for r in record["loader_summary"]:
+            print(f"{r['image_size']:>5}{r['ours_per_worker']:>13.1f}{r['pil_baseline_per_worker']:>12.1f}"
+                  f"{r['ratio_median']:>8.2f}{r['ratio_min']:>8.2f}-{r['ratio_max']:.2f}")
     gpu = f", GPU {m['gpu_name']}" if m["gpu_name"] else ""
     print(f"machine: {m['cpu_model']} ({m['cpu_usable']} usable cores){gpu}, torch {m['torch']}, "
           f"load average {m['load_average_start']} -> {m['load_average_end']}")
@@ -241,12 +282,29 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    help="autocast dtype, as --training.amp (auto: bf16/fp16 on CUDA, off elsewhere)")
     p.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
                    help="auto: on CUDA only, as the trainer does")
+    p.add_argument("--baseline-step", choices=["reference", "same"], default="reference",
+                   help="(c)'s step: 'reference' = torchvision's defaults (fp32, NCHW, eager), as a user of the "
+                        "reference script gets; 'same' = (b)'s --amp/--channels-last/--compile, isolating the loader")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model, as --model.compile does")
+    p.add_argument("--compile-mode", default="default", choices=["default", "reduce-overhead", "max-autotune"])
     p.add_argument("--color-jitter", type=float, default=0.0,
                    help="the pipeline's ColorJitter strength (0 = the same augmentation as the baseline)")
+    p.add_argument("--decoder", choices=["pil", "opencv"], default="opencv", help="the pipeline's --data.decoder")
+    p.add_argument("--normalize-on-device", action=argparse.BooleanOptionalAction, default=True,
+                   help="the pipeline's --data.normalize_on_device (uint8 batches, Normalize on the device)")
+    p.add_argument("--reduced-decode", action=argparse.BooleanOptionalAction, default=False,
+                   help="the pipeline's --data.reduced_decode (JPEG DCT-scaled decoding for small crops)")
+    p.add_argument("--device-cache", action=argparse.BooleanOptionalAction, default=False,
+                   help="the pipeline's --data.device_cache (decoded uint8 subset on the device; crops there)")
+    p.add_argument("--device-cache-size", type=int, default=0, help="the pipeline's --data.device_cache_size")
+    p.add_argument("--prefetch-factor", type=int, default=DataConfig.prefetch_factor,
+                   help="the pipeline's --data.prefetch_factor (batches each worker loads ahead)")
     p.add_argument("--data-root", type=Path, default=None,
                    help=f"ImageFolder root with train/ (default: {SHARED_IMAGENETTE} if present, else the sample)")
     p.add_argument("--index-cache-dir", type=Path, default=None, help="the data manager's index cache")
     p.add_argument("--loader-only", action="store_true", help="time decode + augment only: ours vs PIL baseline")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="--loader-only: interleaved rounds of (ours, PIL baseline); medians are reported")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads of the main process (default: torch's own choice)")
     p.add_argument("--seed", type=int, default=0)
@@ -257,7 +315,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     unknown = [m for m in args.models if m not in available_models()]
     if unknown:
         problems.append(f"--models: unknown {unknown}; choose from {', '.join(available_models())}")
-    for flag in ("batch_size", "steps"):
+    for flag in ("batch_size", "steps", "repeats"):
         if getattr(args, flag) < 1:
             problems.append(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if args.threads is not None and args.threads < 1:
@@ -272,6 +330,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         import os
         args.workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     args.data_root = args.data_root or default_data_root()
+    if args.device_cache and args.color_jitter > 0:
+        p.error("--device-cache runs only RandomResizedCrop and flip on the device: use --color-jitter 0")
     if not (Path(args.data_root) / "train").is_dir():
         p.error(f"--data-root {args.data_root} has no train/ folder (an ImageFolder root is expected)")
     return args
@@ -288,10 +348,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     training, loader_only = [], []
     if args.loader_only:
         for size in args.sizes:
-            for which in LOADERS:
-                loader_only.append(time_loader(which, size, args))
-                print(f"  loader {which:<13} {size:>4} px: {loader_only[-1]['images_per_s']:.1f} images/s",
-                      flush=True)
+            for round_ in range(args.repeats):  # interleaved, so drifts of a shared VM hit both loaders alike
+                for which in LOADERS:
+                    loader_only.append({**time_loader(which, size, args), "round": round_})
+                    print(f"  loader {which:<13} {size:>4} px, round {round_ + 1}/{args.repeats}: "
+                          f"{loader_only[-1]['images_per_s']:.1f} images/s", flush=True)
     else:
         num_classes = ImageNetDataManager(data_config(args, args.sizes[0]), seed=args.seed).num_classes
         for model_name in args.models:
@@ -306,15 +367,22 @@ def main(argv: Optional[list[str]] = None) -> int:
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "machine": machine,
         "settings": {"device": str(device), "amp": args.amp, "channels_last": args.channels_last,
+                     "compile": args.compile, "compile_mode": args.compile_mode if args.compile else None,
+                     "baseline_step": args.baseline_step,
                      "cudnn_benchmark": torch.backends.cudnn.benchmark if device.type == "cuda" else None,
                      "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
                      "workers": args.workers, "color_jitter": args.color_jitter, "data_root": str(args.data_root),
+                     "decoder": args.decoder, "normalize_on_device": args.normalize_on_device,
+                     "reduced_decode": args.reduced_decode, "prefetch_factor": args.prefetch_factor,
+                     "device_cache": args.device_cache, "device_cache_size": args.device_cache_size,
                      "models": args.models, "sizes": args.sizes, "modes": args.modes,
-                     "loader_only": args.loader_only, "threads": torch.get_num_threads(),
+                     "loader_only": args.loader_only, "repeats": args.repeats, "threads": torch.get_num_threads(),
                      "seed": args.seed},
         "training": training,
         "ratios": ratios(training),
         "loader_only": loader_only,
+        "loader_summary": loader_summary(loader_only),
+        "device_cache_build": CACHE_BUILD_S,
     }
     print_report(record)
     print(f"wrote {write_record(record, args.out, 'train_throughput')}")

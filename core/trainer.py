@@ -325,9 +325,13 @@ class ImageNetTrainer:
                 self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             self.model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if cfg.model.compile:
+            # after DDP, as PyTorch's DDP + compile guide does (DDPOptimizer splits graphs at bucket edges);
+            # dynamic=False: one graph per crop size, no slower dynamic-shape kernels under progressive resizing
+            self.model = torch.compile(self.model, mode=cfg.model.compile_mode, dynamic=False)
 
         self.train_loader = self.data.train_loader(t.batch_size, t.grad_accum_steps, self.resolution_at,
-                                                   self.world_size, self.rank)
+                                                   self.world_size, self.rank, self.device)
         self.val_loader = self.data.val_loader(max(1, t.batch_size * 2), self.world_size, self.rank)
         self.sampler = self.train_loader.sampler
         self.steps_per_epoch = self.sampler.micro_batches_per_epoch // t.grad_accum_steps
@@ -610,7 +614,7 @@ class ImageNetTrainer:
                 log.warning("data-loader workers were stopped by the signal; saving at the last optimizer step")
                 self.save_last()
                 break
-            images = images.to(self.device, non_blocking=True, memory_format=memory_format)
+            images = self.data.to_device(images, self.device, memory_format)
             targets = targets.to(self.device, non_blocking=True)
             loss_targets = targets
             if self.batch_mix is not None:
@@ -747,7 +751,7 @@ class ImageNetTrainer:
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
         totals = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss sum, top-1, top-5, count
         for images, targets in loader:
-            images = images.to(self.device, non_blocking=True, memory_format=memory_format)
+            images = self.data.to_device(images, self.device, memory_format)
             targets = targets.to(self.device, non_blocking=True)
             with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32,
                                 enabled=self.amp_dtype is not None):

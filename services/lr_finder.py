@@ -319,13 +319,16 @@ def find_lr(cfg: ExperimentConfig, model: Optional[nn.Module] = None, data: Opti
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     optimizer = build_optimizer(model, t)
     criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
-    loader = data.train_loader(t.batch_size, t.grad_accum_steps)
+    loader = data.train_loader(t.batch_size, t.grad_accum_steps, device=device)
     finder = LRFinder(model, optimizer, criterion, amp_dtype, t.grad_accum_steps, t.grad_clip_norm)
-    batches = cycle_train_loader(loader)
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    raw = cycle_train_loader(loader)
+    batches = ((data.to_device(images, device, memory_format), targets) for images, targets in raw)
     try:
         result = finder.range_test(batches, start_lr, end_lr, num_steps, beta, diverge_factor)
     finally:
-        batches.close()  # stops the loader's workers promptly
+        batches.close()
+        raw.close()  # stops the loader's workers promptly
     result.settings.update(model=cfg.model.name, batch_size=t.batch_size,
                            effective_batch_size=t.effective_batch_size, optimizer=t.optimizer,
                            image_size=cfg.data.image_size, data_root=str(data.root))

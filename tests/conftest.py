@@ -70,3 +70,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def convert_modes(path: Path, tmp: Path) -> dict[str, Path]:
+    """Copies of a real photo in the odd colour modes a crawl of ImageNet holds: grayscale and CMYK JPEGs, RGBA,
+    palette and 16-bit PNGs (mode → file)."""
+    from PIL import Image
+
+    img = Image.open(path).convert("RGB")
+    out = {}
+    for mode, fmt in (("L", "JPEG"), ("CMYK", "JPEG"), ("RGBA", "PNG"), ("P", "PNG"), ("I;16", "PNG")):
+        p = tmp / f"{mode.replace(';', '')}.{fmt.lower()}"
+        (img.convert("L").convert(mode) if mode == "I;16" else img.convert(mode)).save(p, fmt)
+        out[mode] = p
+    return out

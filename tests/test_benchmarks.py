@@ -54,15 +54,32 @@ def test_train_throughput_all_modes(tmp_path: Path) -> None:
 
 
 def test_train_throughput_loader_only(tmp_path: Path) -> None:
-    rec = run_benchmark("train_throughput.py", TINY + ["--loader-only", "--workers", "1",
+    rec = run_benchmark("train_throughput.py", TINY + ["--loader-only", "--workers", "1", "--repeats", "2",
                                                        "--index-cache-dir", str(tmp_path / "cache")],
                         tmp_path / "loader.json")
     check_machine(rec["machine"])
     assert rec["training"] == [] and rec["ratios"] == []
-    assert {r["loader"] for r in rec["loader_only"]} == {"ours", "pil_baseline"}
+    assert [(r["loader"], r["round"]) for r in rec["loader_only"]] == [
+        ("ours", 0), ("pil_baseline", 0), ("ours", 1), ("pil_baseline", 1)]
     for r in rec["loader_only"]:
-        assert r["image_size"] == 32 and r["workers"] == 1 and r["output_dtype"] == "float32"
+        assert r["image_size"] == 32 and r["workers"] == 1
+        assert r["output_dtype"] == ("uint8" if r["loader"] == "ours" else "float32")  # normalize_on_device
         assert r["images_per_s"] > 0 and r["images_per_s_per_worker"] > 0
+    (summary,) = rec["loader_summary"]
+    assert summary["image_size"] == 32 and summary["rounds"] == 2
+    assert summary["ratio_min"] <= summary["ratio_median"] <= summary["ratio_max"]
+
+
+def test_train_throughput_device_cache(tmp_path: Path) -> None:
+    rec = run_benchmark("train_throughput.py", TINY + ["--modes", "pipeline", "--workers", "0", "--amp", "off",
+                                                       "--device-cache", "--device-cache-size", "40",
+                                                       "--index-cache-dir", str(tmp_path / "cache")],
+                        tmp_path / "cache.json")
+    assert rec["settings"]["device_cache"] is True and rec["settings"]["device_cache_size"] == 40
+    (build,) = rec["device_cache_build"]
+    assert build["images"] == 600 and build["seconds"] > 0
+    (r,) = rec["training"]
+    assert r["mode"] == "pipeline" and r["images_per_s"] > 0
 
 
 def test_label_ops(tmp_path: Path) -> None:

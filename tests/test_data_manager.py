@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from conftest import convert_modes
 from core.config import DataConfig
 from core.data_manager import (EpochSampler, ImageNetDataManager, compute_dataset_stats, decode_image,
                                scan_image_folder, stratified_subset)
@@ -104,19 +104,9 @@ def test_index_cache_is_refreshed_when_files_change(sample_copy, tmp_path):
 
 # --- decoding and corrupt files ---------------------------------------------------------------------------------
 
-def _convert_modes(path: Path, tmp: Path) -> dict[str, Path]:
-    img = Image.open(path).convert("RGB")
-    out = {}
-    for mode, fmt in (("L", "JPEG"), ("CMYK", "JPEG"), ("RGBA", "PNG"), ("P", "PNG"), ("I;16", "PNG")):
-        p = tmp / f"{mode.replace(';', '')}.{fmt.lower()}"
-        (img.convert("L").convert(mode) if mode == "I;16" else img.convert(mode)).save(p, fmt)
-        out[mode] = p
-    return out
-
-
 def test_decode_converts_every_mode_to_rgb(tmp_path):
     src = next((Path(__file__).resolve().parents[1] / "data" / "imagenette_sample" / "train").rglob("*.JPEG"))
-    for mode, path in _convert_modes(src, tmp_path).items():
+    for mode, path in convert_modes(src, tmp_path).items():
         arr = decode_image(path)
         assert arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3, mode
     assert decode_image(src.read_bytes()).shape == decode_image(src).shape
@@ -129,7 +119,7 @@ def test_corrupt_images_are_skipped_replaced_and_listed(sample_copy, tmp_path, n
     files[0].write_bytes(b"")                                    # zero bytes
     files[1].write_bytes(files[1].read_bytes()[:300])            # truncated JPEG
     files[2].write_text("this is not an image")                  # not an image
-    for mode, p in _convert_modes(files[3], tmp_path).items():   # odd colour modes: converted, not skipped
+    for mode, p in convert_modes(files[3], tmp_path).items():   # odd colour modes: converted, not skipped
         shutil.copy(p, cls_dir / f"zz_{p.name}")
     run = tmp_path / "logs"
     m = ImageNetDataManager(DataConfig(root=sample_copy, image_size=32, val_image_size=32, num_workers=num_workers,
