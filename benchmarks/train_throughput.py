@@ -208,17 +208,22 @@ def _close(batches: Iterator) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """(b)/(a) and (b)/(c) per (model, size), from the median-based images/s (None where a mode was not run)."""
-    by_key: dict[tuple[str, int], dict[str, float]] = {}
+    """Per (model, size): the median images/s of each mode over the rounds, and (b)/(a), (b)/(c) as the median of
+    the per-round ratios, with their min and max (None where a mode was not run)."""
+    by_key: dict[tuple[str, int], dict[str, dict[int, float]]] = {}
     for r in results:
-        by_key.setdefault((r["model"], r["image_size"]), {})[r["mode"]] = r["images_per_s"]
+        by_key.setdefault((r["model"], r["image_size"]), {}).setdefault(r["mode"], {})[r.get("round", 0)] = \
+            r["images_per_s"]
     out = []
     for (model, size), v in by_key.items():
-        b = v.get("pipeline")
-        out.append({"model": model, "image_size": size, "ceiling": v.get("ceiling"), "pipeline": b,
-                    "baseline": v.get("baseline"),
-                    "pipeline_over_ceiling": b / v["ceiling"] if b and v.get("ceiling") else None,
-                    "pipeline_over_baseline": b / v["baseline"] if b and v.get("baseline") else None})
+        row: dict[str, Any] = {"model": model, "image_size": size}
+        for mode in MODES:
+            row[mode] = statistics.median(v[mode].values()) if mode in v else None
+        for other, name in (("ceiling", "pipeline_over_ceiling"), ("baseline", "pipeline_over_baseline")):
+            per_round = [v["pipeline"][k] / v[other][k] for k in v.get("pipeline", {}) if k in v.get(other, {})]
+            row[name] = statistics.median(per_round) if per_round else None
+            row[name + "_range"] = [min(per_round), max(per_round)] if per_round else None
+        out.append(row)
     return out
 
 
@@ -304,7 +309,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--index-cache-dir", type=Path, default=None, help="the data manager's index cache")
     p.add_argument("--loader-only", action="store_true", help="time decode + augment only: ours vs PIL baseline")
     p.add_argument("--repeats", type=int, default=1,
-                   help="--loader-only: interleaved rounds of (ours, PIL baseline); medians are reported")
+                   help="interleaved rounds (of the modes, or with --loader-only of ours and PIL); medians reported")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads of the main process (default: torch's own choice)")
     p.add_argument("--seed", type=int, default=0)
@@ -357,10 +362,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         num_classes = ImageNetDataManager(data_config(args, args.sizes[0]), seed=args.seed).num_classes
         for model_name in args.models:
             for size in args.sizes:
-                for mode in args.modes:
-                    training.append(time_training(mode, model_name, size, num_classes, args, device))
-                    print(f"  {model_name} {size:>4} px {mode:<9}: {training[-1]['images_per_s']:.1f} images/s",
-                          flush=True)
+                for round_ in range(args.repeats):  # interleaved rounds, as for --loader-only
+                    for mode in args.modes:
+                        training.append({**time_training(mode, model_name, size, num_classes, args, device),
+                                         "round": round_})
+                        print(f"  {model_name} {size:>4} px {mode:<9} round {round_ + 1}/{args.repeats}: "
+                              f"{training[-1]['images_per_s']:.1f} images/s", flush=True)
     machine["load_average_end"] = load_average()
     record = {
         "benchmark": "train_throughput",

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from core.config import BUNDLED_SAMPLE_ROOT, PROJECT_ROOT
 
 BENCHMARKS = PROJECT_ROOT / "benchmarks"
@@ -51,6 +53,21 @@ def test_train_throughput_all_modes(tmp_path: Path) -> None:
     (ratio,) = rec["ratios"]
     assert ratio["pipeline_over_ceiling"] > 0 and ratio["pipeline_over_baseline"] > 0
     assert rec["loader_only"] == []
+
+
+def test_train_throughput_interleaved_rounds(tmp_path: Path) -> None:
+    rec = run_benchmark("train_throughput.py", TINY + ["--workers", "0", "--modes", "pipeline", "baseline",
+                                                       "--repeats", "2", "--steps", "1",
+                                                       "--index-cache-dir", str(tmp_path / "cache")],
+                        tmp_path / "rounds.json")
+    assert [(r["mode"], r["round"]) for r in rec["training"]] == [
+        ("pipeline", 0), ("baseline", 0), ("pipeline", 1), ("baseline", 1)]
+    (ratio,) = rec["ratios"]
+    per_round = [rec["training"][0]["images_per_s"] / rec["training"][1]["images_per_s"],
+                 rec["training"][2]["images_per_s"] / rec["training"][3]["images_per_s"]]
+    assert ratio["pipeline_over_baseline_range"] == [min(per_round), max(per_round)]
+    assert ratio["pipeline_over_baseline"] == pytest.approx(sum(per_round) / 2)  # the median of two
+    assert ratio["ceiling"] is None and ratio["pipeline_over_ceiling"] is None
 
 
 def test_train_throughput_loader_only(tmp_path: Path) -> None:
