@@ -47,21 +47,6 @@ def _cpu_model_and_flags() -> tuple[str, list[str]]:
     return model or platform.processor() or platform.machine(), [f for f in _CPU_FLAGS_OF_INTEREST if f in flags]
 
 
-def _git_commit() -> Optional[str]:
-    """The project's commit, with '-dirty' when tracked files differ from it; None outside a git checkout."""
-    import subprocess
-
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
-                              text=True, timeout=10)
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=PROJECT_ROOT, timeout=10).returncode != 0
-        return head.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def machine_info() -> dict[str, Any]:
     """What the figures were measured on: CPU model, cores, CPU features, GPU, library versions, date, load.
 
@@ -91,7 +76,6 @@ def machine_info() -> dict[str, Any]:
         "gpu_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "cuda_version": torch.version.cuda,
         "load_average_start": load_average(),
-        "git_commit": _git_commit(),
     }
     try:
         import torchvision

@@ -78,7 +78,7 @@ class DataConfig:
     std: tuple[float, float, float] = IMAGENET_STD
     """Per-channel std of [0, 1] RGB pixels used by Normalize."""
     decoder: Literal["pil", "opencv"] = "pil"
-    """JPEG decoder of the workers. 'pil': Pillow (the reference path). 'opencv': cv2.imdecode for whole JPEGs (about 1.8x faster per image here), Pillow for every other file and for JPEGs that do not end with an EOI marker (truncated ones then fail and are skipped as usual)."""
+    """JPEG decoder of the workers. 'pil': Pillow (the reference path). 'opencv': cv2.imdecode for whole JPEGs (faster; BENCHMARKS.md), Pillow for every other file and for JPEGs that do not end with an EOI marker (truncated ones then fail and are skipped as usual)."""
     reduced_decode: bool = False
     """Training only: decode a JPEG at 1/2, 1/4 or 1/8 scale (libjpeg DCT scaling) when its random crop is at least that many times the output side. Same crops as the full decode, within interpolation tolerance; pays off at low resolutions (progressive resizing) on large images."""
     normalize_on_device: bool = False
