@@ -80,7 +80,7 @@ class DataConfig:
     decoder: Literal["pil", "opencv"] = "pil"
     """JPEG decoder of the workers. 'pil': Pillow (the reference path). 'opencv': cv2.imdecode for whole JPEGs (faster; BENCHMARKS.md), Pillow for every other file and for JPEGs that do not end with an EOI marker (truncated ones then fail and are skipped as usual)."""
     reduced_decode: bool = False
-    """Training only: decode a JPEG at 1/2, 1/4 or 1/8 scale (libjpeg DCT scaling) when its random crop is at least that many times the output side. Same crops as the full decode, within interpolation tolerance; pays off at low resolutions (progressive resizing) on large images."""
+    """Training only: decode a JPEG at 1/2, 1/4 or 1/8 scale (libjpeg DCT scaling) when its random crop is at least that many times the output side. Same crops as the full decode, within interpolation tolerance; measured +6-7 % loader speed on ImageNet-sized JPEGs at 128-176 px (BENCHMARKS.md), nothing on small ones."""
     normalize_on_device: bool = False
     """Training only: workers send uint8 (B, 3, r, r) batches and the float conversion and Normalize run on the training device (4x fewer bytes through shared memory and host-to-GPU copies; FFCV's NormalizeImage)."""
     device_cache: bool = False

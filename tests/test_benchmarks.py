@@ -99,6 +99,19 @@ def test_train_throughput_device_cache(tmp_path: Path) -> None:
     assert r["mode"] == "pipeline" and r["images_per_s"] > 0
 
 
+def test_upscaled_imagenette(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "upscaled_imagenette.py"), str(tmp_path / "up"),
+                           "--source", str(BUNDLED_SAMPLE_ROOT), "--side", "160", "--train-per-class", "3",
+                           "--val-per-class", "1"], cwd="/", capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    train = sorted((tmp_path / "up" / "train").rglob("*.JPEG"))
+    assert len(train) == 30 and len(list((tmp_path / "up" / "val").rglob("*.JPEG"))) == 10
+    from PIL import Image
+
+    with Image.open(train[0]) as im:
+        assert im.size == (160, 160) and im.format == "JPEG"
+
+
 def test_label_ops(tmp_path: Path) -> None:
     rec = run_benchmark("label_ops.py", ["--num-samples", "20000", "--num-classes", "50", "--manifest-entries",
                                          "2000", "--repeats", "2"], tmp_path / "labels.json")
