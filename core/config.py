@@ -82,7 +82,7 @@ class DataConfig:
     reduced_decode: bool = False
     """Training only: decode a JPEG at 1/2, 1/4 or 1/8 scale (libjpeg DCT scaling) when its random crop is at least that many times the output side. Same crops as the full decode, within interpolation tolerance; measured +6-7 % loader speed on ImageNet-sized JPEGs at 128-176 px (BENCHMARKS.md), nothing on small ones."""
     normalize_on_device: bool = False
-    """Training only: workers send uint8 (B, 3, r, r) batches and the float conversion and Normalize run on the training device (4x fewer bytes through shared memory and host-to-GPU copies; FFCV's NormalizeImage)."""
+    """Training only: workers send uint8 (B, r, r, 3) batches and the float conversion and Normalize run on the training device (4x fewer bytes through shared memory and host-to-GPU copies; FFCV's NormalizeImage)."""
     device_cache: bool = False
     """Training only: decode the training subset once into a uint8 tensor on the training device (short side resized to device_cache_size, centre square kept); RandomResizedCrop and flip then run there in batches and no file is read again. Needs color_jitter 0, auto_augment none, random_erasing 0."""
     device_cache_size: int = 0

@@ -215,8 +215,16 @@ def _cached_subset(labels: np.ndarray, fraction: float, seed: int, cache_dir: Pa
 _CV2_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 converts to RGB inside the decoder
 _CV2_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
               8: cv2.IMREAD_REDUCED_COLOR_8}
-REDUCTIONS = (8, 4, 2, 1)
-"""JPEG DCT scaling factors libjpeg decodes natively (OpenCV's IMREAD_REDUCED_*, Pillow's draft mode)."""
+REDUCTIONS = tuple(sorted(_CV2_FLAGS, reverse=True))
+"""JPEG DCT scaling factors libjpeg decodes natively (OpenCV's IMREAD_REDUCED_*, Pillow's draft mode), largest first."""
+
+
+def _read_bytes(source: Union[str, Path, bytes]) -> bytes:
+    """The file's bytes (bytes are passed through)."""
+    if isinstance(source, (bytes, bytearray)):
+        return source
+    with open(source, "rb") as f:
+        return f.read()
 
 
 def _is_whole_jpeg(data: bytes) -> bool:
@@ -244,11 +252,7 @@ def decode_image(source: Union[str, Path, bytes], decoder: str = "pil", reductio
     if reduction not in _CV2_FLAGS:
         raise ValueError(f"reduction must be one of {sorted(_CV2_FLAGS)}, got {reduction}")
     if decoder == "opencv":
-        if isinstance(source, (bytes, bytearray)):
-            data = source
-        else:
-            with open(source, "rb") as f:
-                data = f.read()
+        data = _read_bytes(source)
         if _is_whole_jpeg(data):
             flags = _CV2_FLAGS[reduction] | cv2.IMREAD_IGNORE_ORIENTATION
             if _CV2_RGB is not None:  # replaces the IMREAD_COLOR bit (BGR); the two cannot be combined
@@ -568,8 +572,8 @@ class SampleGenerators:
 class ImageReader:
     """Reads sample ``i`` of a split as an (H, W, 3) uint8 RGB array; ``describe(i)`` names it for reports.
 
-    ``decoder`` is :func:`decode_image`'s ('pil' or 'opencv'); ``read(i, reduction)`` may decode a JPEG at a
-    DCT scale and ``shape(i)`` gives the full (height, width) from the header.
+    ``decoder`` is :func:`decode_image`'s ('pil' or 'opencv'; the manager sets it from ``--data.decoder``);
+    ``source(i)`` is the file path or bytes :func:`decode_image` reads.
     """
 
     decoder: str = "pil"
@@ -577,11 +581,8 @@ class ImageReader:
     def source(self, i: int) -> Union[str, bytes]:
         raise NotImplementedError
 
-    def read(self, i: int, reduction: int = 1) -> np.ndarray:
-        return decode_image(self.source(i), self.decoder, reduction)
-
-    def shape(self, i: int) -> tuple[int, int]:
-        return image_shape(self.source(i))
+    def read(self, i: int) -> np.ndarray:
+        return decode_image(self.source(i), self.decoder)
 
     def describe(self, i: int) -> str:
         raise NotImplementedError
@@ -590,10 +591,9 @@ class ImageReader:
 class FolderReader(ImageReader):
     """Images of an ImageFolder split, addressed by the split's :class:`SplitIndex` relative paths."""
 
-    def __init__(self, split_dir: Path, relpaths: np.ndarray, decoder: str = "pil"):
+    def __init__(self, split_dir: Path, relpaths: np.ndarray):
         self.split_dir = str(split_dir)
         self.relpaths = relpaths
-        self.decoder = decoder
 
     def source(self, i: int) -> str:
         return os.path.join(self.split_dir, os.fsdecode(self.relpaths[i]))
@@ -605,13 +605,12 @@ class FolderReader(ImageReader):
 class HFReader(ImageReader):
     """Images of a Hugging Face ``datasets`` split, decoded by :func:`decode_image` from the stored bytes."""
 
-    def __init__(self, ds: Any, image_column: str, name: str, decoder: str = "pil"):
+    def __init__(self, ds: Any, image_column: str, name: str):
         from datasets import Image as HFImage
 
         self.ds = ds.cast_column(image_column, HFImage(decode=False))
         self.image_column = image_column
         self.name = name
-        self.decoder = decoder
 
     def source(self, i: int) -> Union[str, bytes]:
         item = self.ds[int(i)][self.image_column]
@@ -700,10 +699,7 @@ class ImageClassificationDataset(Dataset):
             sid = int(self.sample_ids[current])
             try:
                 if self.reduced_decode and isinstance(key, tuple):
-                    source = self.reader.source(sid)
-                    if not isinstance(source, (bytes, bytearray)):
-                        with open(source, "rb") as f:  # read once: the header, then the decode
-                            source = f.read()
+                    source = _read_bytes(self.reader.source(sid))  # read once: the header, then the decode
                     out = crop_with_reduced_decode(
                         tf, sample_seed(self.seed, epoch, position), image_shape(source),
                         lambda f: decode_image(source, self.reader.decoder, f))
