@@ -48,7 +48,7 @@ import torch.nn as nn
 
 from core.config import BUNDLED_SAMPLE_ROOT, DataConfig, TrainingConfig
 from core.data_manager import ImageNetDataManager, to_device
-from core.model import available_models, build_model
+from core.model import available_models, build_model, memory_format_for
 from core.trainer import build_optimizer, forward_backward, optimizer_step, resolve_amp, select_device
 
 SHARED_IMAGENETTE = PROJECT_ROOT.parent / "shared" / "data" / "imagenette2-224"
@@ -131,10 +131,11 @@ def time_training(mode: str, model_name: str, size: int, num_classes: int, args:
     reference_step = mode == "baseline" and args.baseline_step == "reference"
     # torchvision's reference train.py by default: fp32 (no --amp), NCHW, eager (no --torchcompile)
     amp_dtype = None if reference_step else resolve_amp(args.amp, device)
-    channels_last = False if reference_step else {"auto": device.type == "cuda", "on": True,
-                                                  "off": False}[args.channels_last]
+    memory_format = torch.preserve_format if reference_step else {
+        "auto": memory_format_for(True, device), "on": torch.channels_last, "off": torch.preserve_format
+    }[args.channels_last]
+    channels_last = memory_format == torch.channels_last
     compile_model = args.compile and not reference_step
-    memory_format = torch.channels_last if channels_last else torch.preserve_format
     model = build_model(model_name, num_classes=num_classes)
     model.to(device, memory_format=memory_format)
     model.train()
@@ -286,7 +287,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default="auto",
                    help="autocast dtype, as --training.amp (auto: bf16/fp16 on CUDA, off elsewhere)")
     p.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
-                   help="auto: on CUDA only, as the trainer does")
+                   help="auto: on CUDA and the CPU, as the trainer does (core.model.memory_format_for)")
     p.add_argument("--baseline-step", choices=["reference", "same"], default="reference",
                    help="(c)'s step: 'reference' = torchvision's defaults (fp32, NCHW, eager), as a user of the "
                         "reference script gets; 'same' = (b)'s --amp/--channels-last/--compile, isolating the loader")

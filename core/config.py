@@ -112,7 +112,7 @@ class ModelConfig:
     zero_init_residual: bool = True
     """Zero the last BatchNorm gamma of each residual block (Goyal et al. 2017)."""
     channels_last: bool = True
-    """Use the channels_last memory format on CUDA (faster convolutions with tensor cores)."""
+    """Use the channels_last memory format for the model and its inputs, on CUDA (tensor-core convolutions) and on the CPU (oneDNN's blocked kernels; BENCHMARKS.md has the measured gain); ignored on MPS."""
     compile: bool = False
     """torch.compile the model (TorchInductor) for training and evaluation; each new crop size of progressive resizing compiles once more (the first steps of a run or of a new size are slow)."""
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
@@ -145,12 +145,12 @@ class TrainingConfig:
     """Nesterov momentum for SGD."""
     weight_decay: float = 1e-4
     """L2 weight decay (decoupled for AdamW), applied to conv and linear weights only."""
-    scheduler: Literal["cosine", "onecycle", "step"] = "cosine"
-    """LR schedule, stepped once per optimizer step: linear warmup + cosine, OneCycle, or warmup + step decay."""
+    scheduler: Literal["cosine", "linear", "onecycle", "step"] = "cosine"
+    """LR schedule, stepped once per optimizer step: linear warmup + cosine, linear warmup + linear decay to min_lr (FFCV's triangular schedule), OneCycle, or warmup + step decay."""
     warmup_epochs: float = 0.0
-    """Linear warmup length in epochs (cosine and step schedules)."""
+    """Linear warmup length in epochs (cosine, linear and step schedules)."""
     min_lr: float = 0.0
-    """Final LR of the cosine schedule."""
+    """Final LR of the cosine and linear schedules."""
     step_epochs: int = 30
     """Step schedule: epochs between LR decays."""
     step_gamma: float = 0.1
@@ -195,6 +195,8 @@ class TrainingConfig:
     """Stop after this many epochs without a val top-1 improvement (0 = never)."""
     eval_every_epochs: int = 1
     """Evaluate on the val split every this many epochs (and always after the last)."""
+    eval_hflip: bool = False
+    """Evaluate on each val image and its mirror image and average the logits (flip test-time augmentation, as FFCV's ImageNet example does): 2x the evaluation cost."""
     log_every_steps: int = 20
     """Refresh the progress bar and check the loss for NaN/Inf every this many optimizer steps."""
 

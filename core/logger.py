@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -40,6 +41,22 @@ def setup_logging(log_dir: Optional[Path], level: str = "INFO", rank: int = 0) -
         root.addHandler(h)
 
 
+_IMPORTED_AT = time.time()
+
+
+def process_start_time() -> float:
+    """When this process started (s since the epoch): from ``/proc/self/stat`` on Linux (to the clock tick, plus
+    the 1 s resolution of the boot time), else when this module was imported. Time-to-accuracy figures count from
+    here, so interpreter start, imports and dataset indexing are included, as a user's wall clock sees them."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return _IMPORTED_AT
+
+
 def git_commit() -> Optional[str]:
     """The project's current git commit (with '-dirty' when the tree has changes), or None outside git."""
     try:
@@ -56,8 +73,11 @@ class MetricsLogger:
     """Appends one JSON object per epoch to ``metrics.jsonl`` and mirrors it to W&B when enabled.
 
     Keys written by the trainer: epoch (1-based), train_loss, train_top1 (%), val_loss, val_top1 (%),
-    val_top5 (%), lr (at the epoch's end), images_per_sec (training throughput), epoch_time_s, and
-    peak_gpu_mem_mb on CUDA. NaN values are written as null.
+    val_top5 (%), the same with an ``_ema`` suffix when EMA is on, lr (at the epoch's end), images_per_sec
+    (training throughput), epoch_time_s (training only, s), eval_time_s (evaluation, s; epochs that evaluate),
+    wall_time_s (s from this process's start to the epoch's end, :func:`process_start_time`), and
+    peak_gpu_mem_mb on CUDA. NaN values are
+    written as null.
     """
 
     def __init__(self, path: Path, wandb_run: Any = None):

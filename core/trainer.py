@@ -25,8 +25,9 @@ from core.checkpoint import (CHECKPOINT_FORMAT_VERSION, CheckpointMismatchError,
 from core.config import ExperimentConfig, TrainingConfig
 from core.data_manager import ImageNetDataManager, resolution_at, sample_seed
 from core.distributed import all_reduce_sum
-from core.logger import MetricsLogger, git_commit, init_wandb, layer_statistics, setup_logging
-from core.model import build_model
+from core.logger import (MetricsLogger, git_commit, init_wandb, layer_statistics, process_start_time,
+                         setup_logging)
+from core.model import build_model, memory_format_for
 from utils.metrics import topk_correct
 
 log = logging.getLogger(__name__)
@@ -81,11 +82,12 @@ def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
 
 
 def lr_at(step: int, cfg: TrainingConfig, steps_per_epoch: int, world_size: int = 1) -> float:
-    """Learning rate of optimizer step ``step`` (0-based) for the 'cosine' and 'step' schedules.
+    """Learning rate of optimizer step ``step`` (0-based) for the 'cosine', 'linear' and 'step' schedules.
 
     Linear warmup from peak/warmup_steps to the peak LR (``cfg.peak_lr(world_size)``) over ``warmup_epochs``
-    (Goyal et al. 2017), then either cosine decay to ``min_lr`` at the last step (Loshchilov & Hutter 2017, SGDR
-    without restarts) or a x``step_gamma`` decay every ``step_epochs`` (He et al. 2016). 'onecycle' uses
+    (Goyal et al. 2017), then cosine decay to ``min_lr`` at the last step (Loshchilov & Hutter 2017, SGDR
+    without restarts), linear decay to ``min_lr`` (FFCV's ``get_cyclic_lr``, the triangular schedule of its
+    ImageNet recipes), or a x``step_gamma`` decay every ``step_epochs`` (He et al. 2016). 'onecycle' uses
     torch's OneCycleLR instead.
     """
     peak = cfg.peak_lr(world_size)
@@ -96,6 +98,8 @@ def lr_at(step: int, cfg: TrainingConfig, steps_per_epoch: int, world_size: int 
     if cfg.scheduler == "step":
         return peak * cfg.step_gamma ** (step // (cfg.step_epochs * steps_per_epoch))
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if cfg.scheduler == "linear":
+        return peak + (cfg.min_lr - peak) * progress
     return cfg.min_lr + 0.5 * (peak - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
@@ -315,8 +319,8 @@ class ImageNetTrainer:
             load_initial_weights(self.model, Path(t.init_from), cfg.model.name, self.data.classes, t.reinit_head)
         if t.freeze_backbone:
             freeze_backbone(self.model)
-        self.channels_last = cfg.model.channels_last and self.device.type == "cuda"
-        self.model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+        self.memory_format = memory_format_for(cfg.model.channels_last, self.device)
+        self.model.to(self.device, memory_format=self.memory_format)
         if t.lr_finder and not self._resume_path():
             t = self._apply_lr_finder()
         self.ema = build_ema(self.model, t.ema_decay) if t.ema_decay > 0 else None
@@ -392,15 +396,35 @@ class ImageNetTrainer:
 
     def _apply_lr_finder(self) -> TrainingConfig:
         """Run the LR range test on the current (initial) weights, which it leaves unchanged, and train at its
-        suggestion; the curve and ``optimal_lr.txt`` go to ``logs/lr_finder``."""
-        from services.lr_finder import find_lr  # services build on core: import at use, not at load
+        suggestion when it passes :func:`services.lr_finder.check_suggestion`; otherwise keep ``--training.lr``
+        and warn why. The curve and ``optimal_lr.txt`` go to ``logs/lr_finder``.
 
-        result = find_lr(self.cfg, model=self.model, data=self.data,
-                         out_dir=self.logs_dir / "lr_finder" if self.is_main else None)
-        lr = float(result.suggested_lr)
-        log.info("LR finder: steepest descent at %.3g, minimum-loss/10 at %.3g; training at %.3g (was %.3g)",
-                 result.steepest_lr, result.min_loss_lr_div10, lr, self.cfg.training.lr)
-        self.cfg = dataclasses.replace(self.cfg, training=dataclasses.replace(self.cfg.training, lr=lr))
+        Units: the sweep runs on one process at ``batch_size x grad_accum_steps`` images per step, and its
+        absolute LR is converted to the units of ``--training.lr`` (per ``lr_reference_batch`` images under
+        ``lr_scaling linear``). Under DDP rank 0 runs the sweep and broadcasts the LR, so all ranks agree.
+        """
+        from services.lr_finder import config_lr, find_lr  # services build on core: import at use, not at load
+
+        t = self.cfg.training
+        decision = torch.tensor([t.lr, 0.0], dtype=torch.float64)  # (LR in --training.lr units, adopted?)
+        if self.is_main:
+            result = find_lr(self.cfg, model=self.model, data=self.data, out_dir=self.logs_dir / "lr_finder")
+            problem = result.problem
+            if problem is None:
+                decision[:] = torch.tensor([config_lr(result.suggested_lr, t), 1.0], dtype=torch.float64)
+                log.info("LR finder: valley at %.3g (absolute, effective batch %d), minimum-loss/10 at %.3g; "
+                         "training at --training.lr %.3g (was %.3g)", result.suggested_lr,
+                         t.effective_batch_size, result.min_loss_lr_div10, decision[0].item(), t.lr)
+            else:
+                log.warning("LR finder: not adopting its suggestion %.3g: %s; keeping --training.lr %.3g "
+                            "(the curve is in %s)", result.suggested_lr, problem, t.lr, self.logs_dir / "lr_finder")
+        if self.world_size > 1:
+            device = self.device if self.device.type == "cuda" else torch.device("cpu")
+            decision = decision.to(device)
+            torch.distributed.broadcast(decision, src=0)
+            decision = decision.cpu()
+        if decision[1].item():
+            self.cfg = dataclasses.replace(self.cfg, training=dataclasses.replace(t, lr=float(decision[0].item())))
         return self.cfg.training
 
     def load_checkpoint(self, path: Path) -> None:
@@ -600,7 +624,7 @@ class ImageNetTrainer:
         start = time.perf_counter()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
+        memory_format = self.memory_format
         micro = self.state.micro_batch
         batches = iter(self.train_loader)
         while True:
@@ -709,10 +733,13 @@ class ImageNetTrainer:
                                   "lr": self.optimizer.param_groups[0]["lr"]}
         val: dict[str, float] = {}
         if epoch_done % t.eval_every_epochs == 0 or epoch_done == t.epochs:
+            eval_start = time.perf_counter()
             val = self.evaluate()
             record.update(val)
             if self.ema is not None:
                 record.update({f"{k}_ema": v for k, v in self.evaluate(model=self.ema).items()})
+            record["eval_time_s"] = time.perf_counter() - eval_start
+        record["wall_time_s"] = time.time() - process_start_time()  # time-to-accuracy counts from process start
         if self.device.type == "cuda":
             record["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 20
         # the model a user would deploy is judged: the EMA weights when they exist
@@ -739,7 +766,8 @@ class ImageNetTrainer:
     @torch.no_grad()
     def evaluate(self, loader: Optional[torch.utils.data.DataLoader] = None,
                  model: Optional[nn.Module] = None) -> dict[str, float]:
-        """Mean cross-entropy (without label smoothing), top-1 and top-5 (%) over the val split (all ranks).
+        """Mean cross-entropy (without label smoothing), top-1 and top-5 (%) over the val split (all ranks); with
+        ``--training.eval_hflip`` on the logits averaged over each image and its mirror image.
 
         Returns:
             {"val_loss", "val_top1", "val_top5"}; top-5 is top-min(5, C).
@@ -748,15 +776,16 @@ class ImageNetTrainer:
         loader = loader if loader is not None else self.val_loader
         was_training = model.training
         model.eval()
-        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
+        memory_format = self.memory_format
         totals = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss sum, top-1, top-5, count
         for images, targets in loader:
             images = self.data.to_device(images, self.device, memory_format)
             targets = targets.to(self.device, non_blocking=True)
             with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32,
                                 enabled=self.amp_dtype is not None):
-                logits = model(images)
-            logits = logits.float()
+                logits = model(images).float()
+                if self.cfg.training.eval_hflip:  # (B, C) logits of the mirror images, averaged in (FFCV's lr_tta)
+                    logits = (logits + model(images.flip(3)).float()) / 2
             totals[0] += nn.functional.cross_entropy(logits, targets, reduction="sum").double()
             totals[1:3] += topk_correct(logits, targets, (1, 5)).double()
             totals[3] += targets.shape[0]
@@ -801,7 +830,8 @@ class ImageNetTrainer:
                                      title=self.run_name)
         except Exception as e:  # a plot is a report, never a reason to fail a finished run
             log.warning("could not draw training curves (%s)", e)
-        atomic_write_text(self.logs_dir / "summary.json", json.dumps(result, indent=2))
+        summary = {**result, "wall_time_s": time.time() - process_start_time()}  # this process, start to end
+        atomic_write_text(self.logs_dir / "summary.json", json.dumps(summary, indent=2))
         if self.wandb_run is not None:
             self.wandb_run.summary.update({"best_top1": result["best_top1"]})
             self.wandb_run.finish()

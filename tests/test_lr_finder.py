@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -16,7 +17,9 @@ from conftest import tiny_config
 from core.data_manager import ImageNetDataManager
 from core.model import build_model
 from core.trainer import build_optimizer, forward_backward, optimizer_step
-from services.lr_finder import (LRFinder, cycle_train_loader, exponential_lrs, main, smooth_losses, suggest_lr)
+from core.config import TrainingConfig
+from services.lr_finder import (LRFinder, LRFinderResult, check_suggestion, config_lr, cycle_train_loader,
+                                  exponential_lrs, find_lr, lag_free_curve, main, smooth_losses, suggest_lr)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -37,16 +40,72 @@ def test_smooth_losses_is_bias_corrected_ema() -> None:
     assert smooth_losses([3.0, 3.0, 3.0]) == pytest.approx([3.0, 3.0, 3.0])  # no warm-up bias
 
 
-def test_suggest_lr_on_a_known_curve() -> None:
-    lrs = np.logspace(-5, 1, 61)  # 0.1 decades apart
+def _fresh_model_curve(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A range-test curve shaped like a fresh network's: flat at ln(10) with noise up to 1e-3, a real descent
+    of 5 % to its lowest at about 2e-2, then divergence; plus an early noisy dip and single-batch spikes. The old
+    'steepest descent before the minimum' rule picked the first point of such sweeps."""
+    lrs = exponential_lrs(1e-7, 10.0, 100)
     x = np.log10(lrs)
-    # Falls fastest at 1e-2 (logistic centre), bottoms out at 10^-0.5, then rises.
-    loss = 2.0 - 1.0 / (1 + np.exp(-4 * (-x - 2.0) * -1)) + 2.0 * np.clip(x + 0.5, 0, None) ** 2
-    steep, min10 = suggest_lr(lrs, loss)
-    assert steep == pytest.approx(1e-2, rel=0.3)
-    assert min10 == pytest.approx(lrs[np.argmin(loss)] / 10)
+    rng = np.random.default_rng(seed)
+    loss = 2.33 - 0.12 / (1 + np.exp(-4 * (x + 2.5))) + 3.0 * np.clip(x + 1.7, 0, None) ** 2
+    loss = loss + rng.normal(0, 0.03, x.size)
+    loss[3:6] -= 0.15  # the early dip
+    loss[[60, 66, 71]] += 0.4  # bad batches near the minimum
+    return lrs, loss
+
+
+def test_suggestion_is_where_the_loss_stops_falling_not_an_early_dip() -> None:
+    lrs, loss = _fresh_model_curve()
+    suggested, div10 = suggest_lr(lrs, loss)
+    assert 5e-3 <= suggested <= 5e-2, suggested  # the descent ends near 2e-2
+    assert div10 == pytest.approx(suggested / 10)
+    curve = lag_free_curve(loss)
+    assert curve.shape == loss.shape and curve[60] < loss[60] - 0.2  # a single spike is filtered out
     with pytest.raises(ValueError, match="finite"):
         suggest_lr([1e-3, 1e-2, 1e-1], [1.0, math.nan, math.inf])
+
+
+def _result(lrs, losses, suggestion: float) -> LRFinderResult:
+    return LRFinderResult(lrs=list(lrs), losses=list(losses), smoothed=list(losses), suggested_lr=suggestion,
+                          min_loss_lr_div10=suggestion, diverged=True,
+                          settings={"start_lr": float(lrs[0]), "end_lr": float(lrs[-1])})
+
+
+def test_check_suggestion_refuses_edges_and_flat_curves() -> None:
+    lrs, loss = _fresh_model_curve()
+    assert check_suggestion(_result(lrs, loss, 1e-2)) is None
+    first = check_suggestion(_result(lrs, loss, 1e-7))
+    assert first is not None and "first 10% of the sweep" in first
+    last = check_suggestion(_result(lrs, loss, 3.0))
+    assert last is not None and "last 10% of the sweep" in last
+    flat = 2.3 + np.random.default_rng(1).normal(0, 0.01, 100)
+    reason = check_suggestion(_result(lrs, flat, 1e-2))
+    assert reason is not None and "never fell" in reason
+
+
+def test_found_lr_is_stored_in_the_units_of_training_lr() -> None:
+    t = TrainingConfig(batch_size=32, grad_accum_steps=4, lr_scaling="linear", lr_reference_batch=256)
+    per_ref = config_lr(0.2, t)  # 0.2 found at effective batch 128 = 0.4 per 256 images
+    assert per_ref == pytest.approx(0.4)
+    assert dataclasses.replace(t, lr=per_ref).peak_lr() == pytest.approx(0.2)
+    assert dataclasses.replace(t, lr=per_ref).peak_lr(world_size=2) == pytest.approx(0.4)  # linear rule, 2 ranks
+    assert config_lr(0.2, dataclasses.replace(t, lr_scaling="none")) == 0.2
+
+
+@pytest.mark.parametrize("model_name, optimizer, image_size, bounds", [
+    ("resnet18", "sgd", 64, (3e-3, 2.0)),
+    ("resnet50", "adamw", 32, (1e-4, 3e-2)),
+])
+def test_fresh_model_on_real_images_gets_a_sane_suggestion(tmp_path, model_name, optimizer, image_size, bounds):
+    """The bug this guards against: a fresh ResNet-18 got 1e-7, the first point of the sweep."""
+    cfg = tiny_config(tmp_path, data={"fraction": 1.0, "image_size": image_size},
+                      model={"name": model_name},
+                      training={"batch_size": 32, "optimizer": optimizer, "weight_decay": 5e-5,
+                                "label_smoothing": 0.1, "seed": 0})
+    result = find_lr(cfg, out_dir=tmp_path / "lr", num_steps=100)
+    assert bounds[0] <= result.suggested_lr <= bounds[1], (result.suggested_lr, result.min_loss_lr_div10)
+    assert result.problem is None
+    assert result.settings["start_lr"] <= result.min_loss_lr_div10 * 10 <= result.settings["end_lr"]
 
 
 def _state_tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
@@ -101,17 +160,16 @@ def test_real_run_restores_state_exactly_and_suggests(tmp_path: Path) -> None:
     assert [g["lr"] for g in optimizer.param_groups] == [0.1, 0.1]
     assert optimizer.state_dict()["state"]  # momentum buffers survived
 
-    # The sweep trained for real: finite losses that change, and a suggestion inside the sweep, below the minimum.
+    # The sweep trained for real: finite losses that change, and a suggestion inside the sweep.
     assert all(math.isfinite(v) for v in result.losses[:5])
     assert np.ptp(result.losses) > 0.01
-    lr_at_min = result.lrs[int(np.nanargmin(result.smoothed))]
-    assert 1e-4 <= result.steepest_lr <= lr_at_min
-    assert result.min_loss_lr_div10 == pytest.approx(lr_at_min / 10)
+    assert result.suggested_lr in result.lrs[1:]  # the first point is skipped
+    assert result.min_loss_lr_div10 == pytest.approx(result.suggested_lr / 10)
     files = result.save(tmp_path / "out")
     assert float(files["optimal_lr"].read_text().splitlines()[0]) == pytest.approx(result.suggested_lr, rel=1e-5)
     curve = json.loads(files["curve"].read_text())
     assert len(curve["lrs"]) == len(curve["losses"]) == len(result.lrs)
-    assert curve["steepest_lr"] == result.steepest_lr and curve["min_loss_lr_div10"] == result.min_loss_lr_div10
+    assert curve["suggested_lr"] == result.suggested_lr and curve["min_loss_lr_div10"] == result.min_loss_lr_div10
     with Image.open(files["plot"]) as im:
         assert im.format == "PNG" and im.size[0] >= 600
 
@@ -129,3 +187,29 @@ def test_command_line_with_config_file_and_flags(tmp_path: Path, capsys) -> None
     assert len(curve["lrs"]) == 5
     assert (out / "lr_finder.png").stat().st_size > 0 and (out / "optimal_lr.txt").stat().st_size > 0
     assert main(["--config", str(config_file), "--num-steps", "1", "--out", str(out)]) == 2  # < 2 steps
+
+
+@pytest.mark.parametrize("suggestion, adopted", [(1e-2, True), (2e-7, False)])
+def test_trainer_adopts_a_sound_suggestion_in_config_units_and_refuses_an_edge_one(tmp_path, monkeypatch, caplog,
+                                                                                 suggestion, adopted):
+    """--training.lr_finder: the sweep's absolute LR at batch 8 x 2 becomes --training.lr per 256 images under
+    lr_scaling linear; a suggestion at the sweep's first point is refused with a warning and the LR kept."""
+    import services.lr_finder as lr_finder_module
+    from core.trainer import ImageNetTrainer
+
+    lrs, loss = _fresh_model_curve()
+    fake = _result(lrs, loss, suggestion)
+    calls = []
+    monkeypatch.setattr(lr_finder_module, "find_lr", lambda cfg, **kw: calls.append(cfg) or fake)
+    cfg = tiny_config(tmp_path, training={"epochs": 1, "batch_size": 8, "grad_accum_steps": 2, "lr": 0.3,
+                                          "lr_scaling": "linear", "lr_reference_batch": 256, "lr_finder": True})
+    with caplog.at_level("WARNING"):
+        trainer = ImageNetTrainer(cfg)
+    assert len(calls) == 1
+    if adopted:
+        assert trainer.cfg.training.lr == pytest.approx(1e-2 * 256 / 16)
+        assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2)  # back to absolute at batch 16
+    else:
+        assert trainer.cfg.training.lr == 0.3
+        assert "not adopting" in caplog.text and "first 10% of the sweep" in caplog.text
+    trainer.close()

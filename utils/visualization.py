@@ -748,3 +748,46 @@ def plot_lr_finder(
     ax.set_title(title or f"LR range test ({x.size} steps, {x[0]:.1e} to {x[-1]:.1e})", fontsize="medium")
     fig.tight_layout()
     return _save(fig, out_path)
+
+
+def plot_time_to_accuracy(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    out_path: str | Path,
+    targets: Sequence[float] = (),
+    title: str | None = None,
+) -> Path:
+    """Val top-1 against wall-clock time, one line per run (FFCV's and airbench's way of comparing recipes).
+
+    Args:
+        series: label -> (wall times in s from process start, top-1 in % at those times); a run evaluated
+            only at its end is one point.
+        targets: top-1 levels (%) drawn as dashed horizontal lines.
+
+    Returns:
+        `out_path` as a Path.
+
+    Raises:
+        ValueError: no series, or a series whose two sequences differ in length or are empty.
+    """
+    if not series:
+        raise ValueError("plot_time_to_accuracy needs at least one series")
+    fig = _new_figure((8.0, 5.0))
+    ax = fig.subplots()
+    for i, (label, (times, top1)) in enumerate(series.items()):
+        t, a = np.asarray(times, dtype=np.float64) / 60, np.asarray(top1, dtype=np.float64)
+        if t.size == 0 or t.size != a.size:
+            raise ValueError(f"series {label!r}: {t.size} times and {a.size} accuracies")
+        ax.plot(t, a, marker="o", markersize=4 if t.size > 1 else 8, linewidth=1.5, color=f"C{i % 10}",
+                label=label)
+    for level in targets:
+        ax.axhline(level, color="0.5", linestyle="--", linewidth=1)
+        ax.annotate(f"{level:g} %", (1.0, level), xycoords=("axes fraction", "data"), xytext=(-4, 3),
+                    textcoords="offset points", ha="right", fontsize="small", color="0.35")
+    ax.set_xlabel("wall-clock time from process start (minutes)")
+    ax.set_ylabel("val top-1 (%)")
+    ax.set_xlim(left=0)
+    ax.grid(True, alpha=0.25)
+    ax.legend(loc="lower right", fontsize="small")
+    ax.set_title(title or "Time to accuracy", fontsize="medium")
+    fig.tight_layout()
+    return _save(fig, out_path)
