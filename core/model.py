@@ -344,15 +344,3 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     convention as torchvision's published counts (ResNet-50: 25,557,032).
     """
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-def memory_format_for(channels_last: bool, device: torch.device) -> torch.memory_format:
-    """The memory format of the model and its input batches for ``--model.channels_last`` on ``device``.
-
-    channels_last (NHWC) on CUDA (tensor-core convolutions) and on the CPU (oneDNN's NHWC kernels; a ResNet-18
-    training step at 112-128 px measured faster on the project's AVX2 CPU, BENCHMARKS.md); MPS keeps the default
-    layout. One rule for the trainer, the LR finder and the benchmarks.
-    """
-    if channels_last and device.type in ("cuda", "cpu"):
-        return torch.channels_last
-    return torch.preserve_format

@@ -27,8 +27,9 @@ import torch.nn as nn
 from core.checkpoint import atomic_write_text, capture_rng_state, restore_rng_state
 from core.config import ExperimentConfig, TrainingConfig, parse_config
 from core.data_manager import ImageNetDataManager
-from core.model import build_model, memory_format_for
-from core.trainer import build_optimizer, forward_backward, optimizer_step, resolve_amp, select_device
+from core.model import build_model
+from core.trainer import (build_optimizer, forward_backward, memory_format_for, optimizer_step, resolve_amp,
+                          select_device)
 
 log = logging.getLogger(__name__)
 

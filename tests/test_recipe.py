@@ -111,3 +111,27 @@ def test_frozen_backbone_trains_only_the_classifier(tmp_path):
             assert not torch.equal(v, after["model"][k]), k
         else:  # weights and BatchNorm running statistics untouched
             assert torch.equal(v, after["model"][k]), k
+
+
+@pytest.mark.parametrize("name", ["rn18_16_epochs", "rn18_24_epochs", "rn18_32_epochs", "rn18_88_epochs",
+                                  "rn50_16_epochs", "rn50_24_epochs", "rn50_32_epochs", "rn50_88_epochs"])
+def test_ffcv_style_imagenet_configs_parse_and_follow_ffcv(name):
+    """The FFCV-style ImageNet configs load through the phase-1 script's layers and keep ffcv-imagenet's
+    schedule: the peak LR at epoch 2 then linearly to 0, 160 -> 192 px, evaluation at 256 px with flip TTA."""
+    from core.cli import experiment_config
+    from core.config import PROJECT_ROOT
+    from core.trainer import lr_at
+
+    script_dir = PROJECT_ROOT / "experiments" / "phase1_subset_20pct"
+    cfg = experiment_config(script_dir, ["--data.root", "/data/ILSVRC2012", "--config",
+                                         str(script_dir / "ffcv" / f"{name}.yaml")])
+    d, t = cfg.data, cfg.training
+    epochs = int(name.split("_")[1])
+    assert cfg.model.name == ("resnet18" if name.startswith("rn18") else "resnet50") and t.epochs == epochs
+    assert d.fraction == 1.0 and d.val_image_size == 256 and t.eval_hflip and t.label_smoothing == 0.1
+    assert [resolution_at(e, d) for e in (0, d.ramp_start_epoch, epochs - 1)] == [160, 160, 192]
+    spe = 100
+    lrs = [lr_at(s, t, spe) for s in range(epochs * spe)]
+    assert int(np.argmax(lrs)) == 2 * spe - 1 and lrs[-1] < 0.01 * max(lrs)
+    ffcv_peak = {"rn18": 0.5 * t.effective_batch_size / 1024, "rn50": 1.7 * t.effective_batch_size / 4096}
+    assert max(lrs) == pytest.approx(ffcv_peak[name[:4]])  # ffcv's LR at its batch, scaled linearly to ours

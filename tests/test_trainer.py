@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import os
 import signal
@@ -12,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -71,6 +73,12 @@ def test_lr_schedules():
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
     step = dataclasses.replace(cfg, scheduler="step", step_epochs=3, step_gamma=0.1, warmup_epochs=0)
     assert [lr_at(s * spe, step, spe) for s in (0, 2, 3, 6, 9)] == pytest.approx([0.4, 0.4, 0.04, 0.004, 0.0004])
+    linear = dataclasses.replace(cfg, scheduler="linear", min_lr=0.0)  # FFCV's triangular schedule
+    assert lr_at(199, linear, spe) == pytest.approx(0.4)
+    assert lr_at(600, linear, spe) == pytest.approx(0.2)  # half-way down
+    assert lr_at(1000, linear, spe) == pytest.approx(0.0)
+    lrs = [lr_at(s, linear, spe) for s in range(200, 1000)]
+    assert np.allclose(np.diff(lrs), -0.4 / 800)  # a straight line to zero
 
 
 # --- training runs in-process -----------------------------------------------------------------------------------
@@ -239,3 +247,33 @@ def test_wandb_offline_run_logs_config_metrics_and_layer_stats(tmp_path, monkeyp
     assert len(runs) == 1 and list(runs[0].glob("*.wandb")), runs
     assert trainer._last_layer_stats["grads/fc.weight/std"] > 0  # per-layer gradient statistics were taken
     assert "weights/layer4.1.conv2.weight/mean" in trainer._last_layer_stats
+
+
+def test_flip_tta_averages_the_logits_of_each_image_and_its_mirror(tmp_path):
+    cfg = tiny_config(tmp_path, training={"epochs": 1, "eval_hflip": True})
+    trainer = ImageNetTrainer(cfg)
+    trainer.model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for images, targets in trainer.val_loader:
+            x = trainer.data.to_device(images, trainer.device, trainer.memory_format)
+            logits = (trainer.model(x) + trainer.model(x.flip(3))) / 2
+            correct += (logits.argmax(1) == targets).sum().item()
+            total += targets.numel()
+            plain = trainer.model(x)
+    assert not torch.allclose(plain, logits)  # the mirror images change the logits
+    assert trainer.evaluate()["val_top1"] == pytest.approx(100 * correct / total)
+    trainer.close()
+
+
+def test_channels_last_on_the_cpu_and_metrics_carry_wall_time(tmp_path):
+    cfg = tiny_config(tmp_path, training={"epochs": 1})
+    trainer = ImageNetTrainer(cfg)
+    assert trainer.memory_format == torch.channels_last
+    assert trainer.unwrapped_model().conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    trainer.fit()
+    record = json.loads((tmp_path / "run" / "logs" / "metrics.jsonl").read_text().splitlines()[0])
+    summary = json.loads((tmp_path / "run" / "logs" / "summary.json").read_text())
+    assert 0 < record["eval_time_s"] < record["wall_time_s"] <= summary["wall_time_s"]
+    off = tiny_config(tmp_path / "off", model={"channels_last": False})
+    assert ImageNetTrainer(off).memory_format == torch.preserve_format
