@@ -21,16 +21,25 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint was made for another architecture or class list than the current run."""
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back: Python < 3.13 has no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, write) -> Path:
     """Write through a temporary file in the same folder, fsync it, then ``os.replace`` it into place.
 
-    A crash (SIGKILL, power loss) leaves either the old file or the new one, never half of one.
+    A crash (SIGKILL, power loss) leaves either the old file or the new one, never half of one. The file gets the
+    permissions ``open()`` would give it (0644 under umask 022), not ``mkstemp``'s private 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             write(f)
             f.flush()
             os.fsync(f.fileno())

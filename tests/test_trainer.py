@@ -277,3 +277,18 @@ def test_channels_last_on_the_cpu_and_metrics_carry_wall_time(tmp_path):
     assert 0 < record["eval_time_s"] < record["wall_time_s"] <= summary["wall_time_s"]
     off = tiny_config(tmp_path / "off", model={"channels_last": False})
     assert ImageNetTrainer(off).memory_format == torch.preserve_format
+
+
+def test_atomic_writes_get_the_umask_permissions_not_mkstemps_0600(tmp_path):
+    from core.checkpoint import atomic_torch_save, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        text = atomic_write_text(tmp_path / "a" / "summary.json", "{}")
+        ckpt = atomic_torch_save({"x": torch.zeros(1)}, tmp_path / "last.pt")
+        os.umask(0o077)
+        private = atomic_write_text(tmp_path / "private.txt", "x")
+    finally:
+        os.umask(old)
+    assert (text.stat().st_mode & 0o777) == 0o644 and (ckpt.stat().st_mode & 0o777) == 0o644
+    assert (private.stat().st_mode & 0o777) == 0o600
