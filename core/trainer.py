@@ -424,7 +424,7 @@ class ImageNetTrainer:
             problem = result.problem
             if problem is None:
                 decision[:] = torch.tensor([config_lr(result.suggested_lr, t), 1.0], dtype=torch.float64)
-                log.info("LR finder: valley at %.3g (absolute, effective batch %d), minimum-loss/10 at %.3g; "
+                log.info("LR finder: the loss stops falling at %.3g (absolute, effective batch %d; / 10: %.3g); "
                          "training at --training.lr %.3g (was %.3g)", result.suggested_lr,
                          t.effective_batch_size, result.min_loss_lr_div10, decision[0].item(), t.lr)
             else:

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import PHASE1_SCRIPT, cli_args, tiny_config
 from core.checkpoint import load_checkpoint
 from core.data_manager import EpochSampler
@@ -64,3 +66,17 @@ def test_sampler_shards_are_the_micro_batches_of_one_process_with_accumulation()
     for s in ranks:  # mid-epoch resume under DDP skips the same number of micro-batches on every rank
         s.set_epoch(4, start_micro_batch=3)
     assert [k[0] for k in ranks[0]] == r0[15:] and [k[0] for k in ranks[1]] == r1[15:]
+
+
+def test_lr_finder_under_ddp_rank0_sweeps_and_every_rank_trains_at_its_lr(tmp_path):
+    cfg = tiny_config(tmp_path, data={"fraction": 0.25, "num_workers": 0},
+                      training={"epochs": 1, "batch_size": 8, "lr": 0.05, "lr_scaling": "linear",
+                                "lr_reference_batch": 256, "lr_finder": True, "log_every_steps": 1})
+    r = _run(cli_args(cfg), nproc=2)
+    assert r.returncode == 0, r.stderr[-4000:]
+    out = tmp_path / "run" / "logs"
+    found = float((out / "lr_finder" / "optimal_lr.txt").read_text().split()[0])  # absolute, at batch 8
+    trained = load_checkpoint(tmp_path / "run" / "models" / "last.pt")["config"]["training"]["lr"]
+    adopted = "not adopting" not in r.stderr
+    # per 256 images, as --training.lr means under lr_scaling linear (the broadcast reached rank 1, or it would hang)
+    assert trained == pytest.approx(found * 256 / 8 if adopted else 0.05, rel=1e-5)
