@@ -211,6 +211,14 @@ class TrainingConfig:
             return self.lr * self.effective_batch_size * world_size / self.lr_reference_batch
         return self.lr
 
+    def lr_from_peak(self, peak: float) -> float:
+        """The ``lr`` whose :meth:`peak_lr` on one process is ``peak`` (an absolute LR at this effective batch, as
+        the LR range test finds it): ``peak`` itself with ``lr_scaling`` 'none', ``peak`` per
+        ``lr_reference_batch`` images with 'linear' (so that DDP's extra processes then scale it linearly)."""
+        if self.lr_scaling == "linear":
+            return peak * self.lr_reference_batch / self.effective_batch_size
+        return peak
+
 
 @dataclass
 class LoggingConfig:

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import functools
 import subprocess
 import sys
 import time
@@ -44,6 +45,7 @@ def setup_logging(log_dir: Optional[Path], level: str = "INFO", rank: int = 0) -
 _IMPORTED_AT = time.time()
 
 
+@functools.cache  # a constant of the process: read /proc once, not at every epoch
 def process_start_time() -> float:
     """When this process started (s since the epoch): from ``/proc/self/stat`` on Linux (to the clock tick, plus
     the 1 s resolution of the boot time), else when this module was imported. Time-to-accuracy figures count from
@@ -76,8 +78,7 @@ class MetricsLogger:
     val_top5 (%), the same with an ``_ema`` suffix when EMA is on, lr (at the epoch's end), images_per_sec
     (training throughput), epoch_time_s (training only, s), eval_time_s (evaluation, s; epochs that evaluate),
     wall_time_s (s from this process's start to the epoch's end, :func:`process_start_time`), and
-    peak_gpu_mem_mb on CUDA. NaN values are
-    written as null.
+    peak_gpu_mem_mb on CUDA. NaN values are written as null.
     """
 
     def __init__(self, path: Path, wandb_run: Any = None):

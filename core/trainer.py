@@ -415,7 +415,7 @@ class ImageNetTrainer:
         absolute LR is converted to the units of ``--training.lr`` (per ``lr_reference_batch`` images under
         ``lr_scaling linear``). Under DDP rank 0 runs the sweep and broadcasts the LR, so all ranks agree.
         """
-        from services.lr_finder import config_lr, find_lr  # services build on core: import at use, not at load
+        from services.lr_finder import find_lr  # services build on core: import at use, not at load
 
         t = self.cfg.training
         decision = torch.tensor([t.lr, 0.0], dtype=torch.float64)  # (LR in --training.lr units, adopted?)
@@ -423,7 +423,7 @@ class ImageNetTrainer:
             result = find_lr(self.cfg, model=self.model, data=self.data, out_dir=self.logs_dir / "lr_finder")
             problem = result.problem
             if problem is None:
-                decision[:] = torch.tensor([config_lr(result.suggested_lr, t), 1.0], dtype=torch.float64)
+                decision[:] = torch.tensor([t.lr_from_peak(result.suggested_lr), 1.0], dtype=torch.float64)
                 log.info("LR finder: the loss stops falling at %.3g (absolute, effective batch %d; / 10: %.3g); "
                          "training at --training.lr %.3g (was %.3g)", result.suggested_lr,
                          t.effective_batch_size, result.min_loss_lr_div10, decision[0].item(), t.lr)
@@ -636,7 +636,6 @@ class ImageNetTrainer:
         start = time.perf_counter()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        memory_format = self.memory_format
         micro = self.state.micro_batch
         batches = iter(self.train_loader)
         while True:
@@ -650,7 +649,7 @@ class ImageNetTrainer:
                 log.warning("data-loader workers were stopped by the signal; saving at the last optimizer step")
                 self.save_last()
                 break
-            images = self.data.to_device(images, self.device, memory_format)
+            images = self.data.to_device(images, self.device, self.memory_format)
             targets = targets.to(self.device, non_blocking=True)
             loss_targets = targets
             if self.batch_mix is not None:
@@ -788,10 +787,9 @@ class ImageNetTrainer:
         loader = loader if loader is not None else self.val_loader
         was_training = model.training
         model.eval()
-        memory_format = self.memory_format
         totals = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss sum, top-1, top-5, count
         for images, targets in loader:
-            images = self.data.to_device(images, self.device, memory_format)
+            images = self.data.to_device(images, self.device, self.memory_format)
             targets = targets.to(self.device, non_blocking=True)
             with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32,
                                 enabled=self.amp_dtype is not None):

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from core.checkpoint import atomic_write_text, capture_rng_state, restore_rng_state
-from core.config import ExperimentConfig, TrainingConfig, parse_config
+from core.config import ExperimentConfig, parse_config
 from core.data_manager import ImageNetDataManager
 from core.model import build_model
 from core.trainer import (build_optimizer, forward_backward, memory_format_for, optimizer_step, resolve_amp,
@@ -197,14 +197,15 @@ class LRFinderResult:
         png = plot_lr_finder(self.lrs, self.losses, lag_free_curve(self.losses), out_dir / "lr_finder.png",
                              {"loss stops falling": self.suggested_lr, "/ 10": self.min_loss_lr_div10},
                              title=title)
+        problem = self.problem  # computed once: it smooths the whole curve
         txt = atomic_write_text(out_dir / "optimal_lr.txt",
                                 f"{self.suggested_lr:.6g}\n"
                                 f"# min_loss_lr_div10 {self.min_loss_lr_div10:.6g}\n"
                                 f"# units: absolute LR at effective batch {s.get('effective_batch_size', '?')}\n"
-                                + (f"# problem: {self.problem}\n" if self.problem else "") +
+                                + (f"# problem: {problem}\n" if problem else "") +
                                 f"# rule: {self.rule}\n")
         js = atomic_write_text(out_dir / "lr_finder.json", json.dumps(
-            {**asdict(self), "suggested_lr": self.suggested_lr, "problem": self.problem}, indent=1))
+            {**asdict(self), "suggested_lr": self.suggested_lr, "problem": problem}, indent=1))
         log.info("LR finder: suggested %.3g (the loss stops falling), cross-check %.3g (/ 10); wrote %s",
                  self.suggested_lr, self.min_loss_lr_div10, out_dir)
         return {"plot": png, "optimal_lr": txt, "curve": js}
@@ -321,16 +322,6 @@ class LRFinder:
         restore_rng_state(saved["rng"])
 
 
-def config_lr(lr: float, t: TrainingConfig) -> float:
-    """Convert an absolute LR found at the sweep's effective batch (``t.effective_batch_size``, one process)
-    into the units of ``--training.lr``: unchanged with ``lr_scaling none``; per ``lr_reference_batch`` images
-    with ``lr_scaling linear`` (so that ``t.peak_lr(world_size)`` gives back ``lr`` x world size, the linear
-    scaling rule of Goyal et al. 2017 applied to the processes a DDP run adds)."""
-    if t.lr_scaling == "linear":
-        return lr * t.lr_reference_batch / t.effective_batch_size
-    return lr
-
-
 def cycle_train_loader(loader: torch.utils.data.DataLoader, first_epoch: int = 0
                        ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless micro-batches from a :meth:`ImageNetDataManager.train_loader`, advancing its sampler's epoch
@@ -418,13 +409,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     t = cfg.training
-    units = (f" = --training.lr {config_lr(result.suggested_lr, t):.3g} per {t.lr_reference_batch} images "
+    units = (f" = --training.lr {t.lr_from_peak(result.suggested_lr):.3g} per {t.lr_reference_batch} images "
              f"(lr_scaling linear)" if t.lr_scaling == "linear" else "")
-    print(f"suggested LR {result.suggested_lr:.3g} at effective batch {t.effective_batch_size} (where the loss stops falling){units}; "
-          f"cross-check {result.min_loss_lr_div10:.3g} (/ 10); {len(result.lrs)} steps"
-          f"{', diverged' if result.diverged else ''}")
-    if result.problem:
-        print(f"warning: do not train at this suggestion: {result.problem}", file=sys.stderr)
+    print(f"suggested LR {result.suggested_lr:.3g} at effective batch {t.effective_batch_size} "
+          f"(where the loss stops falling){units}; cross-check {result.min_loss_lr_div10:.3g} (/ 10); "
+          f"{len(result.lrs)} steps{', diverged' if result.diverged else ''}")
+    problem = result.problem
+    if problem:
+        print(f"warning: do not train at this suggestion: {problem}", file=sys.stderr)
     return 0
 
 

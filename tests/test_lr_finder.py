@@ -18,7 +18,7 @@ from core.data_manager import ImageNetDataManager
 from core.model import build_model
 from core.trainer import build_optimizer, forward_backward, optimizer_step
 from core.config import TrainingConfig
-from services.lr_finder import (LRFinder, LRFinderResult, check_suggestion, config_lr, cycle_train_loader,
+from services.lr_finder import (LRFinder, LRFinderResult, check_suggestion, cycle_train_loader,
                                   exponential_lrs, find_lr, lag_free_curve, main, smooth_losses, suggest_lr)
 
 
@@ -85,11 +85,11 @@ def test_check_suggestion_refuses_edges_and_flat_curves() -> None:
 
 def test_found_lr_is_stored_in_the_units_of_training_lr() -> None:
     t = TrainingConfig(batch_size=32, grad_accum_steps=4, lr_scaling="linear", lr_reference_batch=256)
-    per_ref = config_lr(0.2, t)  # 0.2 found at effective batch 128 = 0.4 per 256 images
+    per_ref = t.lr_from_peak(0.2)  # 0.2 found at effective batch 128 = 0.4 per 256 images
     assert per_ref == pytest.approx(0.4)
     assert dataclasses.replace(t, lr=per_ref).peak_lr() == pytest.approx(0.2)
     assert dataclasses.replace(t, lr=per_ref).peak_lr(world_size=2) == pytest.approx(0.4)  # linear rule, 2 ranks
-    assert config_lr(0.2, dataclasses.replace(t, lr_scaling="none")) == 0.2
+    assert dataclasses.replace(t, lr_scaling="none").lr_from_peak(0.2) == 0.2
 
 
 @pytest.mark.parametrize("model_name, optimizer, image_size, bounds", [
