@@ -6,41 +6,48 @@ import dataclasses
 import logging
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from core.checkpoint import CheckpointMismatchError
-from core.config import ExperimentConfig, parse_config, parse_sections
+from core.config import ExperimentConfig, parse_config
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
-def experiment_config(script_dir: Path, argv: Optional[Sequence[str]] = None,
-                      description: str = "") -> ExperimentConfig:
+def experiment_config(script_dir: Path, argv: Optional[Sequence[str]] = None, description: str = "",
+                      defaults: Optional[dict[str, Any]] = None) -> ExperimentConfig:
     """The config of an experiment script living in ``script_dir``.
 
     Layers, lowest first: dataclass defaults, ``script_dir/config.yaml`` (the real recipe), then
     ``script_dir/sample.yaml`` only when no ``--data.root`` is given anywhere (the quick run on the bundled
     sample), then the command line. ``--logging.output_dir`` defaults to ``script_dir`` (logs/ and models/
-    inside it).
+    inside it), and ``defaults`` (``{"section.field": value}``) replace other dataclass defaults. ``--help`` and
+    ``--print_config`` show the values so resolved.
+
+    Raises:
+        SystemExit: unknown flags or wrong types (usage printed), or after ``--help``/``--print_config``.
+        ValueError: out-of-range values, all reported together.
     """
     script_dir = Path(script_dir).resolve()
     base = [script_dir / "config.yaml"] if (script_dir / "config.yaml").is_file() else []
-    sample = script_dir / "sample.yaml"
-    # look at data.root before validating: the real recipe plus short-run flags need not be valid on its own
-    if parse_sections(argv, base, description).data.root is None and sample.is_file():
-        base = base + [sample]
-    cfg = parse_config(argv, base, description)
-    if cfg.logging.output_dir is None:
-        cfg = dataclasses.replace(cfg, logging=dataclasses.replace(cfg.logging, output_dir=script_dir))
-    return cfg
+    sample = [script_dir / "sample.yaml"] if (script_dir / "sample.yaml").is_file() else []
+    return parse_config(argv, base, description, sample_files=sample,
+                        defaults={"logging.output_dir": str(script_dir), **(defaults or {})})
+
+
+def chained_init_default(previous_best: Optional[Path]) -> dict[str, Any]:
+    """The parser default ``{"training.init_from": previous_best}`` when that checkpoint exists (so that ``--help``
+    and ``--print_config`` show it), else nothing."""
+    return {"training.init_from": str(previous_best)} if previous_best and Path(previous_best).is_file() else {}
 
 
 def with_default_init(cfg: ExperimentConfig, previous_best: Optional[Path], previous_name: str) -> ExperimentConfig:
     """Chain phases: start from ``previous_best`` (the previous phase's best.pt) unless ``--training.init_from``
     is given; train from scratch, saying so, when that file does not exist."""
-    if cfg.training.init_from is not None or previous_best is None:
+    if previous_best is None or (cfg.training.init_from is not None
+                                 and Path(cfg.training.init_from) != Path(previous_best)):
         return cfg
     if Path(previous_best).is_file():
         log.info("starting from %s's best checkpoint %s", previous_name, previous_best)
@@ -70,7 +77,7 @@ def experiment_main(script_file: str, argv: Optional[Sequence[str]] = None, desc
     try:
         ctx = init_distributed()
         setup_logging(None, rank=ctx.rank)
-        cfg = experiment_config(Path(script_file).parent, argv, description)
+        cfg = experiment_config(Path(script_file).parent, argv, description, chained_init_default(previous_best))
         cfg = with_default_init(cfg, previous_best, previous_name)
         trainer = ImageNetTrainer(cfg)
         if trainer.data.using_bundled_sample:

@@ -397,12 +397,14 @@ def _plain(value: Any) -> Any:
 def build_parser(description: str = "Train a ResNet on ImageNet-style data."):
     """The command-line parser: ``--config FILE.yaml`` (repeatable, later files win), then ``--section.field VALUE``.
 
-    Built on jsonargparse (the CLI library litgpt uses), which reads each field's docstring for ``--help``.
+    Built on jsonargparse (the CLI library litgpt uses), which reads each field's docstring for ``--help``. The
+    description keeps its line breaks (usage examples stay one per line).
     """
     from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    parser = ArgumentParser(description=description, exit_on_error=True, default_env=False)
+    parser = ArgumentParser(description=description, exit_on_error=True, default_env=False,
+                            formatter_class=_help_formatter())
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file of settings (repeatable; later wins).")
     for name, section_cls in (("data", DataConfig), ("model", ModelConfig), ("training", TrainingConfig),
                               ("logging", LoggingConfig)):
@@ -410,36 +412,101 @@ def build_parser(description: str = "Train a ResNet on ImageNet-style data."):
     return parser
 
 
+def _help_formatter():
+    import argparse
+
+    from jsonargparse import DefaultHelpFormatter
+
+    class HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
+        """jsonargparse's help (types and defaults per flag) with the description printed as written."""
+
+    return HelpFormatter
+
+
 def parse_config(argv: Optional[Sequence[str]] = None, config_files: Sequence[Path] = (),
-                 description: str = "Train a ResNet on ImageNet-style data.") -> ExperimentConfig:
+                 description: str = "Train a ResNet on ImageNet-style data.",
+                 sample_files: Sequence[Path] = (), defaults: Optional[dict[str, Any]] = None) -> ExperimentConfig:
     """Build an :class:`ExperimentConfig` from YAML files and command-line flags.
 
-    Precedence, lowest first: dataclass defaults, ``config_files`` in order, ``--config`` files given in argv,
-    then ``--section.field`` flags.
+    Precedence, lowest first: dataclass defaults, ``defaults`` (``{"section.field": value}``, e.g. an experiment's
+    own output folder), ``config_files`` in order, ``sample_files`` (only when neither the files nor ``argv`` set
+    ``--data.root``), ``--config`` files given in argv, then ``--section.field`` flags.
+    ``--help`` and ``--print_config`` show the values so resolved (see :func:`parse_sections`).
 
     Raises:
-        SystemExit: on unknown flags or values of the wrong type (jsonargparse prints usage and the problem).
+        SystemExit: on unknown flags or values of the wrong type (jsonargparse prints usage and the problem), and
+            after printing ``--help`` or ``--print_config``.
         ValueError: on values of the right type that are out of range, all reported together.
     """
-    init = parse_sections(argv, config_files, description)
+    init = parse_sections(argv, config_files, description, sample_files=sample_files, defaults=defaults)
     return ExperimentConfig(data=init.data, model=init.model, training=init.training, logging=init.logging)
 
 
+_PRINT_ONLY_FLAGS = ("-h", "--help", "--print_config")
+
+
+def _without_print_flags(argv: Sequence[str]) -> list[str]:
+    """``argv`` less ``--help``/``-h`` and ``--print_config[=FLAGS]`` (with a separate FLAGS word), which print and
+    exit: what is left is the settings part of the command line."""
+    out: list[str] = []
+    skip_value = False
+    for arg in argv:
+        if skip_value and not arg.startswith("-"):
+            skip_value = False
+            continue
+        skip_value = arg == "--print_config"
+        if arg in _PRINT_ONLY_FLAGS or arg.startswith("--print_config="):
+            continue
+        out.append(arg)
+    return out
+
+
 def parse_sections(argv: Optional[Sequence[str]] = None, config_files: Sequence[Path] = (),
-                   description: str = "Train a ResNet on ImageNet-style data."):
-    """The four config sections parsed as :func:`parse_config` does, but not yet validated together (for a
-    caller that must look at one value, such as ``data.root``, before choosing more YAML layers).
+                   description: str = "Train a ResNet on ImageNet-style data.", parser: Any = None,
+                   sample_files: Sequence[Path] = (), defaults: Optional[dict[str, Any]] = None):
+    """The config sections parsed as :func:`parse_config` does, but not yet validated together.
+
+    The YAML layers and the flags are first resolved without ``--help``/``--print_config``; the result becomes the
+    parser's defaults, and then ``argv`` is parsed as given. So ``--help`` lists, as each flag's default, the value
+    this command would run with (YAML layers and the other flags applied), and ``--print_config`` prints it.
+
+    Args:
+        parser: a parser from :func:`build_parser`, possibly with more sections added (None = a new one).
+        sample_files: YAML layers applied after ``config_files`` only when ``data.root`` stays unset (the quick
+            run on the bundled sample; the experiment scripts' ``sample.yaml``).
+        defaults: ``{"section.field": value}`` replacing dataclass defaults, below every YAML layer.
 
     Returns:
-        a namespace with ``data``, ``model``, ``training`` and ``logging`` dataclass instances.
+        a namespace with ``data``, ``model``, ``training`` and ``logging`` dataclass instances (and any section
+        the caller's parser adds).
+
+    Raises:
+        SystemExit: unknown flags or values of the wrong type (jsonargparse prints usage and the problem), and
+            after printing ``--help`` or ``--print_config``.
     """
-    args: list[str] = []
-    for f in config_files:
-        args += ["--config", str(f)]
-    args += list(argv if argv is not None else [])
-    parser = build_parser(description)
-    ns = parser.parse_args(args)
-    return parser.instantiate(ns) if hasattr(parser, "instantiate") else parser.instantiate_classes(ns)
+    argv = list(argv if argv is not None else [])
+    settings = _without_print_flags(argv)
+    parser = parser if parser is not None else build_parser(description)
+    if defaults:
+        parser.set_defaults(dict(defaults))
+
+    def files_args(files: Sequence[Path]) -> list[str]:
+        return [a for f in files for a in ("--config", str(f))]
+
+    layers = list(config_files)
+    resolved = parser.parse_args(files_args(layers) + settings)
+    if sample_files and resolved.get("data.root") is None:
+        layers += list(sample_files)
+        resolved = parser.parse_args(files_args(layers) + settings)
+    if len(settings) < len(argv):  # --help or --print_config: print the resolved values, then exit
+        if any(a in ("-h", "--help") for a in argv):
+            parser.set_defaults({k: v for k, v in resolved.items() if k != "config"})
+            if layers:
+                parser.description = (f"{parser.description or ''}\n\nDefaults below are the values this command "
+                                      f"runs with: dataclass defaults < {' < '.join(Path(f).name for f in layers)}"
+                                      f" < the flags given.")
+        parser.parse_args(files_args(layers) + argv)
+    return parser.instantiate(resolved) if hasattr(parser, "instantiate") else parser.instantiate_classes(resolved)
 
 
 def load_yaml_config(path: Path) -> ExperimentConfig:

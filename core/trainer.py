@@ -45,7 +45,8 @@ def select_device(name: str = "auto") -> torch.device:
     """'auto' picks CUDA, then Apple MPS, then the CPU; any other value is passed to ``torch.device``.
 
     Raises:
-        RuntimeError: a CUDA/MPS device was asked for but is not available.
+        ValueError: a bad setting, like every other config problem (the scripts exit 2 with the message): a device
+            string torch does not parse, CUDA or MPS asked for but not available, or a CUDA index past the last GPU.
     """
     if name == "auto":
         if torch.cuda.is_available():
@@ -53,11 +54,20 @@ def select_device(name: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"--training.device {name!r} is not a device ({e}); use auto, cpu, cuda[:N] or "
+                         f"mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"--training.device {name} asked for CUDA, but no CUDA GPU is visible; use auto or cpu")
+        raise ValueError(f"--training.device {name} asks for CUDA, but no CUDA GPU is visible to this process; "
+                         f"use --training.device auto or cpu (or install a CUDA build of torch and check the driver)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--training.device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                         f"numbered from 0; use --training.device cuda:0 or auto")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError(f"--training.device {name} asked for MPS, which is not available; use auto or cpu")
+        raise ValueError(f"--training.device {name} asks for Apple's MPS, which is not available here; use "
+                         f"--training.device auto or cpu")
     return device
 
 

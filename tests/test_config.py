@@ -100,3 +100,53 @@ def test_readme_documents_every_flag():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert reference_markdown() in readme, "README's flag tables are stale: paste the output of python -m core.config"
+
+
+PHASE1_DIR = Path(__file__).resolve().parents[1] / "experiments" / "phase1_subset_20pct"
+
+
+def _printed(capsys, argv: list[str]) -> str:
+    """What ``experiment_config(phase 1, argv)`` prints before it exits (``--help``, ``--print_config``)."""
+    from experiments.phase1_subset_20pct import train
+
+    with pytest.raises(SystemExit) as exit_:
+        experiment_config(PHASE1_DIR, argv, description=train.__doc__)
+    assert exit_.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [[], ["--data.root", "/data/ILSVRC2012", "--training.epochs", "7"],
+                                  ["--training.lr", "0.3", "--config", str(PHASE1_DIR / "config.yaml")]])
+def test_print_config_is_the_config_the_script_runs_with(capsys, argv):
+    printed = yaml.safe_load(_printed(capsys, argv + ["--print_config"]))
+    assert printed == experiment_config(PHASE1_DIR, argv).to_dict()
+
+
+def test_help_shows_the_resolved_defaults_and_keeps_line_breaks(capsys):
+    sample = _printed(capsys, ["--help"])
+    flat = " ".join(sample.split())
+    assert "--model.name NAME" in sample and "(type: str, default: resnet18)" in flat  # sample.yaml, not resnet50
+    assert "Training crop side in pixels (RandomResizedCrop output). (type: int, default: 64)" in flat
+    assert "Number of training epochs. (type: int, default: 15)" in flat
+    assert f"default: {PHASE1_DIR}" in flat  # --logging.output_dir: the script's own folder
+    usage = [line.strip() for line in sample.splitlines() if line.strip().startswith("python experiments/")]
+    assert len(usage) == 3 and usage[1].startswith("python experiments/phase1_subset_20pct/train.py --data.root "
+                                                    "/data/ILSVRC2012  # the real")  # the usage lines stay lines
+    assert "config.yaml < sample.yaml < the flags given" in flat
+
+    real = " ".join(_printed(capsys, ["--data.root", "/data/ILSVRC2012", "--training.epochs", "7", "--help"]).split())
+    assert "(type: str, default: resnet50)" in real and "(type: int, default: 128)" in real  # config.yaml
+    assert "Number of training epochs. (type: int, default: 7)" in real  # the flag given
+
+
+def test_unavailable_device_is_one_line_and_exit_code_2(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from core.cli import EXIT_BAD_INPUT, experiment_main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = experiment_main(str(PHASE1_DIR / "train.py"), ["--training.device", "cuda", "--logging.output_dir",
+                                                          str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == EXIT_BAD_INPUT
+    assert len(err) == 1 and "--training.device cuda" in err[0] and "--training.device auto or cpu" in err[0]

@@ -26,7 +26,6 @@ def main(argv: list[str]) -> int:
     args, rest = parser.parse_known_args(argv)
     if args.checkpoint is None:
         if "--help" in rest or "-h" in rest:
-            print(__doc__)
             return experiment_main(__file__, rest, description=__doc__)
         print("error: --checkpoint PATH is required (the checkpoint whose classifier is repaired)", file=sys.stderr)
         return EXIT_BAD_INPUT

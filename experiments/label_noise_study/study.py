@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from core.config import ExperimentConfig, build_parser
+from core.config import ExperimentConfig, build_parser, parse_sections
 from core.data_manager import ImageNetDataManager
 from core.label_noise import (NoisyLabels, apply_manifest_to, exact_count, inject_symmetric_noise, simulate_cleaning,
                               write_training_labels)
@@ -107,33 +107,22 @@ def study_experiments(study: StudyConfig) -> list[ExperimentSpec]:
 def parse_study_config(script_dir: Path, argv: Optional[Sequence[str]] = None, description: str = ""
                        ) -> tuple[ExperimentConfig, StudyConfig, ConfidentLearningConfig]:
     """Layers, lowest first: dataclass defaults, ``script_dir/config.yaml``, ``script_dir/sample.yaml`` (only
-    without ``--data.root``), the command line. ``--logging.output_dir`` defaults to ``script_dir/runs``.
+    without ``--data.root``), the command line (:func:`core.config.parse_sections`, so ``--help`` and
+    ``--print_config`` show the resolved values). ``--logging.output_dir`` defaults to ``script_dir/runs``.
 
     Raises:
         SystemExit: unknown flags or wrong types (jsonargparse prints usage).
         ValueError: out-of-range values, all reported together.
     """
     script_dir = Path(script_dir).resolve()
-    argv = list(argv or [])
-
-    def parse(files: list[Path]):
-        parser = build_parser(description or "Label-noise study.")
-        parser.add_class_arguments(StudyConfig, nested_key="study")
-        parser.add_class_arguments(ConfidentLearningConfig, nested_key="cl")
-        args: list[str] = []
-        for f in files:
-            args += ["--config", str(f)]
-        ns = parser.parse_args(args + argv)
-        return parser.instantiate(ns) if hasattr(parser, "instantiate") else parser.instantiate_classes(ns)
-
+    parser = build_parser(description or "Label-noise study.")
+    parser.add_class_arguments(StudyConfig, nested_key="study")
+    parser.add_class_arguments(ConfidentLearningConfig, nested_key="cl")
     base = [script_dir / "config.yaml"] if (script_dir / "config.yaml").is_file() else []
-    init = parse(base)
-    if init.data.root is None and (script_dir / "sample.yaml").is_file():
-        init = parse(base + [script_dir / "sample.yaml"])
-    logging_ = init.logging
-    if logging_.output_dir is None:
-        logging_ = dataclasses.replace(logging_, output_dir=script_dir / "runs")
-    cfg = ExperimentConfig(data=init.data, model=init.model, training=init.training, logging=logging_)
+    sample = [script_dir / "sample.yaml"] if (script_dir / "sample.yaml").is_file() else []
+    init = parse_sections(argv, base, parser=parser, sample_files=sample,
+                          defaults={"logging.output_dir": str(script_dir / "runs")})
+    cfg = ExperimentConfig(data=init.data, model=init.model, training=init.training, logging=init.logging)
     return cfg, init.study, init.cl
 
 
