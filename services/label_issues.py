@@ -256,10 +256,11 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
                         original_labels: Optional[np.ndarray] = None) -> LabelIssueResult:
     """The whole detection: K-fold probabilities → cleanlab → manifest, written to ``out_dir``.
 
-    Writes ``pred_probs.npy``, ``label_issues.csv`` (one row per flagged sample: id, path, given, predicted,
-    confidence, action), ``removal_list.txt``, ``relabel_map.json`` and, when ``noise_mask`` is given,
-    ``detection_metrics.json``: precision, recall and F1 of the flagged set against the injected noise, plus
-    how many relabels restored the original label.
+    Writes ``pred_probs.npy`` (row i for sample id ``train_ids.npy[i]``), ``label_issues.csv`` (one row per
+    flagged sample: id, path, given, predicted, confidence, action), ``removal_list.txt``, ``relabel_map.json``
+    and, when ``noise_mask`` is given, ``noise_mask.npy`` and ``detection_metrics.json``: precision, recall and
+    F1 of the flagged set against the injected noise, plus how many relabels restored the original label.
+    ``python -m services.label_review --issues out_dir`` reviews the flagged samples.
 
     Args:
         cfg: the training recipe of the fold models.
@@ -272,6 +273,9 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
     out_dir = Path(out_dir)
     probs = out_of_sample_pred_probs(cfg, data, out_dir, cl.folds, cl.fold_seed)
     np.save(out_dir / "pred_probs.npy", probs)
+    np.save(out_dir / "train_ids.npy", data.train_ids)  # row i of pred_probs.npy is sample id train_ids[i]
+    if noise_mask is not None:  # for the label review's precision against the truth
+        np.save(out_dir / "noise_mask.npy", np.asarray(noise_mask, dtype=bool))
     issues = find_label_issues(data.train_labels, probs, cl.filter_by)
     manifest = manifest_from_issues(data.train_ids, data.train_labels, probs, issues, cl.relabel_threshold)
     manifest.write(out_dir, header=f"cleanlab {cl.filter_by}, {cl.folds}-fold out-of-sample probabilities; "
