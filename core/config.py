@@ -229,9 +229,11 @@ class LoggingConfig:
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Console and file log level."""
     progress_bar: bool = True
-    """Show a tqdm bar per epoch."""
+    """Show tqdm bars with an ETA for every long loop: training epochs, evaluation, the LR finder, dataset indexing, the device cache (and, in the tools, Grad-CAM, K-fold label-issue runs, dataset statistics, val sorting)."""
+    tensorboard: bool = False
+    """Write TensorBoard event files to logs/tensorboard: per-epoch scalars (train/val loss, top-1/top-5, LR, images/s, the EMA metrics) and per-layer weight and gradient histograms (`tensorboard --logdir <output_dir>/logs/tensorboard`)."""
     wandb: bool = False
-    """Log to Weights & Biases."""
+    """Log to Weights & Biases: the config, the per-epoch metrics and per-layer weight/gradient mean and std in the history; the summary shows val top-1, best top-1 and epochs."""
     wandb_project: str = "resnet-imagenet"
     """W&B project name."""
     wandb_mode: Literal["offline", "online"] = "offline"

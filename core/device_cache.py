@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from core.config import DataConfig
 from core.data_manager import (EpochSampler, ImageClassificationDataset, ImageNetDataManager, _scaled_mean_std,
                                _worker_init, build_train_transform, draw_crop_and_flip, sample_seed)
+from core.logger import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def build_device_cache(data: ImageNetDataManager, device: torch.device, side: in
 
     Decoding runs in ``--data.num_workers`` workers with the usual corrupt-image handling (a bad file is replaced
     by another image of its class and listed). Position i of the result is position i of the training subset.
+    A progress bar counts the images unless ``data.progress`` is off (``--logging.progress_bar false``).
 
     Raises:
         RuntimeError: not enough free device memory, naming the size needed and the ways out.
@@ -76,9 +78,11 @@ def build_device_cache(data: ImageNetDataManager, device: torch.device, side: in
     log.info("decoding %d training images into a %.2f GiB uint8 cache on %s (%d px squares)", n, need / 2**30,
              device, side)
     start = 0
-    for images, _ in loader:
-        cache[start:start + images.shape[0]].copy_(images, non_blocking=True)
-        start += images.shape[0]
+    with progress_bar(total=n, desc=f"device cache ({side} px)", enabled=data.progress, unit="img") as bar:
+        for images, _ in loader:
+            cache[start:start + images.shape[0]].copy_(images, non_blocking=True)
+            start += images.shape[0]
+            bar.update(images.shape[0])
     return cache
 
 

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import os
-import functools
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional
 
-import torch
+from tqdm.auto import tqdm
 
 from core.config import PROJECT_ROOT, ExperimentConfig
+
+if TYPE_CHECKING:  # torch is imported where it is used: progress_bar serves light command-line tools too
+    import torch
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -40,6 +44,29 @@ def setup_logging(log_dir: Optional[Path], level: str = "INFO", rank: int = 0) -
         h.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%H:%M:%S"))
         h._resnet_imagenet = True  # type: ignore[attr-defined]
         root.addHandler(h)
+
+
+def progress_bar(iterable: Optional[Iterable] = None, total: Optional[float] = None, desc: str = "",
+                 enabled: bool = True, unit: str = "it", **kwargs: Any) -> tqdm:
+    """A tqdm bar (done/total, rate, elapsed and ETA) for a loop that can take more than a few seconds.
+
+    Every long loop of the project (training epochs, evaluation, the LR finder, Grad-CAM, K-fold label-issue runs,
+    dataset indexing, the device cache, dataset statistics, val sorting) goes through this, so that all go quiet
+    together under ``--logging.progress_bar false`` (``enabled=False``). Only the rank-0 process of a
+    ``torchrun`` job draws (torchrun's ``RANK`` variable); bars go to stderr and vanish when done
+    (``leave=False``), the log lines stay. Imports no torch, so light command-line tools can use it.
+
+    Args:
+        iterable: what the loop walks (tqdm wraps it); None for a manually updated bar (``bar.update(n)``).
+        total: number of steps, for the ETA (default ``len(iterable)`` when it has one).
+        desc: what the loop does, shown before the bar ("indexing train", "evaluating").
+        enabled: False draws nothing (the bar then just passes ``iterable`` through).
+        unit: what one step is ("img", "batch", "class").
+        kwargs: passed on to ``tqdm`` (e.g. ``initial``, ``unit_scale``).
+    """
+    kwargs.setdefault("leave", False)
+    return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True,
+                disable=not enabled or os.environ.get("RANK", "0") != "0", **kwargs)
 
 
 _IMPORTED_AT = time.time()
@@ -72,29 +99,39 @@ def git_commit() -> Optional[str]:
 
 
 class MetricsLogger:
-    """Appends one JSON object per epoch to ``metrics.jsonl`` and mirrors it to W&B when enabled.
+    """Appends one JSON object per epoch to ``metrics.jsonl`` and mirrors it to W&B and TensorBoard when enabled.
 
     Keys written by the trainer: epoch (1-based), train_loss, train_top1 (%), val_loss, val_top1 (%),
     val_top5 (%), the same with an ``_ema`` suffix when EMA is on, lr (at the epoch's end), images_per_sec
     (training throughput), epoch_time_s (training only, s), eval_time_s (evaluation, s; epochs that evaluate),
     wall_time_s (s from this process's start to the epoch's end, :func:`process_start_time`), and
     peak_gpu_mem_mb on CUDA. NaN values are written as null.
+
+    Args:
+        path: the ``metrics.jsonl`` file.
+        wandb_run: a W&B run from :func:`init_wandb`, or None.
+        tensorboard: a :class:`TensorBoardLogger`, or None.
     """
 
-    def __init__(self, path: Path, wandb_run: Any = None):
+    def __init__(self, path: Path, wandb_run: Any = None, tensorboard: Optional["TensorBoardLogger"] = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.wandb_run = wandb_run
+        self.tensorboard = tensorboard
 
-    def log_epoch(self, record: dict[str, Any]) -> None:
+    def log_epoch(self, record: dict[str, Any], layer_stats: Optional[dict[str, float]] = None) -> None:
+        """Write one epoch's ``record`` (must hold ``epoch``); ``layer_stats`` (:func:`layer_statistics`) go to the
+        W&B history beside it, at the same step, and not to metrics.jsonl."""
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
         with open(self.path, "a") as f:
             f.write(json.dumps(clean) + "\n")
             f.flush()
             os.fsync(f.fileno())
         if self.wandb_run is not None:
-            self.wandb_run.log({k: v for k, v in clean.items() if v is not None and k != "epoch"},
-                               step=int(record["epoch"]))
+            self.wandb_run.log({**{k: v for k, v in clean.items() if v is not None and k != "epoch"},
+                                **(layer_stats or {})}, step=int(record["epoch"]))
+        if self.tensorboard is not None:
+            self.tensorboard.log_epoch(clean)
 
     def truncate_after(self, epoch: int) -> None:
         """Drop lines for epochs > ``epoch`` (a resumed run rewrites what the interrupted one had logged past
@@ -106,8 +143,16 @@ class MetricsLogger:
         self.path.write_text("".join(line + "\n" for line in keep))
 
 
+WANDB_SUMMARY_KEYS = ("val_top1", "val_top1_ema", "best_top1", "best_epoch", "epochs")
+"""What a W&B run summary shows, set at the end of a run (:func:`finish_wandb`). The per-layer statistics stay in
+the history only (``define_metric(..., summary="none")``)."""
+
+
 def init_wandb(cfg: ExperimentConfig, run_dir: Path, run_name: str, resume_id: Optional[str] = None) -> Any:
     """Start a W&B run (offline by default, files under ``run_dir/wandb``) logging the resolved config.
+
+    The per-layer ``weights/*`` and ``grads/*`` statistics are declared history-only, so the run summary lists
+    the headline metrics rather than hundreds of per-layer numbers.
 
     Raises:
         ImportError: wandb is not installed, with the install command.
@@ -116,24 +161,117 @@ def init_wandb(cfg: ExperimentConfig, run_dir: Path, run_name: str, resume_id: O
         import wandb
     except ImportError as e:
         raise ImportError("--logging.wandb true needs the wandb package: pip install wandb") from e
-    return wandb.init(project=cfg.logging.wandb_project, group=cfg.logging.wandb_group, name=run_name,
-                      mode=cfg.logging.wandb_mode, dir=str(run_dir), config=cfg.to_dict(),
-                      id=resume_id, resume="allow" if resume_id else None)
+    run = wandb.init(project=cfg.logging.wandb_project, group=cfg.logging.wandb_group, name=run_name,
+                     mode=cfg.logging.wandb_mode, dir=str(run_dir), config=cfg.to_dict(),
+                     id=resume_id, resume="allow" if resume_id else None)
+    for pattern in ("weights/*", "grads/*"):
+        run.define_metric(pattern, summary="none")
+    return run
 
 
-def layer_statistics(model: torch.nn.Module) -> dict[str, float]:
-    """Per-parameter weight and gradient mean and std, keyed ``weights/<name>/mean`` etc. (for W&B).
+def finish_wandb(run: Any, result: dict[str, Any]) -> None:
+    """Set the run summary to the headline metrics and close the run.
 
-    Gradients are read as they stand (call before ``zero_grad``); parameters without a gradient are skipped.
+    Args:
+        result: :meth:`core.trainer.ImageNetTrainer.fit`'s result: ``best_top1`` (%, the metric that chose
+            best.pt: EMA val top-1 when EMA is on), ``best_epoch``, ``epochs_completed`` and ``final`` (the last
+            evaluation's ``val_*`` metrics, possibly with ``_ema`` ones).
     """
-    stats: dict[str, float] = {}
+    final = result.get("final") or {}
+    summary = {"best_top1": result["best_top1"], "best_epoch": result["best_epoch"],
+               "epochs": result["epochs_completed"],
+               **{k: final[k] for k in ("val_top1", "val_top1_ema") if k in final}}
+    run.summary.update(summary)
+    run.finish()
+
+
+def layer_statistics(model: torch.nn.Module, grad_scale: float = 1.0) -> dict[str, float]:
+    """Per-parameter weight and gradient mean and std, for the W&B history.
+
+    Keys: ``weights/<name>/mean``, ``weights/<name>/std``, ``grads/<name>/mean``, ``grads/<name>/std``, with the
+    dots of the parameter name written as slashes (``weights/layer4/1/conv2/weight/std``): W&B reads a dot in a key
+    as nesting, which would keep the key out of the ``weights/*`` patterns that hold it out of the run summary.
+
+    Args:
+        model: read as it stands: call before ``zero_grad``; parameters without a gradient (frozen) get none.
+        grad_scale: the GradScaler's scale under fp16 AMP (the gradients are divided by it), else 1.
+
+    Returns:
+        {key: float}; the std of a one-element tensor is 0.
+    """
+    import torch
+
+    keys: list[str] = []
+    values: list[torch.Tensor] = []
     with torch.no_grad():
         for name, p in model.named_parameters():
-            w = p.detach().float()
-            stats[f"weights/{name}/mean"] = w.mean().item()
-            stats[f"weights/{name}/std"] = w.std().item() if w.numel() > 1 else 0.0
+            path = name.replace(".", "/")
+            for kind, t in (("weights", p), ("grads", p.grad)):
+                if t is None:
+                    continue
+                t = t.detach().float() / (grad_scale if kind == "grads" else 1.0)
+                keys += [f"{kind}/{path}/mean", f"{kind}/{path}/std"]
+                values += [t.mean(), t.std() if t.numel() > 1 else torch.zeros((), device=t.device)]
+        numbers = torch.stack(values).tolist() if values else []  # one device-to-host copy
+    return dict(zip(keys, numbers))
+
+
+_TENSORBOARD_TAGS = {"lr": "lr", "images_per_sec": "throughput/images_per_sec", "epoch_time_s": "time/epoch_s",
+                     "eval_time_s": "time/eval_s", "wall_time_s": "time/wall_s",
+                     "peak_gpu_mem_mb": "memory/peak_gpu_mem_mb"}
+
+
+def tensorboard_tag(key: str) -> str:
+    """The TensorBoard tag of a metrics.jsonl key: ``val_top1`` -> ``top1/val``, ``val_loss_ema`` ->
+    ``loss/val_ema``, ``train_loss`` -> ``loss/train`` (so train, val and EMA curves share a section), ``lr`` ->
+    ``lr``, ``images_per_sec`` -> ``throughput/images_per_sec``; other keys go under ``other/``."""
+    m = re.fullmatch(r"(train|val)_(loss|top1|top5)(_ema)?", key)
+    if m:
+        return f"{m[2]}/{m[1]}{m[3] or ''}"
+    return _TENSORBOARD_TAGS.get(key, f"other/{key}")
+
+
+class TensorBoardLogger:
+    """Event files for TensorBoard (``torch.utils.tensorboard.SummaryWriter``): the epoch metrics as scalars
+    (tags from :func:`tensorboard_tag`, step = epoch, 1-based) and per-layer weight and gradient histograms
+    (``weights/<parameter name>``, ``grads/<parameter name>``).
+
+    View with ``tensorboard --logdir <output_dir>/logs/tensorboard``.
+
+    Args:
+        log_dir: the event-file folder.
+        purge_step: on resume, the first epoch this run logs: events at or after it, left by the interrupted run,
+            are dropped (as metrics.jsonl is truncated).
+
+    Raises:
+        ImportError: the tensorboard package is missing, with the install command.
+    """
+
+    def __init__(self, log_dir: Path, purge_step: Optional[int] = None):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:
+            raise ImportError("--logging.tensorboard true needs the tensorboard package: pip install "
+                              "'tensorboard>=2.14'") from e
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+
+    def log_epoch(self, record: dict[str, Any]) -> None:
+        """Every numeric value of ``record`` (a metrics.jsonl line with ``epoch``) as a scalar at step ``epoch``."""
+        step = int(record["epoch"])
+        for key, value in record.items():
+            if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                    and math.isfinite(value):
+                self.writer.add_scalar(tensorboard_tag(key), value, step)
+        self.writer.flush()
+
+    def log_layers(self, model: torch.nn.Module, step: int, grad_scale: float = 1.0) -> None:
+        """Histograms of every parameter and of its gradient (divided by ``grad_scale``, the fp16 GradScaler's
+        scale) at ``step``; call before ``zero_grad``. Frozen parameters get a weight histogram only."""
+        for name, p in model.named_parameters():
+            self.writer.add_histogram(f"weights/{name}", p.detach().float(), step)
             if p.grad is not None:
-                g = p.grad.detach().float()
-                stats[f"grads/{name}/mean"] = g.mean().item()
-                stats[f"grads/{name}/std"] = g.std().item() if g.numel() > 1 else 0.0
-    return stats
+                self.writer.add_histogram(f"grads/{name}", p.grad.detach().float() / grad_scale, step)
+
+    def close(self) -> None:
+        """Flush and close the event file."""
+        self.writer.close()

@@ -9,8 +9,11 @@ import os
 import re
 import shutil
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+
+from core.logger import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -234,6 +237,7 @@ def _sort_into_class_dirs(
     ignore: set[str],
     what: str,
     fix: str,
+    progress: bool = True,
 ) -> dict:
     """Shared engine of the two public sorters; see ``sort_imagenet_val`` for the contract."""
     flat_files, flat_dirs = _scan(flat_dir) if flat_dir.is_dir() else ({}, set())
@@ -279,7 +283,7 @@ def _sort_into_class_dirs(
 
     logger.info("sorting %d %s into %s (%s); %d already in place", len(to_sort), what, dest, mode, len(in_place))
     made = set(dest_dirs)
-    for name, wnid in to_sort:
+    for name, wnid in progress_bar(to_sort, desc=f"sorting {what}", enabled=progress, unit="img"):
         if wnid not in made:
             (dest / wnid).mkdir(exist_ok=True)
             made.add(wnid)
@@ -303,6 +307,7 @@ def sort_imagenet_val(
     dest: str | os.PathLike | None = None,
     mode: str = "move",
     meta_file: str | os.PathLike | None = None,
+    progress: bool = True,
 ) -> dict:
     """Sort the flat ILSVRC2012 validation images into ``<dest>/<WNID>/`` folders for ImageFolder.
 
@@ -336,6 +341,7 @@ def sort_imagenet_val(
             a sorted file). With ``dest`` = ``val_dir`` and a non-move mode, the originals stay at
             the top level, where ImageFolder ignores them.
         meta_file: devkit ``meta.mat``; only used with the ground-truth format.
+        progress: a progress bar over the images placed (50,000 on a network disk take minutes).
 
     Returns:
         ``{"sorted": int`` — images placed by this call,
@@ -365,10 +371,11 @@ def sort_imagenet_val(
         ignore=ignore,
         what="validation images",
         fix="Re-extract ILSVRC2012_img_val.tar (50,000 images) or check that the labels file matches this folder.",
+        progress=progress,
     )
 
 
-def reorganize_tiny_imagenet_val(val_dir: str | os.PathLike) -> dict:
+def reorganize_tiny_imagenet_val(val_dir: str | os.PathLike, progress: bool = True) -> dict:
     """Move Tiny ImageNet's ``val/images/*.JPEG`` into ``val/<WNID>/`` folders for ImageFolder.
 
     Layout of ``tiny-imagenet-200.zip`` (Stanford CS231n): ``val/images/val_0.JPEG ...`` and
@@ -382,6 +389,7 @@ def reorganize_tiny_imagenet_val(val_dir: str | os.PathLike) -> dict:
 
     Args:
         val_dir: the ``tiny-imagenet-200/val`` folder.
+        progress: a progress bar over the images moved.
 
     Returns:
         ``{"sorted", "already_sorted", "classes", "unlabelled"}`` as in ``sort_imagenet_val``;
@@ -421,6 +429,7 @@ def reorganize_tiny_imagenet_val(val_dir: str | os.PathLike) -> dict:
         ignore=set(),
         what="Tiny ImageNet validation images",
         fix="Re-extract val/images from tiny-imagenet-200.zip.",
+        progress=progress,
     )
     if images_dir.is_dir() and not summary["unlabelled"]:
         try:
@@ -450,6 +459,27 @@ def read_class_names(root: str | os.PathLike) -> dict[str, str]:
             if path.is_file():
                 return _read_name_file(path, sep)
     return {}
+
+
+def short_class_names(names: Sequence[str], ids: Sequence[str]) -> list[str]:
+    """One short display name per class, the same in every plot, report and the demo.
+
+    The first WordNet lemma of the class name (``"tench, Tinca tinca"`` -> ``"tench"``), or the identifier when
+    the name is empty; where two classes would get the same short name, the identifier is added to both
+    (ImageNet-1k has two 'crane's, the bird n02012849 and the machine n03126707, and two 'maillot's).
+
+    Args:
+        names: full names in class order (``ImageNetDataManager.class_names``, a checkpoint's ``class_names``).
+        ids: the class identifiers (WNIDs) in the same order.
+
+    Raises:
+        ValueError: ``names`` and ``ids`` differ in length.
+    """
+    if len(names) != len(ids):
+        raise ValueError(f"got {len(names)} class names for {len(ids)} class identifiers")
+    short = [str(n).split(",")[0].strip() or str(i) for n, i in zip(names, ids)]
+    counts = Counter(short)
+    return [f"{s} ({i})" if counts[s] > 1 and s != str(i) else s for s, i in zip(short, ids)]
 
 
 def _read_name_file(path: Path, sep: str) -> dict[str, str]:
@@ -504,6 +534,9 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Reorganise tiny-imagenet-200/val using val_annotations.txt. Safe to rerun.",
     )
     t.add_argument("val_dir", metavar="VAL_DIR", type=Path, help="the tiny-imagenet-200/val folder")
+    for command in (p, t):
+        command.add_argument("--logging.progress_bar", dest="progress_bar", choices=("true", "false"),
+                             default="true", help="progress bar with an ETA while sorting (default true)")
     return parser
 
 
@@ -513,9 +546,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "sort-val":
-            summary = sort_imagenet_val(args.val_dir, args.labels_file, args.dest, args.mode, args.meta_file)
+            summary = sort_imagenet_val(args.val_dir, args.labels_file, args.dest, args.mode, args.meta_file,
+                                        progress=args.progress_bar == "true")
         else:
-            summary = reorganize_tiny_imagenet_val(args.val_dir)
+            summary = reorganize_tiny_imagenet_val(args.val_dir, progress=args.progress_bar == "true")
     except (ValueError, OSError) as e:  # FileNotFoundError is an OSError
         print(f"error: {e}", file=sys.stderr)
         return 1

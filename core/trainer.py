@@ -17,7 +17,6 @@ from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from core.checkpoint import (CHECKPOINT_FORMAT_VERSION, CheckpointMismatchError, atomic_torch_save,
                              atomic_write_text, capture_rng_state, check_compatible, load_checkpoint,
@@ -25,8 +24,8 @@ from core.checkpoint import (CHECKPOINT_FORMAT_VERSION, CheckpointMismatchError,
 from core.config import ExperimentConfig, TrainingConfig
 from core.data_manager import ImageNetDataManager, resolution_at, sample_seed
 from core.distributed import all_reduce_sum
-from core.logger import (MetricsLogger, git_commit, init_wandb, layer_statistics, process_start_time,
-                         setup_logging)
+from core.logger import (MetricsLogger, TensorBoardLogger, finish_wandb, git_commit, init_wandb, layer_statistics,
+                         process_start_time, progress_bar, setup_logging)
 from core.model import build_model
 from utils.metrics import topk_correct
 
@@ -328,7 +327,8 @@ class ImageNetTrainer:
         self._configure_determinism()
         torch.manual_seed(t.seed)
 
-        self.data = data or ImageNetDataManager(cfg.data, seed=t.seed, run_dir=self.logs_dir if self.is_main else None)
+        self.data = data or ImageNetDataManager(cfg.data, seed=t.seed, run_dir=self.logs_dir if self.is_main else None,
+                                                progress=cfg.logging.progress_bar)
         num_classes = cfg.model.num_classes or self.data.num_classes
         if num_classes < self.data.num_classes:
             raise ValueError(f"--model.num_classes {num_classes} is smaller than the {self.data.num_classes} "
@@ -370,6 +370,8 @@ class ImageNetTrainer:
         self.state = TrainState()
         self.metrics = MetricsLogger(self.logs_dir / "metrics.jsonl")
         self.wandb_run = None
+        self.tensorboard: Optional[TensorBoardLogger] = None
+        self.layer_stats: dict[str, float] = {}  # W&B per-layer statistics of the epoch's last step
         self._stop_signal: Optional[int] = None
         self.resumed_from: Optional[Path] = None
         self._maybe_resume()
@@ -579,8 +581,8 @@ class ImageNetTrainer:
         """Train until ``--training.epochs``, early stopping, or a stop signal.
 
         Returns:
-            {"best_top1", "best_epoch", "epochs_completed", "final" (last eval metrics), "interrupted",
-            "stopped_early", "resumed_from"}.
+            {"best_top1", "best_epoch", "epochs_completed", "final" (the last evaluation: val_loss, val_top1,
+            val_top5, and the same with ``_ema`` when EMA is on), "interrupted", "stopped_early", "resumed_from"}.
 
         Raises:
             NonFiniteLossError: the loss became NaN/Inf (the last good checkpoint is kept).
@@ -591,6 +593,11 @@ class ImageNetTrainer:
             if self.cfg.logging.wandb:
                 self.wandb_run = init_wandb(self.cfg, self.logs_dir, self.run_name, getattr(self, "_wandb_id", None))
                 self.metrics.wandb_run = self.wandb_run
+            if self.cfg.logging.tensorboard:
+                # a resumed run drops the events the interrupted one wrote past its checkpoint
+                self.tensorboard = TensorBoardLogger(self.logs_dir / "tensorboard", purge_step=self.state.epoch + 1
+                                                     if self.resumed_from is not None else None)
+                self.metrics.tensorboard = self.tensorboard
             self.metrics.truncate_after(self.state.epoch)
         log.info("model %s (%d classes, %s params) on %s, amp %s, effective batch %d (%d x %d accumulation x %d "
                  "process), %d optimizer steps per epoch", self.cfg.model.name, self.num_classes,
@@ -641,8 +648,8 @@ class ImageNetTrainer:
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         seen = 0
-        bar = tqdm(total=total, initial=self.state.micro_batch, desc=f"epoch {epoch + 1}/{t.epochs}",
-                   disable=not (self.cfg.logging.progress_bar and self.is_main), dynamic_ncols=True, leave=False)
+        bar = progress_bar(total=total, initial=self.state.micro_batch, desc=f"epoch {epoch + 1}/{t.epochs}",
+                           enabled=self.cfg.logging.progress_bar and self.is_main, unit="batch")
         start = time.perf_counter()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -681,8 +688,8 @@ class ImageNetTrainer:
             bar.update(1)
             if micro % t.grad_accum_steps:
                 continue
-            if self.wandb_run is not None and micro == total:
-                self._last_layer_stats = layer_statistics(self.unwrapped_model())
+            if micro == total:
+                self._record_layers(epoch + 1)
             optimizer_step(self.optimizer, self.scaler, self.model, t.grad_clip_norm)
             self.scheduler.step()
             self.state.global_step += 1
@@ -722,6 +729,18 @@ class ImageNetTrainer:
                 "images_per_sec": st.epoch_seen / max(st.epoch_train_time_s, 1e-9),
                 "epoch_time_s": st.epoch_train_time_s}
 
+    def _record_layers(self, step: int) -> None:
+        """Per-layer weights and gradients at the epoch's last optimizer step, before the gradients are cleared:
+        mean/std for W&B (logged with the epoch's metrics), histograms to TensorBoard at ``step`` (the epoch)."""
+        if self.wandb_run is None and self.tensorboard is None:
+            return
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0  # fp16: the gradients are scaled
+        model = self.unwrapped_model()
+        if self.wandb_run is not None:
+            self.layer_stats = layer_statistics(model, scale)
+        if self.tensorboard is not None:
+            self.tensorboard.log_layers(model, step, scale)
+
     def close(self) -> None:
         """Shut down the loaders' persistent worker processes (also done by garbage collection; explicit here
         so that a finished run exits at once)."""
@@ -758,7 +777,8 @@ class ImageNetTrainer:
             val = self.evaluate()
             record.update(val)
             if self.ema is not None:
-                record.update({f"{k}_ema": v for k, v in self.evaluate(model=self.ema).items()})
+                val.update({f"{k}_ema": v for k, v in self.evaluate(model=self.ema).items()})
+                record.update(val)
             record["eval_time_s"] = time.perf_counter() - eval_start
         record["wall_time_s"] = time.time() - process_start_time()  # time-to-accuracy counts from process start
         if self.device.type == "cuda":
@@ -773,9 +793,8 @@ class ImageNetTrainer:
             self.state.epochs_without_improvement += 1
         self.state.epoch, self.state.micro_batch = epoch_done, 0
         if self.is_main:
-            self.metrics.log_epoch(record)
-            if self.wandb_run is not None and getattr(self, "_last_layer_stats", None):
-                self.wandb_run.log(self._last_layer_stats, step=epoch_done)
+            self.metrics.log_epoch(record, self.layer_stats)
+            self.layer_stats = {}
         self._end_of_epoch_checkpoints(epoch_done, top1, improved)
         log.info("epoch %d/%d: train loss %.4f top-1 %.2f%% | val loss %s top-1 %s top-5 %s | lr %.4g | %.0f img/s "
                  "| %.1f s", epoch_done, t.epochs, record["train_loss"], record["train_top1"],
@@ -798,7 +817,9 @@ class ImageNetTrainer:
         was_training = model.training
         model.eval()
         totals = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss sum, top-1, top-5, count
-        for images, targets in loader:
+        desc = "evaluating EMA weights" if model is self.ema else "evaluating"
+        for images, targets in progress_bar(loader, desc=desc, enabled=self.cfg.logging.progress_bar and self.is_main,
+                                            unit="batch"):
             images = self.data.to_device(images, self.device, self.memory_format)
             targets = targets.to(self.device, non_blocking=True)
             with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32,
@@ -847,14 +868,15 @@ class ImageNetTrainer:
 
             if (self.logs_dir / "metrics.jsonl").is_file():
                 plot_training_curves(self.logs_dir / "metrics.jsonl", self.logs_dir / "curves.png",
-                                     title=self.run_name)
+                                     title=self.run_name, label_smoothing=self.cfg.training.label_smoothing)
         except Exception as e:  # a plot is a report, never a reason to fail a finished run
             log.warning("could not draw training curves (%s)", e)
         summary = {**result, "wall_time_s": time.time() - process_start_time()}  # this process, start to end
         atomic_write_text(self.logs_dir / "summary.json", json.dumps(summary, indent=2))
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         if self.wandb_run is not None:
-            self.wandb_run.summary.update({"best_top1": result["best_top1"]})
-            self.wandb_run.finish()
+            finish_wandb(self.wandb_run, result)
         log.info("best val top-1 %.2f%% at epoch %d; logs in %s, checkpoints in %s", result["best_top1"],
                  result["best_epoch"], self.logs_dir, self.models_dir)
 

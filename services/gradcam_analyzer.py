@@ -34,7 +34,8 @@ import torch.nn as nn
 
 from core.checkpoint import CheckpointMismatchError, check_compatible, load_checkpoint
 from core.config import ExperimentConfig
-from core.data_manager import ImageNetDataManager
+from core.data_manager import ImageNetDataManager, short_class_names
+from core.logger import progress_bar
 from core.model import build_model
 from core.trainer import resolve_amp, select_device
 from utils.metrics import ConfusionMatrix, confused_pairs, per_class_report, topk_correct, write_per_class_csv
@@ -73,6 +74,11 @@ class LoadedModel:
     class_names: list[str]
     weights: str
     path: Path
+
+    @property
+    def short_names(self) -> list[str]:
+        """The names plots and reports show (:func:`core.prepare.short_class_names`), in output order."""
+        return short_class_names(self.class_names, self.classes)
 
 
 def load_model(checkpoint: Union[str, Path], device: Union[str, torch.device] = "auto") -> LoadedModel:
@@ -273,7 +279,8 @@ class PredictionSummary:
 
 @torch.no_grad()
 def collect_predictions(model: nn.Module, loader: Iterable, num_classes: int, top_k: int = 3,
-                        pair_examples: int = 3, amp_dtype: Optional[torch.dtype] = None) -> PredictionSummary:
+                        pair_examples: int = 3, amp_dtype: Optional[torch.dtype] = None,
+                        progress: bool = True) -> PredictionSummary:
     """Stream a val loader once and keep, per true class, the ``top_k`` most confident correct, most confident
     wrong and least confident correct images, and per (true, predicted) pair the ``pair_examples`` most
     confident errors. Memory: O(C^2) for the confusion matrix plus O(C k + errors) small tuples; no logits or
@@ -284,6 +291,7 @@ def collect_predictions(model: nn.Module, loader: Iterable, num_classes: int, to
         loader: yields (images (B, 3, H, W), targets (B,)) in a fixed order; an image's position is its running
             index in that order (``data.val_loader`` guarantees it).
         num_classes: C, the number of classes of the data (the model may have more outputs).
+        progress: a bar over the batches.
 
     Raises:
         ValueError: ``top_k`` or ``pair_examples`` < 1, or an empty loader.
@@ -297,7 +305,7 @@ def collect_predictions(model: nn.Module, loader: Iterable, num_classes: int, to
     pairs: dict[tuple[int, int], _TopK] = {}
     correct = torch.zeros(2, dtype=torch.int64, device=device)
     loss_sum, seen = 0.0, 0
-    for images, targets in loader:
+    for images, targets in progress_bar(loader, desc="Grad-CAM val predictions", enabled=progress, unit="batch"):
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = model(images)
@@ -360,7 +368,7 @@ def analyze(model: nn.Module, data: ImageNetDataManager, out_dir: Union[str, Pat
             top_k: int = 3, num_pairs: int = 10, pair_examples: int = 3, report_classes: int = 50,
             batch_size: int = 64, display_size: Optional[int] = None, amp_dtype: Optional[torch.dtype] = None,
             target_layer: str = "layer4", title: str = "Grad-CAM analysis", class_names: Optional[Sequence[str]]
-            = None) -> GradCamReport:
+            = None, progress: bool = True) -> GradCamReport:
     """Stream the val set, pick examples, compute their Grad-CAMs and write the report.
 
     Args:
@@ -374,17 +382,20 @@ def analyze(model: nn.Module, data: ImageNetDataManager, out_dir: Union[str, Pat
         batch_size: images per forward pass (streaming and CAM).
         display_size: side (px) of the shown images (default max(val_image_size, 128)); the crop matches the
             evaluation crop, so the heatmap lines up with what the model saw.
-        class_names: names in class order (default ``data.class_names``; a checkpoint's mapping may be passed).
+        class_names: names in class order (default ``data.class_names``; a checkpoint's mapping may be passed);
+            plots and the report show their short form (:func:`core.prepare.short_class_names`).
+        progress: bars over the val pass and the Grad-CAM maps (``--logging.progress_bar``).
 
     Returns:
         A :class:`GradCamReport`.
     """
     out_dir = Path(out_dir)
     (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
-    names = list(class_names) if class_names is not None else list(data.class_names)
+    full_names = list(class_names) if class_names is not None else list(data.class_names)
+    names = short_class_names(full_names, data.classes)  # what every plot and the report show
     C = data.num_classes
     start = time.perf_counter()
-    summary = collect_predictions(model, data.val_loader(batch_size), C, top_k, pair_examples, amp_dtype)
+    summary = collect_predictions(model, data.val_loader(batch_size), C, top_k, pair_examples, amp_dtype, progress)
     log.info("streamed %d val images in %.1f s: top-1 %.2f%%, top-5 %.2f%%", summary.num_images,
              time.perf_counter() - start, summary.top1, summary.top5)
 
@@ -410,7 +421,8 @@ def analyze(model: nn.Module, data: ImageNetDataManager, out_dir: Union[str, Pat
     jobs = sorted({(ex.position, c) for ex in shown for c in {ex.pred, ex.true}})
     paths: dict[tuple[int, int], str] = {}
     thumbs: dict[int, np.ndarray] = {}
-    with GradCamAnalyzer(model, method, target_layer) as cam:
+    with GradCamAnalyzer(model, method, target_layer) as cam, \
+            progress_bar(total=len(jobs), desc="Grad-CAM maps", enabled=progress, unit="map") as bar:
         for b in range(0, len(jobs), batch_size):
             chunk = jobs[b:b + batch_size]
             images = torch.stack([ds[pos][0] for pos, _ in chunk])
@@ -421,13 +433,14 @@ def analyze(model: nn.Module, data: ImageNetDataManager, out_dir: Union[str, Pat
                 rel = f"overlays/val{pos:06d}_class{c:04d}.png"
                 cv2.imwrite(str(out_dir / rel), cv2.cvtColor(overlay_cam(thumbs[pos], m), cv2.COLOR_RGB2BGR))
                 paths[(pos, c)] = rel
+            bar.update(len(chunk))
     for ex in shown:
         ex.source = ds.reader.describe(int(ds.sample_ids[ex.position]))
         ex.overlays = {c: paths[(ex.position, c)] for c in (ex.pred, ex.true)}
     log.info("Grad-CAM (%s) of %d (image, class) pairs done at %.1f s", method, len(jobs), time.perf_counter() - start)
 
     files = _write_outputs(out_dir, summary, per_class, pairs, chosen, names, data, thumbs, method, title,
-                           target_layer)
+                           target_layer, full_names)
     log.info("wrote %s (%.1f s in all)", files["report"], time.perf_counter() - start)
     return GradCamReport(summary=summary, per_class=per_class, pairs=pairs, report_classes=chosen, files=files)
 
@@ -448,7 +461,7 @@ def _data_uri_jpeg(rgb: np.ndarray, quality: int = 88) -> str:
 
 def _write_outputs(out_dir: Path, s: PredictionSummary, per_class: list[dict], pairs: list[dict],
                    chosen: list[int], names: list[str], data: ImageNetDataManager, thumbs: dict[int, np.ndarray],
-                   method: str, title: str, target_layer: str) -> dict[str, Path]:
+                   method: str, title: str, target_layer: str, full_names: list[str]) -> dict[str, Path]:
     from utils.visualization import plot_confusion_matrix, plot_most_confused, plot_per_class_accuracy, \
         MAX_HEATMAP_CLASSES
 
@@ -463,7 +476,7 @@ def _write_outputs(out_dir: Path, s: PredictionSummary, per_class: list[dict], p
     as_json = lambda exs: [dataclasses.asdict(e) for e in exs]  # noqa: E731
     analysis = {
         "method": method, "target_layer": target_layer, "num_images": s.num_images, "top1": s.top1, "top5": s.top5,
-        "loss": s.loss, "classes": data.classes, "class_names": names,
+        "loss": s.loss, "classes": data.classes, "class_names": full_names, "short_names": names,
         "examples": {k: {str(c): as_json(v) for c, v in by_cls.items()} for k, by_cls in s.examples.items()},
         "confused_pairs": [{**{k: v for k, v in p.items() if k != "examples"}, "examples": as_json(p["examples"])}
                            for p in pairs],
@@ -534,7 +547,7 @@ def _render_html(s: PredictionSummary, per_class: list[dict], pairs: list[dict],
              "<p class='muted'>Each example shows the image as the model saw it (evaluation crop), the Grad-CAM of the "
              "predicted class, and for errors the Grad-CAM of the true class. Red = regions that raise that class's "
              "score. Confidence is the softmax probability.</p>"]
-    nav = " ".join(f"<a href='#class{c}'>{e(names[c].split(',')[0])}</a>" for c in chosen)
+    nav = " ".join(f"<a href='#class{c}'>{e(names[c])}</a>" for c in chosen)
     parts.append(f"<nav><b>Jump to:</b> <a href='#pairs'>confused pairs</a> <a href='#accuracy'>per-class accuracy"
                  f"</a> {nav}</nav>")
 
@@ -612,7 +625,8 @@ def analyze_checkpoint(checkpoint: Union[str, Path], out_dir: Optional[Union[str
     cfg = loaded.config
     overrides = {"root": None, **(data_overrides or {})}
     data_cfg = dataclasses.replace(cfg.data, **overrides)
-    data = ImageNetDataManager(data_cfg, seed=cfg.training.seed, run_dir=None)
+    data = ImageNetDataManager(data_cfg, seed=cfg.training.seed, run_dir=None,
+                               progress=analyze_kwargs.get("progress", True))
     try:
         check_compatible({"config": cfg.to_dict(), "classes": loaded.classes}, cfg.model.name, data.classes,
                          loaded.path)
@@ -655,6 +669,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
     p.add_argument("--display-size", type=int, default=None, help="shown image side in px (default >= 128)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda[:N] or mps")
+    p.add_argument("--logging.progress_bar", dest="progress_bar", choices=("true", "false"), default="true",
+                   help="progress bars with an ETA (default true)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides: dict[str, Any] = {"root": a.root}
@@ -665,7 +681,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         report = analyze_checkpoint(a.checkpoint, a.out, overrides, a.device, method=a.method, top_k=a.top_k,
                                     num_pairs=a.pairs, pair_examples=a.pair_examples,
                                     report_classes=a.report_classes, batch_size=a.batch_size,
-                                    display_size=a.display_size, target_layer=a.target_layer)
+                                    display_size=a.display_size, target_layer=a.target_layer,
+                                    progress=a.progress_bar == "true")
     except (ValueError, FileNotFoundError) as err:  # CheckpointMismatchError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2

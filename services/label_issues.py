@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from core.config import ExperimentConfig
 from core.data_manager import ImageClassificationDataset, ImageNetDataManager, build_eval_transform
 from core.label_noise import CleaningManifest, detection_metrics
+from core.logger import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +113,12 @@ def eval_loader(data: ImageNetDataManager, sample_ids: np.ndarray, labels: np.nd
 
 @torch.no_grad()
 def predict_proba(model: nn.Module, loader: DataLoader, device: torch.device,
-                  amp_dtype: Optional[torch.dtype] = None) -> np.ndarray:
+                  amp_dtype: Optional[torch.dtype] = None, progress: bool = False,
+                  desc: str = "scoring") -> np.ndarray:
     """Softmax probabilities of ``model`` over ``loader``, in loader order.
+
+    Args:
+        progress: a bar (titled ``desc``) over the batches.
 
     Returns:
         (N, C) float32 rows summing to 1.
@@ -121,7 +126,7 @@ def predict_proba(model: nn.Module, loader: DataLoader, device: torch.device,
     was_training = model.training
     model.eval()
     out = []
-    for images, _ in loader:
+    for images, _ in progress_bar(loader, desc=desc, enabled=progress, unit="batch"):
         images = images.to(device, non_blocking=True)
         with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = model(images)
@@ -137,7 +142,9 @@ def out_of_sample_pred_probs(cfg: ExperimentConfig, data: ImageNetDataManager, o
     Fold k's model trains on the other folds (with their current, possibly noisy, labels) in
     ``out_dir/fold_k/`` (logs/, models/) and scores fold k with the evaluation pipeline. Each fold's
     probabilities are saved as ``fold_k/pred_probs.npy``: an interrupted detection resumes at the first fold
-    without them (and, with ``--training.resume auto``, mid-fold from its last checkpoint).
+    without them (and, with ``--training.resume auto``, mid-fold from its last checkpoint). With
+    ``--logging.progress_bar`` a bar counts the folds (ETA of the whole detection) above each fold's training
+    and scoring bars.
 
     Args:
         cfg: the experiment config (its ``logging.output_dir`` is replaced per fold).
@@ -157,7 +164,7 @@ def out_of_sample_pred_probs(cfg: ExperimentConfig, data: ImageNetDataManager, o
     fold_of = stratified_folds(data.train_labels, folds, fold_seed)
     np.save(out_dir / "folds.npy", fold_of)
     probs = np.zeros((len(data.train_ids), data.num_classes), dtype=np.float32)
-    for k in range(folds):
+    for k in progress_bar(range(folds), desc="K-fold label issues", enabled=cfg.logging.progress_bar, unit="fold"):
         held = fold_of == k
         fold_dir = out_dir / f"fold_{k}"
         probs_file = fold_dir / "pred_probs.npy"
@@ -177,7 +184,8 @@ def out_of_sample_pred_probs(cfg: ExperimentConfig, data: ImageNetDataManager, o
         trainer = ImageNetTrainer(fold_cfg, data=fold_data)
         trainer.fit()
         loader = eval_loader(data, data.train_ids[held], data.train_labels[held], max(1, 2 * cfg.training.batch_size))
-        p = predict_proba(trainer.unwrapped_model(), loader, trainer.device, trainer.amp_dtype)
+        p = predict_proba(trainer.unwrapped_model(), loader, trainer.device, trainer.amp_dtype,
+                          progress=cfg.logging.progress_bar, desc=f"scoring fold {k + 1}/{folds}")
         np.save(ids_file, data.train_ids[held])
         tmp = fold_dir / ".pred_probs.tmp.npy"
         np.save(tmp, p)
@@ -332,7 +340,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise ValueError("--logging.output_dir is required: the manifest and fold runs are written there")
         out_dir = Path(cfg.logging.output_dir)
         setup_logging(out_dir, cfg.logging.log_level)
-        data = ImageNetDataManager(cfg.data, seed=cfg.training.seed, run_dir=out_dir)
+        data = ImageNetDataManager(cfg.data, seed=cfg.training.seed, run_dir=out_dir,
+                                   progress=cfg.logging.progress_bar)
         result = detect_label_issues(cfg, data, out_dir, init.cl)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -27,6 +27,7 @@ import torch.nn as nn
 from core.checkpoint import atomic_write_text, capture_rng_state, restore_rng_state
 from core.config import ExperimentConfig, parse_config
 from core.data_manager import ImageNetDataManager
+from core.logger import progress_bar
 from core.model import build_model
 from core.trainer import (build_optimizer, forward_backward, memory_format_for, optimizer_step, resolve_amp,
                           select_device)
@@ -243,7 +244,7 @@ class LRFinder:
 
     def range_test(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], start_lr: float = 1e-7,
                    end_lr: float = 10.0, num_steps: int = 100, beta: float = 0.98,
-                   diverge_factor: float = 4.0) -> LRFinderResult:
+                   diverge_factor: float = 4.0, progress: bool = True) -> LRFinderResult:
         """Run the sweep over micro-batches drawn from ``batches`` (an endless iterator; see
         :func:`cycle_train_loader`).
 
@@ -252,6 +253,7 @@ class LRFinder:
             start_lr, end_lr: sweep bounds; num_steps: optimizer steps (>= 2).
             beta: EMA factor of the smoothed loss (fastai: 0.98).
             diverge_factor: stop when smoothed loss > diverge_factor x best smoothed loss.
+            progress: a bar over the steps, with the LR and smoothed loss (``--logging.progress_bar``).
 
         Raises:
             ValueError: bad sweep settings, or fewer than 3 finite losses to suggest from.
@@ -263,6 +265,7 @@ class LRFinder:
         taken, losses, smoothed = [], [], []
         diverged = False
         avg, best = 0.0, math.inf
+        bar = progress_bar(total=num_steps, desc="LR finder", enabled=progress, unit="step")
         try:
             self.model.train()
             self.optimizer.zero_grad(set_to_none=True)
@@ -290,12 +293,15 @@ class LRFinder:
                 sm = avg / (1 - beta ** (step + 1))
                 smoothed.append(sm)
                 best = min(best, sm)
+                bar.update(1)
+                bar.set_postfix(lr=f"{lr:.2g}", loss=f"{sm:.3f}", refresh=False)
                 if step > 0 and sm > diverge_factor * best:
                     diverged = True
                     log.info("LR finder: smoothed loss %.3f > %.1f x best %.3f at lr %.3g (step %d); stopping",
                              sm, diverge_factor, best, lr, step)
                     break
         finally:
+            bar.close()
             self._restore(saved)
         suggested, min_div10 = suggest_lr(taken, losses)
         settings = {"start_lr": start_lr, "end_lr": end_lr, "num_steps": num_steps, "beta": beta,
@@ -335,7 +341,7 @@ def cycle_train_loader(loader: torch.utils.data.DataLoader, first_epoch: int = 0
 
 def find_lr(cfg: ExperimentConfig, model: Optional[nn.Module] = None, data: Optional[ImageNetDataManager] = None,
             out_dir: Optional[Path] = None, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100,
-            beta: float = 0.98, diverge_factor: float = 4.0) -> LRFinderResult:
+            beta: float = 0.98, diverge_factor: float = 4.0, progress: Optional[bool] = None) -> LRFinderResult:
     """Run the LR range test for an experiment config, as its training run would train: same model, optimizer
     (parameter groups, momentum, weight decay), loss, batch size, accumulation, AMP and clipping.
 
@@ -348,6 +354,7 @@ def find_lr(cfg: ExperimentConfig, model: Optional[nn.Module] = None, data: Opti
         out_dir: where the PNG, ``optimal_lr.txt`` and JSON go (None = ``<output_dir>/logs/lr_finder`` when
             ``--logging.output_dir`` is set, else nothing is written).
         start_lr, end_lr, num_steps, beta, diverge_factor: see :meth:`LRFinder.range_test`.
+        progress: progress bars for the sweep (and indexing); None = ``cfg.logging.progress_bar``.
 
     Returns:
         The :class:`LRFinderResult`; ``result.suggested_lr`` is the LR to use as ``--training.lr``.
@@ -356,7 +363,8 @@ def find_lr(cfg: ExperimentConfig, model: Optional[nn.Module] = None, data: Opti
     device = select_device(t.device)
     amp_dtype = resolve_amp(t.amp, device)
     torch.manual_seed(t.seed)
-    data = data or ImageNetDataManager(cfg.data, seed=t.seed, run_dir=None)
+    progress = cfg.logging.progress_bar if progress is None else progress
+    data = data or ImageNetDataManager(cfg.data, seed=t.seed, run_dir=None, progress=progress)
     if model is None:
         model = build_model(cfg.model.name, num_classes=cfg.model.num_classes or data.num_classes,
                             small_input=cfg.model.small_input, zero_init_residual=cfg.model.zero_init_residual)
@@ -369,7 +377,7 @@ def find_lr(cfg: ExperimentConfig, model: Optional[nn.Module] = None, data: Opti
     raw = cycle_train_loader(loader)
     batches = ((data.to_device(images, device, memory_format), targets) for images, targets in raw)
     try:
-        result = finder.range_test(batches, start_lr, end_lr, num_steps, beta, diverge_factor)
+        result = finder.range_test(batches, start_lr, end_lr, num_steps, beta, diverge_factor, progress)
     finally:
         batches.close()
         raw.close()  # stops the loader's workers promptly

@@ -237,16 +237,74 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert load_checkpoint(tmp_path / "spot" / "models" / "last.pt")["epoch"] == 2
 
 
-def test_wandb_offline_run_logs_config_metrics_and_layer_stats(tmp_path, monkeypatch):
+def test_monitoring_tensorboard_wandb_and_curves(tmp_path, monkeypatch, one_torch_thread):
+    """One 2-epoch run with EMA and label smoothing, TensorBoard and offline W&B on: the event files read back
+    with TensorBoard's own reader, the W&B history gets the per-layer statistics and the summary the headline
+    metrics only, and curves.png draws the EMA curves and names the label smoothing."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import core.trainer
+    import utils.visualization
+
     monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    cfg = tiny_config(tmp_path, training={"epochs": 1}, logging={"wandb": True, "wandb_mode": "offline"})
-    trainer = ImageNetTrainer(cfg)
-    trainer.fit()
-    runs = list((tmp_path / "run" / "logs" / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1 and list(runs[0].glob("*.wandb")), runs
-    assert trainer._last_layer_stats["grads/fc.weight/std"] > 0  # per-layer gradient statistics were taken
-    assert "weights/layer4.1.conv2.weight/mean" in trainer._last_layer_stats
+    logged, summaries, legends = [], [], []
+    real_init, real_save = core.trainer.init_wandb, utils.visualization._save
+
+    def spying_init(*args, **kwargs):
+        run = real_init(*args, **kwargs)
+        real_log, real_finish = run.log, run.finish
+        run.log = lambda data, step=None: (logged.append((step, dict(data))), real_log(data, step=step))[1]
+        run.finish = lambda: (summaries.append(dict(run.summary)), real_finish())[1]
+        return run
+
+    def spying_save(fig, out_path):
+        legends.append([[t.get_text() for t in ax.get_legend().get_texts()] for ax in fig.axes])
+        return real_save(fig, out_path)
+
+    monkeypatch.setattr(core.trainer, "init_wandb", spying_init)
+    monkeypatch.setattr(utils.visualization, "_save", spying_save)
+    cfg = tiny_config(tmp_path, data={"fraction": 0.1, "val_fraction": 0.2},
+                      training={"epochs": 2, "ema_decay": 0.9, "label_smoothing": 0.1},
+                      logging={"wandb": True, "wandb_mode": "offline", "tensorboard": True})
+    result = ImageNetTrainer(cfg).fit()
+    logs = tmp_path / "run" / "logs"
+    metrics = [json.loads(line) for line in (logs / "metrics.jsonl").read_text().splitlines()]
+
+    events = EventAccumulator(str(logs / "tensorboard"), size_guidance={"scalars": 0, "histograms": 0}).Reload()
+    tags = events.Tags()
+    for tag, key in (("loss/train", "train_loss"), ("loss/val", "val_loss"), ("top1/train", "train_top1"),
+                     ("top1/val", "val_top1"), ("top5/val", "val_top5"), ("lr", "lr"),
+                     ("throughput/images_per_sec", "images_per_sec"), ("loss/val_ema", "val_loss_ema"),
+                     ("top1/val_ema", "val_top1_ema"), ("top5/val_ema", "val_top5_ema")):
+        assert tag in tags["scalars"], (tag, tags["scalars"])
+        points = events.Scalars(tag)
+        assert [p.step for p in points] == [1, 2]
+        assert [p.value for p in points] == pytest.approx([m[key] for m in metrics], rel=1e-5, abs=1e-6)
+    n_params = len(list(build_model("resnet18", num_classes=10).named_parameters()))
+    assert len([t for t in tags["histograms"] if t.startswith("weights/")]) == n_params
+    assert len([t for t in tags["histograms"] if t.startswith("grads/")]) == n_params
+    grads = events.Histograms("grads/fc.weight")
+    assert [h.step for h in grads] == [1, 2] and grads[0].histogram_value.num == 10 * 512
+    assert grads[0].histogram_value.max > grads[0].histogram_value.min  # real gradients, not zeros
+
+    assert [step for step, _ in logged] == [1, 2]
+    for _, row in logged:
+        assert {"train_loss", "val_top1", "val_top1_ema", "lr"} <= set(row)
+        assert row["grads/fc/weight/std"] > 0 and "weights/layer4/1/conv2/weight/mean" in row
+    summary = summaries[0]
+    assert summary["epochs"] == 2 and summary["best_top1"] == pytest.approx(result["best_top1"])
+    assert summary["val_top1"] == pytest.approx(metrics[-1]["val_top1"])
+    assert summary["val_top1_ema"] == pytest.approx(metrics[-1]["val_top1_ema"])
+    assert not [k for k in summary if k.startswith(("weights/", "grads/"))]  # history only
+    assert list((logs / "wandb").glob("offline-run-*/*.wandb"))
+
+    curves = [panel for panel in legends if len(panel) == 3][-1]  # curves.png: loss, accuracy, LR
+    assert curves[0][0].startswith("train (with label smoothing 0.1)")
+    assert any(t.startswith("val (EMA weights)") for t in curves[0])
+    assert any(t.startswith("val top-1 (EMA weights)") for t in curves[1])
+    assert (logs / "curves.png").stat().st_size > 10_000
 
 
 def test_flip_tta_averages_the_logits_of_each_image_and_its_mirror(tmp_path):

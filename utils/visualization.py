@@ -37,6 +37,8 @@ MAX_HEATMAP_CLASSES = 50
 MAX_ANNOTATED_CLASSES = 20
 # Above this many epochs, curves are drawn as lines without markers.
 _MAX_MARKED_EPOCHS = 30
+# Up to this many epochs, the legends give each curve's last value and the axes start at 0.
+_MAX_LABELLED_EPOCHS = 3
 
 
 def _new_figure(figsize: tuple[float, float]) -> Figure:
@@ -107,18 +109,26 @@ def plot_training_curves(
     metrics: str | Path | Sequence[Mapping[str, Any]],
     out_path: str | Path,
     title: str | None = None,
+    label_smoothing: float = 0.0,
 ) -> Path:
     """Plot loss, accuracy and learning rate against epoch into one PNG (three panels).
 
     Panels: (1) train and val loss; (2) train top-1, val top-1 and val top-5 in percent;
-    (3) learning rate, on a log axis when it spans more than 10x. Epochs whose record
-    lacks a key (e.g. no evaluation that epoch) or holds NaN are skipped for that curve
-    only. Points carry markers up to 30 epochs, so a single epoch is still visible.
+    (3) learning rate, on a log axis when it spans more than 10x. When the records hold
+    EMA metrics (``val_loss_ema``, ``val_top1_ema``, ``val_top5_ema``: the weights that
+    choose ``best.pt`` when EMA is on) they are drawn beside the val curves, in red.
+    Epochs whose record lacks a key (e.g. no evaluation that epoch) or holds NaN are
+    skipped for that curve only. Points carry markers up to 30 epochs; with 3 epochs or
+    fewer the legends give each curve's last value and the axes start at 0 (accuracy
+    spans 0-100 %), so a 1-epoch run reads as numbers rather than a zoomed-in speck.
 
     Args:
         metrics: a `metrics.jsonl` path (see `load_metrics`) or the list of its records.
         out_path: where to write the PNG; parent folders are created.
         title: figure title, e.g. the run name.
+        label_smoothing: the run's `--training.label_smoothing`; when > 0 the train loss
+            is labelled as computed with it (it cannot reach 0 and is not comparable
+            with the val loss, which is plain cross-entropy).
 
     Returns:
         `out_path` as a Path.
@@ -131,25 +141,34 @@ def plot_training_curves(
     if not records:
         raise ValueError("no metrics records to plot")
     show_markers = len(records) <= _MAX_MARKED_EPOCHS
+    few = len(records) <= _MAX_LABELLED_EPOCHS
+    all_epochs = np.array([_as_float(m.get("epoch", i + 1)) for i, m in enumerate(records)])
+    all_epochs = all_epochs[np.isfinite(all_epochs)]
+    few = few and all_epochs.size > 0
+    train_loss = f"train (with label smoothing {label_smoothing:g})" if label_smoothing > 0 else "train"
 
     fig = _new_figure((15.0, 4.6))
     ax_loss, ax_acc, ax_lr = fig.subplots(1, 3)
     panels = [
-        (ax_loss, "Loss", "cross-entropy loss",
-         [("train_loss", "train", "C0", "-", "o"), ("val_loss", "val", "C1", "-", "o")]),
-        (ax_acc, "Accuracy", "accuracy (%)",
+        (ax_loss, "Loss", "cross-entropy loss", "{:.3f}",
+         [("train_loss", train_loss, "C0", "-", "o"), ("val_loss", "val", "C1", "-", "o"),
+          ("val_loss_ema", "val (EMA weights)", "C3", "-", "D")]),
+        (ax_acc, "Accuracy", "accuracy (%)", "{:.1f}",
          [("train_top1", "train top-1", "C0", "-", "o"), ("val_top1", "val top-1", "C1", "-", "o"),
-          ("val_top5", "val top-5", "C1", "--", "s")]),
-        (ax_lr, "Learning rate", "learning rate", [("lr", "lr", "C2", "-", "o")]),
+          ("val_top5", "val top-5", "C1", "--", "s"), ("val_top1_ema", "val top-1 (EMA weights)", "C3", "-", "D"),
+          ("val_top5_ema", "val top-5 (EMA weights)", "C3", "--", "D")]),
+        (ax_lr, "Learning rate", "learning rate", "{:.3g}", [("lr", "lr", "C2", "-", "o")]),
     ]
-    for ax, panel_title, ylabel, curves in panels:
+    for ax, panel_title, ylabel, fmt, curves in panels:
         drawn = 0
         for key, label, color, style, mark in curves:
             x, y = _series(records, key)
             if x.size == 0:
                 continue
+            if few:  # a handful of points: the legend gives the last value, which a speck cannot show
+                label = f"{label}: {fmt.format(y[-1])}"
             ax.plot(x, y, linestyle=style, color=color, marker=mark if show_markers else None,
-                    markersize=4, label=label)
+                    markersize=7 if few else 4, label=label)
             drawn += 1
         ax.set_title(panel_title)
         ax.set_xlabel("epoch")
@@ -159,16 +178,20 @@ def plot_training_curves(
         if drawn == 0:
             ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center",
                     color="0.5")
-        elif len(curves) > 1:
-            ax.legend(loc="best", fontsize="small")
+        elif len(curves) > 1 or few:
+            ax.legend(loc="best", fontsize="small", title=f"epoch {int(all_epochs.max())}" if few else None,
+                      title_fontsize="small")
 
-    all_epochs = np.array([_as_float(m.get("epoch", i + 1)) for i, m in enumerate(records)])
-    all_epochs = all_epochs[np.isfinite(all_epochs)]
     if all_epochs.size and np.ptp(all_epochs) < 2:
         # One or two epochs: the integer locator finds no ticks in so short a range.
         for ax in (ax_loss, ax_acc, ax_lr):
-            ax.set_xlim(all_epochs.min() - 0.5, all_epochs.max() + 0.5)
+            ax.set_xlim(all_epochs.min() - 0.5, all_epochs.max() + 1.5)  # room for the legend
             ax.set_xticks(np.unique(all_epochs))
+    if few:  # from 0, so that a single point or two close ones do not fill the panel with noise
+        ax_acc.set_ylim(0, 100)
+        for ax in (ax_loss, ax_lr):
+            top = ax.get_ylim()[1]
+            ax.set_ylim(0, top * 1.15 if top > 0 else 1)
 
     _, lr = _series(records, "lr")
     lr = lr[lr > 0]

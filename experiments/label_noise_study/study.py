@@ -274,7 +274,8 @@ def run_study(cfg: ExperimentConfig, study: StudyConfig, cl: ConfidentLearningCo
     cfg.save_yaml(out / "config.yaml")
     (out / "study.json").write_text(json.dumps({"study": dataclasses.asdict(study), "cl": dataclasses.asdict(cl)},
                                                indent=2) + "\n")
-    base = ImageNetDataManager(cfg.data, seed=cfg.training.seed, run_dir=out / "data")
+    base = ImageNetDataManager(cfg.data, seed=cfg.training.seed, run_dir=out / "data",
+                               progress=cfg.logging.progress_bar)
     if base.using_bundled_sample:
         log.warning("label-noise study on the BUNDLED SAMPLE (%d train / %d val images): a smoke run; pass "
                     "--data.root for a real one", len(base.train_ids), len(base.val_ids))
