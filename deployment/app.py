@@ -48,6 +48,11 @@ SMALL_SIDE_PX = 32
 """Images with a side below this are classified, with a warning: upscaled that much they carry little detail."""
 CAM_DISPLAY_PX = (224, 448)
 """Side of the Grad-CAM overlay: the centre crop at its own resolution, clamped to this range (px)."""
+CAM_LEGEND_PX = 28
+"""Height of the colour legend drawn under the Grad-CAM overlay (px)."""
+FINE_CAM_GRID = 7
+"""Grad-CAM maps are layer4's grid: 7 x 7 for a ResNet at 224 px. Below this many cells a side (2 x 2 at 64 px),
+the page says the map is coarse."""
 
 
 class InputImageError(ValueError):
@@ -151,11 +156,26 @@ def load_image(source: Union[str, Path, bytes], max_pixels: int = MAX_PIXELS) ->
 # The model
 # --------------------------------------------------------------------------------------------------------------
 
-def _display_names(classes: list[dict[str, Any]]) -> list[str]:
-    """Short unique labels: the first WordNet lemma ('tench'), with the WNID added where two classes share it
-    (ImageNet has two 'crane's and two 'maillot's)."""
-    short = [c["name"].split(",")[0].strip() or c["wnid"] for c in classes]
-    return [f"{s} ({c['wnid']})" if short.count(s) > 1 else s for s, c in zip(short, classes)]
+def cam_legend(width: int, height: int = CAM_LEGEND_PX) -> np.ndarray:
+    """The colour key of the Grad-CAM overlay: OpenCV's JET colour map (the one ``show_cam_on_image`` uses) from
+    'low' (blue, no evidence for the class) to 'high' (red, most evidence), on white.
+
+    Returns:
+        (height, width, 3) uint8 RGB.
+    """
+    legend = np.full((height, width, 3), 255, np.uint8)
+    font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1
+    (low_w, text_h), _ = cv2.getTextSize("low", font, scale, thick)
+    (high_w, _), _ = cv2.getTextSize("high", font, scale, thick)
+    left, right = 6 + low_w + 6, width - 6 - high_w - 6
+    ramp = np.linspace(0, 255, max(1, right - left)).astype(np.uint8)[None, :]
+    bar = cv2.cvtColor(cv2.applyColorMap(ramp, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)  # (1, n, 3)
+    top, bottom = height // 2 - 5, height // 2 + 5
+    legend[top:bottom, left:right] = bar
+    base = (height + text_h) // 2
+    cv2.putText(legend, "low", (6, base), font, scale, (40, 40, 40), thick, cv2.LINE_AA)
+    cv2.putText(legend, "high", (width - 6 - high_w, base), font, scale, (40, 40, 40), thick, cv2.LINE_AA)
+    return legend
 
 
 class Predictor:
@@ -183,7 +203,9 @@ class Predictor:
         if len(self.classes) != self.config["num_classes"]:
             raise ValueError(f"{model_dir}: classes.json names {len(self.classes)} classes, config.json says "
                              f"{self.config['num_classes']}")
-        self.labels = _display_names(self.classes)
+        # the short names of the export (core.prepare.short_class_names), as in the training plots and reports;
+        # a classes.json written before they were exported has only the full names
+        self.labels = [c.get("short_name") or c["name"] for c in self.classes]
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = build_model(self.config["architecture"], self.config["num_classes"],
                                  self.config["small_input"])
@@ -196,6 +218,27 @@ class Predictor:
         self._mean = np.asarray(pre["mean"], np.float32) * 255.0
         self._std = np.asarray(pre["std"], np.float32) * 255.0
         self._cam_lock = threading.Lock()  # Grad-CAM hooks the shared model; one request at a time
+        self.cam_grid = self._layer4_side()
+
+    @torch.no_grad()
+    def _layer4_side(self) -> int:
+        """Side of layer4's feature map at ``input_size`` (measured once): the resolution of every Grad-CAM map."""
+        shape: list[int] = []
+        hook = self.model.layer4.register_forward_hook(lambda _m, _i, out: shape.extend(out.shape))
+        try:
+            self.model(torch.zeros(1, 3, self.input_size, self.input_size, device=self.device))
+        finally:
+            hook.remove()
+        return int(shape[-1])
+
+    def cam_note(self) -> Optional[str]:
+        """A sentence for the page when the Grad-CAM grid is coarse (fewer than FINE_CAM_GRID cells a side), else
+        None."""
+        g = self.cam_grid
+        if g >= FINE_CAM_GRID:
+            return None
+        return (f"The model takes {self.input_size} px inputs, so its Grad-CAM map has only {g} x {g} cells: it "
+                f"shows which part of the photo mattered, not an outline (a ResNet at 224 px gives 7 x 7).")
 
     # -- preprocessing -----------------------------------------------------------------------------------------
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
@@ -232,7 +275,8 @@ class Predictor:
         the last block of layer4, overlaid on the centre crop of the photo.
 
         Returns:
-            (D, D, 3) uint8 RGB overlay, D = the crop's side in the photo clamped to CAM_DISPLAY_PX.
+            (D + CAM_LEGEND_PX, D, 3) uint8 RGB: the (D, D) overlay, D = the crop's side in the photo clamped to
+            CAM_DISPLAY_PX, above its colour legend (:func:`cam_legend`).
         """
         x = self.preprocess(rgb)
         if class_index is None:
@@ -252,8 +296,9 @@ class Predictor:
         d = int(np.clip(side, *CAM_DISPLAY_PX))
         base = cv2.resize(base, (d, d), interpolation=cv2.INTER_AREA if side > d else cv2.INTER_LINEAR)
         heat = cv2.resize(np.nan_to_num(heat).astype(np.float32), (d, d), interpolation=cv2.INTER_LINEAR)
-        return show_cam_on_image(base.astype(np.float32) / 255.0, np.clip(heat, 0, 1), use_rgb=True,
-                                 image_weight=0.55)
+        overlay = show_cam_on_image(base.astype(np.float32) / 255.0, np.clip(heat, 0, 1), use_rgb=True,
+                                    colormap=cv2.COLORMAP_JET, image_weight=0.55)
+        return np.vstack([overlay, cam_legend(d)])
 
     # -- description -------------------------------------------------------------------------------------------
     def info_markdown(self) -> str:
@@ -306,7 +351,34 @@ def classify(predictor: Predictor, upload: Optional[str], show_cam: bool
     status = f"Most likely: **{best}** ({100 * p:.1f} %)."
     if show_cam:
         status += f" The overlay shows where the model looked for *{best}* (red: most evidence)."
+        if predictor.cam_note():
+            notes.append(predictor.cam_note())
     return top, cam, "\n\n".join([status] + [f"ℹ️ {n}" for n in notes])
+
+
+def predict(predictor: Predictor, upload: Optional[str]) -> dict[str, float]:
+    """The ``/predict`` API endpoint: an image file -> its top-5 {class: probability}, most likely first.
+
+    Raises:
+        gradio.Error: no file or an unreadable one; the message says what was wrong.
+    """
+    top, _, status = classify(predictor, upload, show_cam=False)
+    if top is None:
+        raise gr.Error(status.removeprefix("⚠️ "))
+    return top
+
+
+def predict_with_cam(predictor: Predictor, upload: Optional[str]) -> tuple[dict[str, float], np.ndarray, str]:
+    """The ``/predict_with_cam`` API endpoint: an image file -> (top-5 {class: probability}, the Grad-CAM overlay
+    of the top class with its colour legend, the status text with its notes).
+
+    Raises:
+        gradio.Error: no file or an unreadable one; the message says what was wrong.
+    """
+    top, cam, status = classify(predictor, upload, show_cam=True)
+    if top is None or cam is None:
+        raise gr.Error(status.removeprefix("⚠️ "))
+    return top, cam, status
 
 
 def unopened_upload(payload: Any) -> Optional[str]:
@@ -324,7 +396,6 @@ CSS = """
 #title { text-align: center; margin-bottom: 0; }
 #subtitle { text-align: center; color: var(--body-text-color-subdued); margin-top: 0; }
 #status { min-height: 2.5em; }
-footer { display: none !important; }
 """
 
 
@@ -333,9 +404,18 @@ def example_paths(folder: Path = EXAMPLES_DIR) -> list[str]:
     return sorted(str(p) for p in Path(folder).glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))
 
 
+API_ENDPOINTS = ("predict", "predict_with_cam")
+"""The named API endpoints (``/predict``, ``/predict_with_cam``), listed under the page's "Use via API" link."""
+
+
 def build_demo(predictor: Predictor, examples: Optional[Sequence[str]] = None) -> gr.Blocks:
     """The page: upload and examples on the left; top-5 bars, Grad-CAM toggle and overlay on the right; the model
-    panel below. Both the upload and the toggle re-run ``classify`` with the one loaded ``predictor``."""
+    panel below. Both the upload and the toggle re-run ``classify`` with the one loaded ``predictor``; an upload
+    that cannot be read is removed from the photo box (no broken-image icon) and the message stays.
+
+    The page's own events are private; the API has two named endpoints, :func:`predict` and
+    :func:`predict_with_cam` (:data:`API_ENDPOINTS`), each taking one image file.
+    """
     examples = example_paths() if examples is None else list(examples)
     arch = predictor.config["architecture"].replace("resnet", "ResNet-")
     with gr.Blocks(title=f"{arch} image classifier", analytics_enabled=False) as demo:
@@ -361,13 +441,36 @@ def build_demo(predictor: Predictor, examples: Optional[Sequence[str]] = None) -
             gr.Markdown(predictor.info_markdown(), elem_id="model-info")
 
         def handler(upload: Optional[str], cam: bool):
+            if not upload:  # cleared: by the user (image.clear resets the message) or after an unreadable upload
+                return None, gr.Image(value=None, visible=False), gr.skip()
             top, overlay_rgb, message = classify(predictor, upload, cam)
+            if top is None:  # unreadable: the .failure() step below shows why and empties the photo box
+                raise gr.Error(message, visible=False, print_exception=False)
             # the overlay panel is shown only while the toggle is on and there is an overlay
             return top, gr.Image(value=overlay_rgb, visible=overlay_rgb is not None), message
 
+        def refuse(upload: Optional[str]):
+            # The photo box would show a broken-image icon: its value becomes None (a plain value: an update
+            # object would rebuild the component without unopened_upload), which runs `handler` again with no
+            # upload, and that keeps this message.
+            return None, gr.Image(value=None, visible=False), classify(predictor, upload, False)[2], None
+
         for trigger in (image.change, show_cam.change):
             trigger(handler, inputs=[image, show_cam], outputs=[labels, overlay, status], concurrency_id="model",
-                    show_progress="minimal")
+                    show_progress="minimal", api_visibility="private").failure(
+                refuse, inputs=[image], outputs=[labels, overlay, status, image], api_visibility="private")
+        image.clear(lambda: "Upload a photo, or pick one of the examples.", outputs=[status],
+                    api_visibility="private")
+
+        # the API: endpoints with no trigger on the page, one image file in (the photo box's type and checks),
+        # documented under the page's "Use via API" link
+        gr.on([], lambda upload: predict(predictor, upload), inputs=[image], outputs=[labels],
+              api_name=API_ENDPOINTS[0], api_description="An image file -> its top-5 {class: probability}.",
+              concurrency_id="model")
+        gr.on([], lambda upload: predict_with_cam(predictor, upload), inputs=[image], outputs=[labels, overlay, status],
+              api_name=API_ENDPOINTS[1], concurrency_id="model",
+              api_description="An image file -> (top-5 {class: probability}, Grad-CAM overlay of the top class with "
+                              "its colour legend, status text).")
     return demo
 
 
@@ -375,7 +478,8 @@ def launch(demo: gr.Blocks, host: Optional[str] = None, port: Optional[int] = No
     """Start the server with the upload limit; host/port None = Gradio's defaults (or GRADIO_SERVER_* env)."""
     demo.queue(default_concurrency_limit=1)
     return demo.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD_BYTES, show_error=True,
-                       css=CSS, theme=gr.themes.Soft(), allowed_paths=[str(EXAMPLES_DIR)], **kwargs)
+                       css=CSS, theme=gr.themes.Soft(), allowed_paths=[str(EXAMPLES_DIR)],
+                       footer_links=["api"], **kwargs)  # the footer keeps only "Use via API"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -5,7 +5,7 @@
 - ``model.safetensors``: the EMA weights when the checkpoint holds them (``model_ema``), else the model's;
 - ``config.json``: architecture, class count, input size, resize/crop, mean/std, the recorded top-1/top-5 and the
   dataset they were measured on, how the model was trained;
-- ``classes.json``: index -> WNID and human-readable name;
+- ``classes.json``: index -> WNID, human-readable name and the short name the demo shows;
 - ``model_card.md``: how the model was trained and its measured accuracy, also written into the Space README
   between the ``<!-- model-card:start -->`` / ``<!-- model-card:end -->`` markers;
 
@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from core.checkpoint import atomic_write_text, load_checkpoint
 from core.config import PROJECT_ROOT, ExperimentConfig
 from core.model import build_model, count_parameters
+from core.prepare import short_class_names
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +156,9 @@ def recorded_metrics(checkpoint_path: Path, ckpt: dict[str, Any]) -> dict[str, A
 # --------------------------------------------------------------------------------------------------------------
 
 def class_table(ckpt: dict[str, Any], source: str = "checkpoint") -> list[dict[str, Any]]:
-    """[{"index", "wnid", "name"}] in the model's output order, names from the ImageNet-1k table (else the
-    checkpoint's ``class_names``, else the WNID itself).
+    """[{"index", "wnid", "name", "short_name"}] in the model's output order, names from the ImageNet-1k table
+    (else the checkpoint's ``class_names``, else the WNID itself); ``short_name`` is the one the demo, the plots
+    and the reports show (:func:`core.prepare.short_class_names`).
 
     Raises:
         ExportError: no class mapping, or one that disagrees with the classifier width.
@@ -179,12 +181,12 @@ def class_table(ckpt: dict[str, Any], source: str = "checkpoint") -> list[dict[s
         raise ExportError(f"{source}: the classifier has {fc_out} outputs but the class mapping names {len(classes)}")
     table = load_imagenet_class_names()
     saved_names = list(ckpt.get("class_names") or [])
-    out = []
+    names = []
     for i, wnid in enumerate(classes):
         saved = saved_names[i] if i < len(saved_names) else None
-        name = table.get(wnid) or (saved if saved and saved != wnid else None) or wnid
-        out.append({"index": i, "wnid": wnid, "name": name})
-    return out
+        names.append(table.get(wnid) or (saved if saved and saved != wnid else None) or wnid)
+    return [{"index": i, "wnid": wnid, "name": name, "short_name": short}
+            for i, (wnid, name, short) in enumerate(zip(classes, names, short_class_names(names, classes)))]
 
 
 def _state_dict_to_export(ckpt: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
@@ -243,7 +245,8 @@ def model_card(config: dict[str, Any], classes: list[dict[str, Any]]) -> str:
 
     subset = f"a stratified {100 * met['val_fraction']:g} % of " if met.get("val_fraction", 1.0) < 1 else ""
     n_val = f" ({met['val_images']} images)" if met.get("val_images") else ""
-    shown = ", ".join(f"{c['name'].split(',')[0]} ({c['wnid']})" for c in classes[:20])
+    shown = ", ".join(c["short_name"] if c["wnid"] in c["short_name"] else f"{c['short_name']} ({c['wnid']})"
+                      for c in classes[:20])
     more = f" and {len(classes) - 20} more (see model/classes.json)" if len(classes) > 20 else ""
     return "\n".join([
         "## Model card",

@@ -17,8 +17,8 @@ from core.checkpoint import load_checkpoint
 from core.config import BUNDLED_SAMPLE_ROOT, ExperimentConfig
 from core.data_manager import build_eval_transform, decode_image
 from core.model import build_model
-from deployment.app import (CAM_DISPLAY_PX, MAX_PIXELS, InputImageError, Predictor, build_demo, classify,
-                            example_paths, load_image)
+from deployment.app import (API_ENDPOINTS, CAM_DISPLAY_PX, CAM_LEGEND_PX, MAX_PIXELS, InputImageError, Predictor,
+                            build_demo, cam_legend, classify, example_paths, load_image, predict, predict_with_cam)
 from deployment_helpers import checkpoint_of, exported_space
 
 EXAMPLES = [Path(p) for p in example_paths()]
@@ -74,7 +74,7 @@ def test_predict_on_real_photos_agrees_with_the_checkpoint(predictor, space):
     reference = build_model("resnet18", 10).eval()
     reference.load_state_dict(ckpt["model"])
     transform = build_eval_transform(cfg.data, cfg.data.val_image_size)
-    names = [c["name"].split(",")[0] for c in json.loads((space / "model" / "classes.json").read_text())]
+    names = [c["short_name"] for c in json.loads((space / "model" / "classes.json").read_text())]
     probs = predictor.probabilities(load_image(EXAMPLES[0]).rgb)
     assert probs.shape == (10,) and probs.sum() == pytest.approx(1.0)
     photos = EXAMPLES + [sorted(c.iterdir())[0] for c in sorted((BUNDLED_SAMPLE_ROOT / "val").iterdir())[::3]]
@@ -94,11 +94,46 @@ def test_predict_on_real_photos_agrees_with_the_checkpoint(predictor, space):
 def test_grad_cam_overlay_of_the_top_class(predictor):
     rgb = load_image(EXAMPLES[0]).rgb  # 112 px: the 98-px centre square, shown at 224 px
     overlay = predictor.grad_cam(rgb)
-    assert overlay.shape == (CAM_DISPLAY_PX[0], CAM_DISPLAY_PX[0], 3) and overlay.dtype == np.uint8
+    d = CAM_DISPLAY_PX[0]
+    assert overlay.shape == (d + CAM_LEGEND_PX, d, 3) and overlay.dtype == np.uint8
+    assert np.array_equal(overlay[d:], cam_legend(d))  # the colour key sits under the overlay
     other = predictor.grad_cam(rgb, class_index=int(predictor.probabilities(rgb).argmin()))
-    assert not np.array_equal(overlay, other)  # the map depends on the class explained
+    assert not np.array_equal(overlay[:d], other[:d])  # the map depends on the class explained
     top, cam, status = classify(predictor, str(EXAMPLES[0]), True)
     assert cam is not None and cam.shape == overlay.shape and next(iter(top)) in status
+    # the test model takes 64 px inputs: layer4 is 2 x 2, and the page says the map is that coarse
+    assert predictor.cam_grid == 2 and "only 2 x 2 cells" in status
+    assert "cells" not in classify(predictor, str(EXAMPLES[0]), False)[2]  # no overlay, no note
+
+
+def test_cam_legend_runs_from_blue_to_red_with_its_labels():
+    legend = cam_legend(224)
+    assert legend.shape == (CAM_LEGEND_PX, 224, 3) and legend.dtype == np.uint8
+    row = legend[CAM_LEGEND_PX // 2].astype(int)  # through the colour bar
+    bar = row[(row != 255).any(axis=1) & (np.ptp(row, axis=1) > 60)]  # coloured pixels, not the grey text
+    assert bar[0, 2] > 100 and bar[0, 0] < 50  # low end blue (JET)
+    assert bar[-1, 0] > 100 and bar[-1, 2] < 50  # high end red
+    assert (legend[:, :20] < 128).any() and (legend[:, -24:] < 128).any()  # 'low' and 'high' are written
+
+
+def test_api_functions_return_the_page_results_and_refuse_bad_files(predictor, bad_files):
+    import gradio as gr
+
+    assert predict(predictor, str(EXAMPLES[0])) == classify(predictor, str(EXAMPLES[0]), False)[0]
+    top, cam, status = predict_with_cam(predictor, str(EXAMPLES[0]))
+    assert len(top) == 5 and cam.shape[0] == cam.shape[1] + CAM_LEGEND_PX and "Most likely" in status
+    for fn in (predict, predict_with_cam):
+        with pytest.raises(gr.Error, match="not an image"):
+            fn(predictor, str(bad_files["notes"]))
+
+
+def test_short_class_names_are_the_training_ones(predictor, space):
+    from core.data_manager import ImageNetDataManager
+
+    ckpt = load_checkpoint(checkpoint_of(space))
+    data = ImageNetDataManager(ExperimentConfig.from_dict(ckpt["config"]).data, progress=False)
+    assert predictor.labels == data.short_names  # the demo, the class-distribution plot and Grad-CAM agree
+    assert predictor.labels[0] == "tench" and all("," not in n for n in predictor.labels)
 
 
 @pytest.mark.parametrize("name, message", [
@@ -154,11 +189,15 @@ def test_sixteen_bit_keeps_its_tones(tmp_path):
     assert np.abs(rgb[:, :, 0].astype(int) - gray8).max() <= 1  # not clipped to white
 
 
-def test_demo_builds_with_the_loaded_model(predictor):
+def test_demo_builds_with_the_loaded_model_and_two_named_endpoints(predictor):
     demo = build_demo(predictor)
     config = demo.get_config_file()
     types = {c["type"] for c in config["components"]}
     assert {"image", "label", "checkbox", "markdown", "dataset"} <= types
+    endpoints = demo.get_api_info()["named_endpoints"]
+    assert sorted(endpoints) == sorted(f"/{name}" for name in API_ENDPOINTS)  # the page's own events are private
+    assert [p["component"] for p in endpoints["/predict_with_cam"]["parameters"]] == ["Image"]
+    assert [r["component"] for r in endpoints["/predict_with_cam"]["returns"]] == ["Label", "Image", "Markdown"]
 
 
 def test_space_folder_runs_on_its_own_without_pickle(space):

@@ -4,6 +4,7 @@ Grad-CAM, and survives a bad upload; the server refuses oversized uploads."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from deployment.app import MAX_UPLOAD_BYTES
+from deployment.app import CAM_LEGEND_PX, MAX_UPLOAD_BYTES
 from deployment_helpers import exported_space
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+                or "/usr/bin/chromium")  # found as setup.sh finds it
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # Playwright's own browser download does not work offline; Debian's package does (apt-get install -y chromium).
@@ -66,8 +68,8 @@ def server(space, tmp_path_factory):
 @pytest.fixture(scope="module")
 def page(server):
     if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} not found: this test drives Debian's Chromium; install it with "
-                    "`apt-get install -y chromium` (Playwright's own browser download is not used)")
+        pytest.fail(f"{CHROMIUM} not found: this test drives a system Chromium; run `bash setup.sh`, which "
+                    "installs Debian's (Playwright's own browser download is not used)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -105,8 +107,9 @@ def test_upload_read_top5_and_show_grad_cam(page, space, tmp_path):
     overlay.wait_for(state="visible")
     page.wait_for_function("(() => { const i = document.querySelector('#gradcam img');"
                            " return i && i.complete && i.naturalWidth > 0; })()")
-    assert overlay.evaluate("i => i.naturalWidth") == 224
+    assert overlay.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [224, 224 + CAM_LEGEND_PX]  # + legend
     assert "where the model looked" in page.locator("#status").inner_text()
+    assert "only 2 x 2 cells" in page.locator("#status").inner_text()  # 64 px model: a coarse map, said so
     assert "ResNet-18" in page.locator("#model-info").inner_text()
     page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
     print(f"screenshot: {tmp_path / 'demo.png'}")
@@ -118,10 +121,34 @@ def test_bad_upload_shows_a_message_and_the_page_keeps_working(page, space, tmp_
     bad.write_text("definitely not a JPEG")
     _upload(page, bad)
     page.wait_for_function("document.querySelector('#status').innerText.includes('not an image')")
+    # the unreadable file is taken out of the photo box (no broken-image icon), and the message stays
+    page.wait_for_function("document.querySelectorAll('#photo img').length === 0")
+    page.wait_for_timeout(1000)
+    assert "not an image" in page.locator("#status").inner_text()
+    assert page.locator("#top5 dt").count() == 0
     page.screenshot(path=str(tmp_path / "bad_upload.png"), full_page=True)
+    print(f"screenshot: {tmp_path / 'bad_upload.png'}")
     _upload(page, space / "examples" / "golf_ball.jpg")
     page.wait_for_function("document.querySelector('#status').innerText.includes('Most likely')")
     assert len(_top5(page)) == 5
+
+
+def test_api_link_and_the_two_named_endpoints(page, server, space):
+    from gradio_client import Client, handle_file
+
+    from deployment.app import Predictor, load_image
+
+    link = page.get_by_text("Use via API")
+    assert link.is_visible()
+    client = Client(server, verbose=False)
+    assert sorted(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == \
+        ["/predict", "/predict_with_cam"]
+    photo = space / "examples" / "tench.jpg"
+    top = client.predict(handle_file(str(photo)), api_name="/predict")
+    expected = Predictor(space / "model").predict(load_image(photo).rgb)
+    assert [c["label"] for c in top["confidences"]] == list(expected)
+    top, overlay, status = client.predict(handle_file(str(photo)), api_name="/predict_with_cam")
+    assert top["label"] == next(iter(expected)) and Path(overlay).is_file() and "Most likely" in status
 
 
 def test_server_refuses_oversized_uploads(server):

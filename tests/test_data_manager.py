@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -75,7 +76,24 @@ def test_class_mapping_and_names(tmp_path):
 
 def test_names_fall_back_to_wnid(sample_copy, tmp_path):
     (sample_copy / "LOC_synset_mapping.txt").unlink()
-    assert manager(sample_copy, tmp_path).class_names == WNIDS
+    m = manager(sample_copy, tmp_path)
+    assert m.class_names == WNIDS and m.short_names == WNIDS
+
+
+def test_one_short_name_per_class_everywhere(tmp_path):
+    from core.data_manager import short_class_names
+
+    m = manager(None, tmp_path, run_dir=tmp_path / "logs")
+    assert m.short_names[:2] == ["tench", "English springer"] and m.short_names[9] == "parachute"
+    with open(tmp_path / "logs" / "class_distribution.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["name"] == "tench, Tinca tinca" and rows[0]["short_name"] == "tench"
+    # ImageNet-1k's two cranes (a bird and a machine) stay apart; a nameless class shows its identifier
+    assert short_class_names(["crane", "crane, derrick", "", "tench, Tinca tinca"],
+                             ["n02012849", "n03126707", "n0001", "n01440764"]) == \
+        ["crane (n02012849)", "crane (n03126707)", "n0001", "tench"]
+    with pytest.raises(ValueError, match="2 class names for 1 class identifiers"):
+        short_class_names(["a", "b"], ["n1"])
 
 
 def test_train_val_class_mismatch_is_an_error_listing_the_difference(sample_copy, tmp_path):
