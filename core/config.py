@@ -43,6 +43,8 @@ class DataConfig:
     """Fraction of every validation class kept (stratified), in (0, 1]; 1.0 = the whole val split."""
     subset_seed: int = 0
     """Seed of the stratified subset draw; the chosen indices are cached, so a rerun reuses the same images."""
+    cleaning_manifest: Optional[Path] = None
+    """Folder with a cleaning manifest (``removal_list.txt`` and/or ``relabel_map.json``: sample ids or relative paths, targets as class indices or WNIDs), e.g. from ``python -m services.label_review export`` or ``services.label_issues``; applied to the training subset before training. None = the folder labels."""
     image_size: int = 224
     """Training crop side in pixels (RandomResizedCrop output)."""
     val_image_size: int = 224

@@ -24,6 +24,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from core.config import BUNDLED_SAMPLE_ROOT, DataConfig
+from core.label_noise import ManifestReport, apply_manifest, read_manifest
 from core.logger import progress_bar
 from core.prepare import (read_class_names, reorganize_tiny_imagenet_val, short_class_names,  # noqa: F401
                           sort_imagenet_val)
@@ -904,9 +905,30 @@ class ImageNetDataManager:
         self.train_ids = _cached_subset(train_index.labels, cfg.fraction, cfg.subset_seed, self.cache_dir, "train")
         self.val_ids = _cached_subset(val_index.labels, cfg.val_fraction, cfg.subset_seed, self.cache_dir, "val")
         self.train_labels = train_index.labels[self.train_ids]
+        self.manifest_report: Optional[ManifestReport] = None
+        if cfg.cleaning_manifest is not None:
+            self._apply_cleaning_manifest(Path(cfg.cleaning_manifest))
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.write_class_distribution(self.run_dir)
+
+    def _apply_cleaning_manifest(self, directory: Path) -> None:
+        """Remove and relabel training samples as the manifest in ``directory`` says (``--data.cleaning_manifest``).
+
+        Raises:
+            FileNotFoundError: the folder holds neither manifest file.
+            ValueError: unknown paths/ids/WNIDs, or an entry outside the training subset (nothing is dropped
+                silently; detect on the same ``--data.fraction`` you train on).
+        """
+        manifest = read_manifest(directory, len(self.train_index), self.num_classes, self.train_index.relpaths,
+                                 self.class_to_idx)
+        try:
+            ids, labels, self.manifest_report = apply_manifest(self.train_ids, self.train_labels, manifest,
+                                                               self.num_classes)
+        except ValueError as e:
+            raise ValueError(f"--data.cleaning_manifest {directory}: {e}") from e
+        self.set_train_subset(ids, labels)
+        log.info("cleaning manifest %s: %s", directory, self.manifest_report.as_dict())
 
     @property
     def num_classes(self) -> int:

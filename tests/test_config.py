@@ -127,7 +127,8 @@ def test_help_shows_the_resolved_defaults_and_keeps_line_breaks(capsys):
     flat = " ".join(sample.split())
     assert "--model.name NAME" in sample and "(type: str, default: resnet18)" in flat  # sample.yaml, not resnet50
     assert "Training crop side in pixels (RandomResizedCrop output). (type: int, default: 64)" in flat
-    assert "Number of training epochs. (type: int, default: 15)" in flat
+    epochs = yaml.safe_load((PHASE1_DIR / "sample.yaml").read_text())["training"]["epochs"]
+    assert f"Number of training epochs. (type: int, default: {epochs})" in flat
     assert f"default: {PHASE1_DIR}" in flat  # --logging.output_dir: the script's own folder
     usage = [line.strip() for line in sample.splitlines() if line.strip().startswith("python experiments/")]
     assert len(usage) == 3 and usage[1].startswith("python experiments/phase1_subset_20pct/train.py --data.root "

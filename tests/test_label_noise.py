@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import json
 import os
 import time
@@ -253,6 +255,32 @@ def test_manifest_on_a_data_manager(tmp_path):
     np.testing.assert_array_equal(data.train_ids[:2], ids[2:4])
     np.testing.assert_array_equal(data.train_labels[:2], [9, 4])
 
+
+
+def test_cleaning_manifest_flag_cleans_the_training_set(tmp_path):
+    """--data.cleaning_manifest: the manager trains on the cleaned set, the class distribution counts it, and an
+    entry outside the training subset is a one-line error naming the flag (nothing dropped silently)."""
+    from core.config import DataConfig
+    from core.data_manager import ImageNetDataManager
+
+    full = ImageNetDataManager(DataConfig(index_cache_dir=tmp_path / "cache"), seed=0)
+    rel = [os.fsdecode(full.train_index.relpaths[i]) for i in full.train_ids[:3]]
+    man = tmp_path / "manifest"
+    man.mkdir()
+    (man / REMOVAL_FILE).write_text(f"{rel[0]}\n{rel[1]}\n")
+    (man / RELABEL_FILE).write_text(json.dumps({rel[2]: full.classes[7]}))
+    data = ImageNetDataManager(DataConfig(index_cache_dir=tmp_path / "cache", cleaning_manifest=man), seed=0,
+                               run_dir=tmp_path / "run")
+    assert len(data.train_ids) == len(full.train_ids) - 2
+    assert data.train_labels[0] == 7 and data.train_ids[0] == full.train_ids[2]
+    assert data.manifest_report.as_dict()["num_removed"] == 2
+    with open(tmp_path / "run" / "class_distribution.csv", newline="") as f:
+        assert sum(int(row["subset_images"]) for row in csv.DictReader(f)) == len(full.train_ids) - 2
+    half = ImageNetDataManager(DataConfig(index_cache_dir=tmp_path / "cache", fraction=0.5), seed=0)
+    outside = np.setdiff1d(full.train_ids, half.train_ids)[0]
+    (man / REMOVAL_FILE).write_text(os.fsdecode(full.train_index.relpaths[outside]) + "\n")
+    with pytest.raises(ValueError, match="--data.cleaning_manifest .*are not in the training set"):
+        ImageNetDataManager(dataclasses.replace(half.cfg, cleaning_manifest=man), seed=0)
 
 def test_manifest_on_imagenet_size_is_vectorised(tmp_path):
     n, rng = 1_281_167, np.random.default_rng(0)

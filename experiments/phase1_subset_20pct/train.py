@@ -1,6 +1,6 @@
 """Phase 1: train a ResNet from scratch on a 20 % stratified subset of ImageNet at low resolution.
 
-    python experiments/phase1_subset_20pct/train.py                               # bundled sample, ~3 min on CPU
+    python experiments/phase1_subset_20pct/train.py                               # bundled sample, ~5 min on CPU
     python experiments/phase1_subset_20pct/train.py --data.root /data/ILSVRC2012  # the real phase-1 recipe
     python experiments/phase1_subset_20pct/train.py --help                        # every flag, with its unit
 
