@@ -1,15 +1,15 @@
-"""ResNet-18/34/50/101/152 classifiers with torchvision-compatible parameter names, and a name-based factory."""
+"""ResNet-18/34/50/101/152 classifiers built on ``torchvision.models.resnet``, with a small-input stem and a name-based factory."""
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from typing import Callable, Union
 
 import torch
 from torch import Tensor, nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
+from torchvision.models.resnet import ResNet as TorchvisionResNet
 
 __all__ = [
-    "conv3x3",
-    "conv1x1",
     "BasicBlock",
     "Bottleneck",
     "ResNet",
@@ -19,153 +19,33 @@ __all__ = [
     "count_parameters",
 ]
 
-
-# --------------------------------------------------------------------------- helpers
-
-
-def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
-    """3x3 convolution with padding 1 and no bias.
-
-    Maps (N, in_planes, H, W) -> (N, out_planes, ceil(H / stride), ceil(W / stride)).
-    No bias because every conv in a ResNet is followed by BatchNorm, whose shift makes
-    a conv bias redundant (He et al. 2016; torchvision ``resnet.py``).
-    """
-    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
-
-
-def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
-    """1x1 convolution with no bias, used for channel projection and shortcut downsampling.
-
-    Maps (N, in_planes, H, W) -> (N, out_planes, ceil(H / stride), ceil(W / stride)).
-    Source: the projection shortcut ("option B") of He et al. 2016, as in torchvision.
-    """
-    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
-
-
-# --------------------------------------------------------------------------- blocks
-
-
-class BasicBlock(nn.Module):
-    """Two 3x3 convs with an identity (or 1x1 projection) shortcut; used by ResNet-18/34.
-
-    Maps (N, inplanes, H, W) -> (N, planes, H / stride, W / stride); ``expansion`` is 1.
-    Source: He et al. 2016, "Deep Residual Learning for Image Recognition", Fig. 2 / Table 1.
-    Submodule names (conv1, bn1, relu, conv2, bn2, downsample) match torchvision.
-
-    Args:
-        inplanes: input channels.
-        planes: output channels.
-        stride: stride of the first 3x3 conv (2 at the start of layer2..layer4).
-        downsample: shortcut projection (conv1x1 + BatchNorm) when shape changes, else None.
-    """
-
-    expansion: int = 1
-
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: Optional[nn.Module] = None,
-    ) -> None:
-        super().__init__()
-        self.conv1 = conv3x3(inplanes, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(planes, planes)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample = downsample
-        self.stride = stride
-
-    def last_bn(self) -> nn.BatchNorm2d:
-        """The BatchNorm before the residual addition (the one ``zero_init_residual`` zeroes)."""
-        return self.bn2
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(N, inplanes, H, W) -> (N, planes, H / stride, W / stride)."""
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
-
-
-class Bottleneck(nn.Module):
-    """1x1 reduce -> 3x3 -> 1x1 expand block with a shortcut; used by ResNet-50/101/152.
-
-    Maps (N, inplanes, H, W) -> (N, planes * 4, H / stride, W / stride); ``expansion`` is 4.
-    Source: He et al. 2016, "Deep Residual Learning for Image Recognition", Fig. 5. The stride
-    sits on the 3x3 conv rather than the first 1x1 ("ResNet v1.5", as in torchvision and
-    NVIDIA's reference): a strided 1x1 conv would discard 3/4 of its input positions, and
-    moving the stride gains about 0.5% top-1 on ImageNet.
-    Submodule names (conv1..conv3, bn1..bn3, relu, downsample) match torchvision.
-
-    Args:
-        inplanes: input channels.
-        planes: width of the inner 3x3 conv; the block outputs ``planes * 4`` channels.
-        stride: stride of the 3x3 conv (2 at the start of layer2..layer4).
-        downsample: shortcut projection (conv1x1 + BatchNorm) when shape changes, else None.
-    """
-
-    expansion: int = 4
-
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: Optional[nn.Module] = None,
-    ) -> None:
-        super().__init__()
-        self.conv1 = conv1x1(inplanes, planes)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, stride)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = conv1x1(planes, planes * self.expansion)
-        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-        self.stride = stride
-
-    def last_bn(self) -> nn.BatchNorm2d:
-        """The BatchNorm before the residual addition (the one ``zero_init_residual`` zeroes)."""
-        return self.bn3
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(N, inplanes, H, W) -> (N, planes * 4, H / stride, W / stride)."""
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
-
-
 Block = Union[type[BasicBlock], type[Bottleneck]]
 
 
 # --------------------------------------------------------------------------- network
 
 
-class ResNet(nn.Module):
-    """ResNet image classifier returning logits (He et al. 2016, "Deep Residual Learning").
+class ResNet(TorchvisionResNet):
+    """torchvision's ResNet (He et al. 2016, "Deep Residual Learning") with an optional small-input stem.
 
     Input (N, 3, H, W) float images, normalised; output (N, num_classes) logits (no softmax,
     no loss). With the ImageNet stem the spatial size shrinks 32x by layer4 (224 px -> 7);
     with ``small_input=True`` it shrinks 8x (64 px -> 8, 32 px -> 4).
 
-    Module and parameter names equal torchvision's ``resnet.py`` (conv1, bn1, relu, maxpool,
-    layer1..layer4, avgpool, fc; in blocks conv1/bn1/.../downsample.0/downsample.1), so a
-    torchvision-format state_dict loads with ``strict=True`` -- except into a
+    The blocks, the layers, ``forward`` and the initialisation are torchvision's, so the
+    state_dict keys, the parameter counts and the logits equal ``torchvision.models.<name>``
+    and a torchvision-format state_dict loads with ``strict=True`` -- except into a
     ``small_input=True`` model, whose conv1 weight is (64, 3, 3, 3) instead of (64, 3, 7, 7)
     and therefore raises a size-mismatch RuntimeError on load; drop or re-initialise
     ``conv1.weight`` in that case.
 
     Args:
-        block: ``BasicBlock`` (ResNet-18/34) or ``Bottleneck`` (ResNet-50/101/152).
+        block: ``BasicBlock`` (ResNet-18/34) or ``Bottleneck`` (ResNet-50/101/152), torchvision's.
         layers: number of blocks in layer1..layer4, e.g. [3, 4, 6, 3] for ResNet-50.
         num_classes: size of the classifier output; must be >= 1.
-        small_input: replace the 7x7 stride-2 conv + 3x3 max-pool stem with a 3x3 stride-1
-            conv and no pool, for images of 64 px or less (Tiny ImageNet, CIFAR): the
-            ImageNet stem would reduce a 64-px image to 2x2 at layer4.
+        small_input: swap the 7x7 stride-2 conv + 3x3 max-pool stem for a 3x3 stride-1 conv
+            and no pool, for images of 64 px or less (Tiny ImageNet, CIFAR): the ImageNet
+            stem would reduce a 64-px image to 2x2 at layer4.
         zero_init_residual: zero the gamma of the last BatchNorm in each block so every
             residual branch starts as zero and each block as the identity; this eases
             large-batch training (Goyal et al. 2017, "Accurate, Large Minibatch SGD", Sec. 5.1).
@@ -182,57 +62,34 @@ class ResNet(nn.Module):
         small_input: bool = False,
         zero_init_residual: bool = True,
     ) -> None:
-        super().__init__()
         _check_num_classes(num_classes)
         if len(layers) != 4 or any(n < 1 for n in layers):
             raise ValueError(f"layers must be 4 positive block counts, got {list(layers)}")
-
+        rng_before = torch.get_rng_state()
+        super().__init__(block, list(layers), num_classes=num_classes, zero_init_residual=zero_init_residual)
         self.num_classes = num_classes
         self.small_input = small_input
-        self.inplanes = 64
-
         if small_input:
             # A 64-px image keeps 64x64 resolution into layer1 and ends at 8x8 in layer4.
-            self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=3, stride=1, padding=1, bias=False)
-            self.maxpool: nn.Module = nn.Identity()
-        else:
-            self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
-            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.bn1 = nn.BatchNorm2d(self.inplanes)
-        self.relu = nn.ReLU(inplace=True)
+            self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            self.maxpool = nn.Identity()
+            self._reinit_like_construction(rng_before)
 
-        self.layer1 = self._make_layer(block, 64, layers[0])
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(512 * block.expansion, num_classes)
+    def _reinit_like_construction(self, rng_before: Tensor) -> None:
+        """Re-draw every weight from ``rng_before`` as if the 3x3 stem had been built in place of the 7x7 one.
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                # He et al. 2015 ("Delving Deep into Rectifiers"): fan_out keeps the backward
-                # signal's variance constant through ReLU layers; torchvision uses the same.
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
-        if zero_init_residual:
-            for m in self.modules():
-                if isinstance(m, (BasicBlock, Bottleneck)):
-                    nn.init.constant_(m.last_bn().weight, 0)
-
-    def _make_layer(self, block: Block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
-        """Stack ``blocks`` blocks; only the first one strides and (if needed) projects the shortcut."""
-        downsample = None
-        if stride != 1 or self.inplanes != planes * block.expansion:
-            downsample = nn.Sequential(
-                conv1x1(self.inplanes, planes * block.expansion, stride),
-                nn.BatchNorm2d(planes * block.expansion),
-            )
-        layers: list[nn.Module] = [block(self.inplanes, planes, stride, downsample)]
-        self.inplanes = planes * block.expansion
-        layers.extend(block(self.inplanes, planes) for _ in range(1, blocks))
-        return nn.Sequential(*layers)
+        Keeps a seeded small-input model bitwise equal to the one this project built before it used
+        torchvision: each default init draws as many numbers as its tensor has elements, so replaying
+        the default inits (conv1 now 3x3), then fc's, then torchvision's conv init gives the same values.
+        The BatchNorm weights (1, or 0 under ``zero_init_residual``) draw nothing and are left as they are.
+        """
+        torch.set_rng_state(rng_before)
+        convs = [m for m in self.modules() if isinstance(m, nn.Conv2d)]
+        for conv in convs:  # the draws of the constructors; their values are overwritten below
+            conv.reset_parameters()
+        self.fc.reset_parameters()
+        for conv in convs:  # torchvision's init: He et al. 2015, fan_out
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
 
     @property
     def feature_dim(self) -> int:
@@ -263,11 +120,6 @@ class ResNet(nn.Module):
         x = self.layer3(x)
         return self.layer4(x)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(N, 3, H, W) normalised images -> (N, num_classes) logits."""
-        x = self.avgpool(self.forward_features(x))  # (N, feature_dim, 1, 1)
-        return self.fc(torch.flatten(x, 1))  # (N, num_classes)
-
 
 def _check_num_classes(num_classes: int) -> None:
     """Raise ValueError unless ``num_classes`` is an int >= 1."""
@@ -294,7 +146,7 @@ def _make_factory(block: Block, layers: list[int], name: str) -> Callable[..., R
     return factory
 
 
-# Block counts per stage from He et al. 2016, Table 1.
+# Block counts per stage from He et al. 2016, Table 1 (the same as torchvision.models.resnet18..152).
 MODEL_REGISTRY: dict[str, Callable[..., ResNet]] = {
     "resnet18": _make_factory(BasicBlock, [2, 2, 2, 2], "resnet18"),
     "resnet34": _make_factory(BasicBlock, [3, 4, 6, 3], "resnet34"),
@@ -324,7 +176,7 @@ def build_model(
         zero_init_residual: zero each block's last BN gamma (Goyal et al. 2017).
 
     Returns:
-        A ``ResNet`` whose state_dict keys match ``torchvision.models.<name>``.
+        A ``ResNet`` (a ``torchvision.models.ResNet``) whose state_dict keys match ``torchvision.models.<name>``.
 
     Raises:
         ValueError: if ``name`` is not registered (the message lists valid names) or

@@ -176,3 +176,31 @@ def test_count_parameters_trainable_only() -> None:
         p.requires_grad_(True)
     assert count_parameters(model, trainable_only=True) == 512 * 10 + 10
     assert count_parameters(model) == total
+
+
+# Values of a seeded build by the project's own ResNet before the model moved onto torchvision's (commit 77289ae):
+# seeded runs, small-input ones included, start from the same weights as before.
+_SEEDED_RESNET18_10_CLASSES = {
+    "conv1.weight": [-0.05027889832854271, 0.08094241470098495],
+    "layer1.0.conv1.weight": [-0.005109685007482767, 0.012853236868977547],
+    "layer4.1.conv2.weight": [0.0036232727579772472, 0.009469520300626755],
+    "fc.weight": [0.0010148012079298496, -0.03527168929576874],
+    "fc.bias": [-0.015743063762784004, 0.002786307130008936],
+}
+
+
+def test_seeded_small_input_init_is_unchanged() -> None:
+    torch.manual_seed(0)
+    state = build_model("resnet18", num_classes=10, small_input=True).state_dict()
+    for key, first_two in _SEEDED_RESNET18_10_CLASSES.items():
+        assert state[key].flatten()[:2].tolist() == pytest.approx(first_two, rel=1e-6), key
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_small_input_checkpoint_keys_are_torchvisions(name: str) -> None:
+    # Checkpoints of either stem hold torchvision's keys; only conv1's shape differs with small_input.
+    ours = build_model(name, num_classes=10, small_input=True).state_dict()
+    theirs = _torchvision_model(name).state_dict()
+    assert list(ours) == list(theirs)
+    assert {k for k in ours if ours[k].shape != theirs[k].shape} == {"conv1.weight", "fc.weight", "fc.bias"}
+    assert ours["conv1.weight"].shape == (64, 3, 3, 3)
