@@ -1,7 +1,7 @@
 """Gradio demo: the top-5 classes of an uploaded photo with confidence bars, and a Grad-CAM overlay of the top class.
 
-Runs on its own from this folder (a Hugging Face Space receives only this folder): it needs ``model.py``
-(generated from core/model.py) and ``model/`` (written by ``python -m deployment.export``).
+Runs on its own from this folder (a Hugging Face Space receives only this folder): it needs ``model/`` (written by
+``python -m deployment.export``) and rebuilds the network with torchvision (:func:`build_network`).
 
     python app.py [--model-dir model] [--host 127.0.0.1] [--port 7860]
 """
@@ -27,11 +27,8 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from safetensors.torch import load_file
-
-if __package__:  # imported as deployment.app (tests, the repository)
-    from .model import build_model
-else:  # run as `python app.py` inside the Space folder
-    from model import build_model
+from torch import nn
+from torchvision.models import get_model
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +54,23 @@ the page says the map is coarse."""
 
 class InputImageError(ValueError):
     """An upload that cannot be classified; the message is meant for the user."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The network
+# --------------------------------------------------------------------------------------------------------------
+
+def build_network(architecture: str, num_classes: int, small_input: bool) -> nn.Module:
+    """The exported network, untrained: ``torchvision.models.<architecture>``, the training code's model.
+
+    ``small_input`` swaps the stem as ``core.model`` does (a 3x3 stride-1 conv, no max-pool), so the exported
+    state_dict loads with ``strict=True``. Maps (N, 3, H, W) normalised images -> (N, num_classes) logits.
+    """
+    model = get_model(architecture, weights=None, num_classes=num_classes)
+    if small_input:
+        model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    return model
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -207,8 +221,8 @@ class Predictor:
         # a classes.json written before they were exported has only the full names
         self.labels = [c.get("short_name") or c["name"] for c in self.classes]
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = build_model(self.config["architecture"], self.config["num_classes"],
-                                 self.config["small_input"])
+        self.model = build_network(self.config["architecture"], self.config["num_classes"],
+                                   self.config["small_input"])
         # safetensors only: no pickle is ever loaded, so a tampered weights file cannot run code
         self.model.load_state_dict(load_file(str(model_dir / "model.safetensors")), strict=True)
         self.model.eval().to(self.device)

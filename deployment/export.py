@@ -7,9 +7,9 @@
   dataset they were measured on, how the model was trained;
 - ``classes.json``: index -> WNID, human-readable name and the short name the demo shows;
 - ``model_card.md``: how the model was trained and its measured accuracy, also written into the Space README
-  between the ``<!-- model-card:start -->`` / ``<!-- model-card:end -->`` markers;
+  between the ``<!-- model-card:start -->`` / ``<!-- model-card:end -->`` markers.
 
-and regenerates ``deployment/model.py`` from ``core/model.py`` so the Space folder runs without ``core``.
+The Space's ``app.py`` rebuilds the network with torchvision from ``config.json``, so it runs without ``core``.
 """
 
 from __future__ import annotations
@@ -33,10 +33,7 @@ from core.prepare import short_class_names
 log = logging.getLogger(__name__)
 
 DEPLOYMENT_DIR = Path(__file__).resolve().parent
-"""The Space folder (this file's folder): app.py, model.py, requirements.txt, README.md, examples/, model/."""
-
-CORE_MODEL_SOURCE = PROJECT_ROOT / "core" / "model.py"
-"""The one hand-maintained copy of the ResNet code; ``deployment/model.py`` is generated from it."""
+"""The Space folder (this file's folder): app.py, requirements.txt, README.md, examples/, model/."""
 
 IMAGENET_CLASSES_TSV = PROJECT_ROOT / "core" / "imagenet_classes.tsv"
 """ImageNet-1k (ILSVRC2012) WNID -> WordNet lemma names, 1,000 lines ``wnid<TAB>name`` sorted by WNID.
@@ -45,11 +42,6 @@ WordNet 3.0 facts; the same names as Kaggle's ``LOC_synset_mapping.txt``."""
 
 EXPORT_FORMAT_VERSION = 1
 CARD_START, CARD_END = "<!-- model-card:start -->", "<!-- model-card:end -->"
-GENERATED_HEADER = (
-    "# GENERATED FILE - do not edit. Copied from core/model.py by deployment/export.py so that the Space folder\n"
-    "# runs on its own; edit core/model.py and re-run `python -m deployment.export` (tests/test_export.py checks\n"
-    "# that this copy is current and gives the same outputs).\n"
-)
 
 
 class ExportError(ValueError):
@@ -57,7 +49,7 @@ class ExportError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Data: the ImageNet-1k class names, and the generated model file
+# Data: the ImageNet-1k class names
 # --------------------------------------------------------------------------------------------------------------
 
 def load_imagenet_class_names(path: Path = IMAGENET_CLASSES_TSV) -> dict[str, str]:
@@ -77,26 +69,6 @@ def load_imagenet_class_names(path: Path = IMAGENET_CLASSES_TSV) -> dict[str, st
             raise ValueError(f"{path}:{n}: expected 'wnid<TAB>name', got {line!r}")
         names[wnid] = name.strip()
     return names
-
-
-def generate_model_source(core_model: Path = CORE_MODEL_SOURCE) -> str:
-    """The text of ``deployment/model.py``: a generated-file header, then ``core/model.py`` verbatim.
-
-    core/model.py imports only torch, so the copy runs in the Space without the ``core`` package.
-    """
-    source = Path(core_model).read_text(encoding="utf-8")
-    if "from core" in source or "import core" in source:
-        raise ExportError(f"{core_model} imports from core; the Space copy must depend on torch only")
-    return GENERATED_HEADER + source
-
-
-def write_space_model(space_dir: Path = DEPLOYMENT_DIR) -> Path:
-    """(Re)write ``<space_dir>/model.py`` from core/model.py and return its path (unchanged files are not touched)."""
-    path = Path(space_dir) / "model.py"
-    text = generate_model_source()
-    if not path.is_file() or path.read_text(encoding="utf-8") != text:
-        atomic_write_text(path, text)
-    return path
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -305,18 +277,16 @@ def _check_round_trip(ckpt: dict[str, Any], weights_path: Path, config: dict[str
     return float((reference(x) - exported(x)).abs().max())
 
 
-def export_checkpoint(checkpoint: Path, out_dir: Path, space_dir: Optional[Path] = DEPLOYMENT_DIR,
-                      readme: Optional[Path] = None) -> dict[str, Path]:
+def export_checkpoint(checkpoint: Path, out_dir: Path, readme: Optional[Path] = None) -> dict[str, Path]:
     """Export ``checkpoint`` into ``out_dir`` for the demo app (see the module docstring for the files).
 
     Args:
         checkpoint: a ``.pt`` written by ``core.trainer.ImageNetTrainer``.
         out_dir: receives model.safetensors, config.json, classes.json and model_card.md.
-        space_dir: where ``model.py`` is regenerated from core/model.py (None: not regenerated).
         readme: a README whose model-card section is replaced (None: left alone).
 
     Returns:
-        {"weights", "config", "classes", "card"[, "model_py"][, "readme"]} paths.
+        {"weights", "config", "classes", "card"[, "readme"]} paths.
 
     Raises:
         FileNotFoundError: no checkpoint at that path.
@@ -343,8 +313,6 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, space_dir: Optional[Path]
     atomic_write_text(paths["classes"], json.dumps(classes, indent=1, ensure_ascii=False) + "\n")
     card = model_card(config, classes)
     atomic_write_text(paths["card"], card)
-    if space_dir is not None:
-        paths["model_py"] = write_space_model(space_dir)
     if readme is not None:
         paths["readme"] = write_card_section(readme, card)
     log.info("exported %s (%s weights, %d classes, top-1 %s) to %s", checkpoint, which, len(classes),
@@ -366,7 +334,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if readme is None and DEPLOYMENT_DIR in args.out.resolve().parents:
         readme = DEPLOYMENT_DIR / "README.md"
     try:
-        paths = export_checkpoint(args.checkpoint, args.out, DEPLOYMENT_DIR, readme)
+        paths = export_checkpoint(args.checkpoint, args.out, readme)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"export failed: {e}") from e
     for name, path in paths.items():

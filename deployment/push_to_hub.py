@@ -1,4 +1,4 @@
-"""Upload the Space folder (app, generated model code, exported model, examples) to a Hugging Face Space.
+"""Upload the Space folder (app, exported model, examples) to a Hugging Face Space.
 
     python deployment/push_to_hub.py --repo-id USER/resnet-demo --dry-run   # lists what would be sent, no network
     python deployment/push_to_hub.py --repo-id USER/resnet-demo             # needs HF_TOKEN or `hf auth login`
@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 DEPLOYMENT_DIR = Path(__file__).resolve().parent
 
-SPACE_FILES = ("README.md", "app.py", "model.py", "requirements.txt")
+SPACE_FILES = ("README.md", "app.py", "requirements.txt")
 """Files a Space needs at its root; README.md carries the Space front-matter (sdk: gradio, app_file: app.py)."""
 SPACE_FOLDERS = ("examples", "model")
 """Folders sent whole: the example photos, and the export (model.safetensors, config.json, classes.json, card)."""

@@ -14,7 +14,7 @@ SPACE_COPIED = ("app.py", "requirements.txt", "README.md", "examples")
 
 def exported_space(base: Path) -> Path:
     """Train ResNet-18 at 32 px for one epoch on a slice of the bundled sample, export it, and assemble a Space
-    folder (app.py, generated model.py, model/, examples/, README.md, requirements.txt) under ``base``.
+    folder (app.py, model/, examples/, README.md, requirements.txt) under ``base``.
 
     Built once per session: every test module passes the session's base temp dir and reuses the folder.
     Returns the Space folder; the checkpoint is ``base / "run" / "models" / "best.pt"``.
@@ -33,8 +33,7 @@ def exported_space(base: Path) -> Path:
             shutil.copytree(src, space / name, dirs_exist_ok=True)
         else:
             shutil.copy2(src, space / name)
-    export_checkpoint(base / "run" / "models" / "best.pt", space / "model", space_dir=space,
-                      readme=space / "README.md")
+    export_checkpoint(base / "run" / "models" / "best.pt", space / "model", readme=space / "README.md")
     return space
 
 

@@ -1,5 +1,5 @@
-"""Export of a checkpoint into the Space folder: files, class names, round trip, EMA, refusals, generated model.py,
-the ImageNet class table and the Hub upload's dry run."""
+"""Export of a checkpoint into the Space folder: files, class names, round trip, EMA, refusals, the Space's
+torchvision network, the ImageNet class table and the Hub upload's dry run."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from core.config import BUNDLED_SAMPLE_ROOT, ExperimentConfig
 from core.data_manager import build_eval_transform, decode_image
 from core.model import available_models, build_model
 from deployment import push_to_hub
+from deployment.app import build_network
 from deployment.export import (CARD_END, CARD_START, DEPLOYMENT_DIR, ExportError, export_checkpoint,
-                               generate_model_source, load_imagenet_class_names, main, write_card_section)
+                               load_imagenet_class_names, main, write_card_section)
 from deployment_helpers import checkpoint_of, exported_space
 
 
@@ -31,6 +32,7 @@ def space(tmp_path_factory) -> Path:
 def _import_file(path: Path, name: str):
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -95,8 +97,8 @@ def test_exported_model_gives_the_checkpoints_logits_on_real_photos(space):
     cfg = ExperimentConfig.from_dict(ckpt["config"])
     reference = build_model(cfg.model.name, len(ckpt["classes"]), cfg.model.small_input).eval()
     reference.load_state_dict(ckpt["model"])
-    generated = _import_file(space / "model.py", "space_model_roundtrip")
-    exported = generated.build_model("resnet18", 10, False).eval()
+    space_app = _import_file(space / "app.py", "space_app_roundtrip")
+    exported = space_app.build_network("resnet18", 10, False).eval()
     exported.load_state_dict(load_file(str(space / "model" / "model.safetensors")))
     transform = build_eval_transform(cfg.data, cfg.data.val_image_size)
     x = torch.stack([transform(image=decode_image(p))["image"] for p in _real_photos()])  # (10, 3, 64, 64)
@@ -109,7 +111,7 @@ def test_export_prefers_ema_weights(space, tmp_path):
     ckpt["model_ema"] = {k: v.clone() for k, v in ckpt["model"].items()}
     ckpt["model_ema"]["fc.weight"] += 1.0  # tell them apart
     torch.save(ckpt, tmp_path / "ema.pt")
-    export_checkpoint(tmp_path / "ema.pt", tmp_path / "out", space_dir=None)
+    export_checkpoint(tmp_path / "ema.pt", tmp_path / "out")
     weights = load_file(str(tmp_path / "out" / "model.safetensors"))
     torch.testing.assert_close(weights["fc.weight"], ckpt["model_ema"]["fc.weight"])
     assert json.loads((tmp_path / "out" / "config.json").read_text())["weights"] == "ema"
@@ -122,7 +124,7 @@ def test_export_refuses_a_checkpoint_without_class_mapping(space, tmp_path):
         ckpt.pop(key)
     torch.save(ckpt, tmp_path / "nameless.pt")
     with pytest.raises(ExportError, match="no class mapping"):
-        export_checkpoint(tmp_path / "nameless.pt", tmp_path / "out", space_dir=None)
+        export_checkpoint(tmp_path / "nameless.pt", tmp_path / "out")
     with pytest.raises(SystemExit, match="export failed: .*no class mapping"):
         main(["--checkpoint", str(tmp_path / "nameless.pt"), "--out", str(tmp_path / "out2")])
     assert not (tmp_path / "out" / "model.safetensors").exists()
@@ -134,27 +136,21 @@ def test_export_refuses_a_class_list_that_does_not_fit_the_head(space, tmp_path)
     ckpt.pop("class_to_idx")
     torch.save(ckpt, tmp_path / "short.pt")
     with pytest.raises(ExportError, match="10 outputs but the class mapping names 9"):
-        export_checkpoint(tmp_path / "short.pt", tmp_path / "out", space_dir=None)
+        export_checkpoint(tmp_path / "short.pt", tmp_path / "out")
 
 
-# ---------------------------------------------------------------------------------------------- generated model.py
+# ---------------------------------------------------------------------------------------------- the Space's network
 
-def test_committed_model_py_is_generated_from_core():
-    assert (DEPLOYMENT_DIR / "model.py").read_text(encoding="utf-8") == generate_model_source(), (
-        "deployment/model.py is stale: run `python -m deployment.export` (or deployment.export.write_space_model())")
-
-
+@pytest.mark.parametrize("small_input", [False, True], ids=["imagenet_stem", "small_input"])
 @pytest.mark.parametrize("name", available_models())
-def test_generated_model_matches_core(name):
-    generated = _import_file(DEPLOYMENT_DIR / "model.py", f"space_model_{name}")
-    assert "core" not in generated.__dict__
-    torch.manual_seed(0)
-    ours = build_model(name, num_classes=7, zero_init_residual=False).eval()
-    torch.manual_seed(0)
-    theirs = generated.build_model(name, num_classes=7, zero_init_residual=False).eval()
+def test_space_network_matches_core(name, small_input):
+    assert not (DEPLOYMENT_DIR / "model.py").exists()  # no generated copy: the Space imports torchvision
+    ours = build_model(name, num_classes=7, small_input=small_input, zero_init_residual=False).eval()
+    theirs = build_network(name, 7, small_input).eval()
+    theirs.load_state_dict(ours.state_dict(), strict=True)  # same keys, same shapes
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        torch.testing.assert_close(theirs(x), ours(x), rtol=0, atol=0)  # same init, same graph
+        torch.testing.assert_close(theirs(x), ours(x), rtol=0, atol=0)  # same graph
 
 
 # ---------------------------------------------------------------------------------------------- README and Hub
@@ -177,7 +173,7 @@ def test_push_to_hub_dry_run_lists_the_space_without_network(space, monkeypatch,
     out = capsys.readouterr().out
     listed = [line.split("KiB")[1].strip() for line in out.splitlines() if "KiB" in line]
     assert listed == sorted(listed)
-    for name in ("README.md", "app.py", "model.py", "requirements.txt", "model/model.safetensors",
+    for name in ("README.md", "app.py", "requirements.txt", "model/model.safetensors",
                  "model/config.json", "model/classes.json", "examples/tench.jpg"):
         assert name in listed
     assert not any(n.endswith(("export.py", "push_to_hub.py", "__init__.py")) for n in listed)
@@ -185,7 +181,7 @@ def test_push_to_hub_dry_run_lists_the_space_without_network(space, monkeypatch,
 
 
 def test_push_to_hub_refuses_a_folder_without_model(tmp_path, capsys):
-    for name in ("README.md", "app.py", "model.py", "requirements.txt"):
+    for name in ("README.md", "app.py", "requirements.txt"):
         (tmp_path / name).write_text("x")
     assert push_to_hub.main(["--repo-id", "someone/demo", "--folder", str(tmp_path), "--dry-run"]) == 2
     assert "model/model.safetensors" in capsys.readouterr().err
