@@ -1,4 +1,4 @@
-"""Tests for utils.metrics: top-k counts, the confusion matrix, per-class reports, AverageMeter."""
+"""Tests for utils.metrics: top-k counts, the confusion matrix, per-class reports."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ import pytest
 import torch
 
 from utils.metrics import (
-    AverageMeter,
     ConfusionMatrix,
     most_confused,
     per_class_accuracy,
     per_class_report,
-    topk_accuracy,
     topk_correct,
 )
 
@@ -43,17 +41,10 @@ def test_topk_correct_keeps_ks_order_and_device() -> None:
     assert out.device == LOGITS.device
 
 
-def test_topk_accuracy_percent() -> None:
-    assert topk_accuracy(LOGITS, TARGETS) == {1: 25.0, 5: 100.0}
-
-
 def test_k_is_clamped_to_num_classes() -> None:
     logits = torch.tensor([[0.1, 0.2, 0.7], [0.9, 0.05, 0.05], [0.2, 0.5, 0.3]])
     targets = torch.tensor([0, 0, 2])  # ranks 3, 1, 2
     assert topk_correct(logits, targets, ks=(1, 2, 3, 5, 100)).tolist() == [1, 2, 3, 3, 3]
-    acc = topk_accuracy(logits, targets, ks=(1, 5))
-    assert acc[5] == 100.0  # top-5 of 3 classes is top-3: always right
-    assert acc[1] == pytest.approx(100.0 / 3)
 
 
 def test_topk_matches_brute_force_rank() -> None:
@@ -69,8 +60,6 @@ def test_topk_matches_brute_force_rank() -> None:
 
 def test_topk_empty_batch() -> None:
     assert topk_correct(torch.zeros(0, 5), torch.zeros(0, dtype=torch.int64)).tolist() == [0, 0]
-    with pytest.raises(ValueError, match="empty"):
-        topk_accuracy(torch.zeros(0, 5), torch.zeros(0, dtype=torch.int64))
 
 
 @pytest.mark.parametrize(
@@ -175,19 +164,6 @@ def test_per_class_report() -> None:
     assert rows[2]["support"] == 0 and math.isnan(rows[2]["accuracy"])
     with pytest.raises(ValueError, match="class names"):
         per_class_report(cm, ["a", "b"])
-
-
-def test_average_meter() -> None:
-    m = AverageMeter("loss", fmt=".2f")
-    assert math.isnan(m.avg)
-    m.update(2.0, n=2)
-    m.update(torch.tensor(5.0), n=1)
-    assert m.sum == pytest.approx(9.0)
-    assert m.count == 3
-    assert m.avg == pytest.approx(3.0)
-    assert str(m) == "loss 5.00 (3.00)"
-    m.reset()
-    assert m.count == 0 and m.sum == 0.0
 
 
 # -- confused pairs and per-class tables ------------------------------------------------------------------------

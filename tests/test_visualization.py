@@ -122,21 +122,9 @@ from core.config import BUNDLED_SAMPLE_ROOT, DataConfig  # noqa: E402
 from core.data_manager import build_train_transform, decode_image  # noqa: E402
 from utils.metrics import per_class_report  # noqa: E402
 from utils.visualization import (denormalize, plot_augmentation_preview, plot_lr_finder,  # noqa: E402
-                                 plot_most_confused, plot_per_class_accuracy, plot_run_comparison,
-                                 plot_sample_predictions)
+                                 plot_most_confused, plot_per_class_accuracy, plot_sample_predictions)
 
 SAMPLE_IMAGES = sorted((BUNDLED_SAMPLE_ROOT / "val").glob("*/*"))
-
-
-def test_run_comparison(tmp_path: Path) -> None:
-    clean = [_record(e, with_val=True) for e in range(1, 8)]
-    noisy = [{**r, "val_top1": r["val_top1"] - 5} for r in clean]
-    path = _write_jsonl(tmp_path / "noisy.jsonl", noisy)
-    _check_png(plot_run_comparison({"clean": clean, "noise 20 %": path}, tmp_path / "cmp.png"), 1200, 400)
-    with pytest.raises(ValueError):
-        plot_run_comparison({}, tmp_path / "x.png")
-    with pytest.raises(ValueError, match="'empty'"):
-        plot_run_comparison({"empty": []}, tmp_path / "x.png")
 
 
 def test_most_confused_view_for_1000_classes(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Classification metrics: top-k accuracy, a device-side confusion matrix, running averages."""
+"""Classification metrics: top-k counts, a device-side confusion matrix, per-class reports."""
 
 from __future__ import annotations
 
@@ -10,14 +10,12 @@ from pathlib import Path
 import torch
 
 __all__ = [
-    "AverageMeter",
     "ConfusionMatrix",
     "confused_pairs",
     "format_per_class_table",
     "most_confused",
     "per_class_accuracy",
     "per_class_report",
-    "topk_accuracy",
     "topk_correct",
     "write_per_class_csv",
 ]
@@ -68,24 +66,6 @@ def topk_correct(
     # Cumulative "hit within the first j" per row; column k-1 answers top-k.
     hit_within = hit.cumsum(dim=1).clamp_(max=1)  # (N, maxk) int64
     return torch.stack([hit_within[:, min(k, num_classes) - 1].sum() for k in ks])
-
-
-def topk_accuracy(
-    logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = (1, 5)
-) -> dict[int, float]:
-    """Top-k accuracy in percent, keyed by the k asked for (not the clamped one).
-
-    Shapes and clamping as in `topk_correct`. This copies one small tensor to the host
-    (a GPU sync); inside a training loop prefer summing `topk_correct` over batches.
-
-    Raises:
-        ValueError: `logits` holds no samples (N = 0), or as `topk_correct`.
-    """
-    if logits.ndim == 2 and logits.shape[0] == 0:
-        raise ValueError("top-k accuracy is undefined for an empty batch (N = 0)")
-    counts = topk_correct(logits, targets, ks).tolist()
-    n = logits.shape[0]
-    return {int(k): 100.0 * c / n for k, c in zip(ks, counts)}
 
 
 def per_class_accuracy(cm: torch.Tensor) -> torch.Tensor:
@@ -362,46 +342,3 @@ class ConfusionMatrix:
 
     def __repr__(self) -> str:
         return f"ConfusionMatrix(num_classes={self.num_classes}, device={self.device})"
-
-
-class AverageMeter:
-    """Running sum, count and mean of a scalar (loss, images/s, ...).
-
-    Pass Python floats: a CUDA tensor would be synced by `float()`. Modelled on the
-    `AverageMeter` of the PyTorch ImageNet example (pytorch/examples).
-
-    Args:
-        name: label used by `__str__`.
-        fmt: format spec for values in `__str__`, e.g. ".4f" or ".2e".
-    """
-
-    def __init__(self, name: str, fmt: str = ".4f") -> None:
-        self.name = name
-        self.fmt = fmt
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget all values."""
-        self.val = math.nan
-        self.sum = 0.0
-        self.count = 0
-
-    def update(self, val: float | torch.Tensor, n: int = 1) -> None:
-        """Add `val`, the mean over `n` items (e.g. a batch-mean loss and the batch size).
-
-        Raises:
-            ValueError: `n` < 0.
-        """
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
-        self.val = float(val)
-        self.sum += self.val * n
-        self.count += n
-
-    @property
-    def avg(self) -> float:
-        """sum / count; NaN before the first update."""
-        return self.sum / self.count if self.count else math.nan
-
-    def __str__(self) -> str:
-        return f"{self.name} {self.val:{self.fmt}} ({self.avg:{self.fmt}})"

@@ -26,7 +26,6 @@ __all__ = [
     "plot_lr_finder",
     "plot_most_confused",
     "plot_per_class_accuracy",
-    "plot_run_comparison",
     "plot_sample_predictions",
     "plot_training_curves",
 ]
@@ -361,79 +360,8 @@ def plot_confusion_matrix(
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Several runs, most-confused pairs, per-class accuracy
+# Most-confused pairs, per-class accuracy
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def plot_run_comparison(
-    runs: Mapping[str, str | Path | Sequence[Mapping[str, Any]]],
-    out_path: str | Path,
-    title: str | None = None,
-) -> Path:
-    """Several runs' curves on one figure, one colour per run (e.g. clean vs noisy labels).
-
-    Panels: (1) loss, train dashed and val solid; (2) val top-1 solid and val top-5 dotted,
-    in percent; (3) learning rate (log axis when it spans more than 10x). A run whose records
-    lack a key simply has no line there.
-
-    Args:
-        runs: run name -> `metrics.jsonl` path or its list of records (see `load_metrics`).
-        out_path: where to write the PNG; parent folders are created.
-        title: figure title.
-
-    Returns:
-        `out_path` as a Path.
-
-    Raises:
-        ValueError: no runs, or a run with no records.
-        FileNotFoundError: as `load_metrics`.
-    """
-    if not runs:
-        raise ValueError("no runs to compare")
-    loaded: dict[str, list[Mapping[str, Any]]] = {}
-    for name, metrics in runs.items():
-        records = load_metrics(metrics) if isinstance(metrics, (str, Path)) else list(metrics)
-        if not records:
-            raise ValueError(f"run {name!r} has no metrics records")
-        loaded[str(name)] = records
-    show_markers = max(len(r) for r in loaded.values()) <= _MAX_MARKED_EPOCHS
-    mark = "o" if show_markers else None
-
-    fig = _new_figure((15.0, 4.8))
-    ax_loss, ax_acc, ax_lr = fig.subplots(1, 3)
-    all_lr: list[np.ndarray] = []
-    for i, (name, records) in enumerate(loaded.items()):
-        color = f"C{i % 10}"
-        for key, style, label in (("train_loss", "--", f"{name} train"), ("val_loss", "-", f"{name} val")):
-            x, y = _series(records, key)
-            if x.size:
-                ax_loss.plot(x, y, style, color=color, marker=mark, markersize=3, label=label)
-        for key, style, label in (("val_top1", "-", f"{name} top-1"), ("val_top5", ":", f"{name} top-5")):
-            x, y = _series(records, key)
-            if x.size:
-                ax_acc.plot(x, y, style, color=color, marker=mark, markersize=3, label=label)
-        x, y = _series(records, "lr")
-        if x.size:
-            ax_lr.plot(x, y, "-", color=color, marker=mark, markersize=3, label=name)
-            all_lr.append(y[y > 0])
-    for ax, panel_title, ylabel in ((ax_loss, "Loss (train dashed, val solid)", "cross-entropy loss"),
-                                    (ax_acc, "Val accuracy (top-1 solid, top-5 dotted)", "accuracy (%)"),
-                                    (ax_lr, "Learning rate", "learning rate")):
-        ax.set_title(panel_title, fontsize="medium")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(ylabel)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(True, alpha=0.3)
-        if ax.lines:
-            ax.legend(loc="best", fontsize="x-small")
-        else:
-            ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="0.5")
-    lr = np.concatenate(all_lr) if all_lr else np.zeros(0)
-    if lr.size and lr.max() / lr.min() > 10:
-        ax_lr.set_yscale("log")
-    fig.suptitle(title or f"{len(loaded)} runs")
-    fig.tight_layout()
-    return _save(fig, out_path)
 
 
 def plot_most_confused(
