@@ -16,7 +16,6 @@ import argparse
 import base64
 import dataclasses
 import heapq
-import html
 import json
 import logging
 import math
@@ -28,6 +27,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 
 import albumentations as A
 import cv2
+import jinja2
 import numpy as np
 import torch
 import torch.nn as nn
@@ -490,30 +490,14 @@ def _write_outputs(out_dir: Path, s: PredictionSummary, per_class: list[dict], p
     return files
 
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1280px;color:#1f2328;
-padding:0 16px;line-height:1.4}
-h1{margin-bottom:4px} h2{border-bottom:1px solid #d0d7de;padding-bottom:4px;margin-top:36px}
-h3{margin:28px 0 8px} .muted{color:#59636e;font-size:.9em}
-table{border-collapse:collapse;margin:8px 0} th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;
-vertical-align:top} th{background:#f6f8fa} td.num{text-align:right;font-variant-numeric:tabular-nums}
-.kind{width:150px;font-weight:600;background:#f6f8fa}
-.ex{display:inline-block;margin:4px;padding:6px;border:1px solid #d0d7de;border-radius:6px;font-size:.8em;
-width:max-content;vertical-align:top;background:#fff}
-.ex img{width:108px;height:108px;image-rendering:auto;margin-right:2px;border-radius:3px}
-.ex .cap{max-width:400px;margin-top:2px} .ok{color:#1a7f37;font-weight:600} .bad{color:#cf222e;font-weight:600}
-.src{color:#59636e;font-size:.85em;word-break:break-all} .none{color:#8c959f;font-style:italic}
-.scroll{max-height:420px;overflow-y:auto;display:inline-block} nav a{margin-right:10px;white-space:nowrap}
-.bar{display:inline-block;height:10px;background:#0969da;vertical-align:middle;margin-right:6px}
-.plot{max-width:100%;border:1px solid #d0d7de}
-"""
+REPORT_TEMPLATE = Path(__file__).resolve().with_name("gradcam_report.html.j2")
+"""The Jinja2 template of ``report.html`` (packaged next to this module)."""
 
 
 def _render_html(s: PredictionSummary, per_class: list[dict], pairs: list[dict], chosen: list[int],
                  names: list[str], data: ImageNetDataManager, thumbs: dict[int, np.ndarray], method: str,
                  title: str, target_layer: str, out_dir: Path, files: dict[str, Path]) -> str:
-    e = html.escape
-    C = len(names)
+    """The report page from :data:`REPORT_TEMPLATE`; every image is inlined as a data URI."""
     uri_cache: dict[str, str] = {}
 
     def overlay_uri(rel: str) -> str:
@@ -522,83 +506,26 @@ def _render_html(s: PredictionSummary, per_class: list[dict], pairs: list[dict],
             uri_cache[rel] = _data_uri_jpeg(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
         return uri_cache[rel]
 
-    def cell(ex: Example) -> str:
-        imgs = [f'<img src="{_data_uri_jpeg(thumbs[ex.position])}" title="image" alt="image">',
-                f'<img src="{overlay_uri(ex.overlays[ex.pred])}" title="Grad-CAM for the predicted class" '
-                f'alt="CAM predicted">']
-        if not ex.correct:
-            imgs.append(f'<img src="{overlay_uri(ex.overlays[ex.true])}" title="Grad-CAM for the true class" '
-                        f'alt="CAM true">')
-        verdict = (f'<span class="ok">{e(names[ex.pred])}</span> {100 * ex.confidence:.1f}%' if ex.correct else
-                   f'<span class="bad">{e(names[ex.pred])}</span> {100 * ex.confidence:.1f}% &middot; true '
-                   f'<b>{e(names[ex.true])}</b> {100 * ex.true_prob:.1f}%')
-        legend = "image &middot; CAM(pred)" + ("" if ex.correct else " &middot; CAM(true)")
-        return (f'<div class="ex">{"".join(imgs)}<div class="cap">{verdict}<br><span class="muted">{legend}'
-                f'</span><br><span class="src">#{ex.position} {e(Path(ex.source).name)}</span></div></div>')
+    def accuracy(r: dict) -> Optional[float]:
+        return None if math.isnan(r["accuracy"]) else r["accuracy"]
 
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>"
-             f"<style>{_CSS}</style></head><body>",
-             f"<h1>{e(title)}</h1>",
-             f"<p class='muted'>{e(method)} on <code>{e(target_layer)}[-1]</code> &middot; {s.num_images:,} val images, "
-             f"{C} classes &middot; data <code>{e(str(data.root))}</code> &middot; "
-             f"{time.strftime('%Y-%m-%d %H:%M')}</p>",
-             f"<p><b>top-1 {s.top1:.2f}%</b> &middot; top-5 {s.top5:.2f}% &middot; mean loss {s.loss:.3f} "
-             f"&middot; chance {100 / C:.1f}%</p>",
-             "<p class='muted'>Each example shows the image as the model saw it (evaluation crop), the Grad-CAM of the "
-             "predicted class, and for errors the Grad-CAM of the true class. Red = regions that raise that class's "
-             "score. Confidence is the softmax probability.</p>"]
-    nav = " ".join(f"<a href='#class{c}'>{e(names[c])}</a>" for c in chosen)
-    parts.append(f"<nav><b>Jump to:</b> <a href='#pairs'>confused pairs</a> <a href='#accuracy'>per-class accuracy"
-                 f"</a> {nav}</nav>")
-
-    # Confusion views
-    parts.append("<h2 id='pairs'>Most confused pairs</h2>")
-    if "confusion_png" in files:
-        parts.append(f"<img class='plot' src='{_data_uri_png_file(files['confusion_png'])}' alt='confusion matrix'>"
-                     f"<br>")
-    parts.append(f"<img class='plot' src='{_data_uri_png_file(files['most_confused_png'])}' alt='most confused pairs'>")
-    if not pairs:
-        parts.append("<p class='none'>No errors: nothing was confused.</p>")
-    for p in pairs:
-        parts.append(f"<h3>{e(p['true_name'])} &rarr; {e(p['pred_name'])}: {p['count']} images "
-                     f"({p['percent_of_true']:.1f}% of {p['true_support']})</h3>")
-        parts.append("".join(cell(ex) for ex in p["examples"]))
-
-    # Accuracy table
-    parts.append("<h2 id='accuracy'>Per-class accuracy</h2><p class='muted'>Sorted worst first. Classes with a "
-                 "section below are linked.</p>"
-                 f"<img class='plot' src='{_data_uri_png_file(files['per_class_png'])}' alt='per-class accuracy'><br>"
-                 "<div class='scroll'><table><tr><th>#</th><th>WNID</th><th>name</th>"
-                 "<th>images</th><th>correct</th><th>top-1</th></tr>")
     chosen_set = set(chosen)
-    order = sorted(per_class, key=lambda r: (math.isnan(r["accuracy"]), r["accuracy"] if not
-                                             math.isnan(r["accuracy"]) else 0.0))
-    for r in order:
-        acc = r["accuracy"]
-        name = e(r["name"])
-        if r["class_index"] in chosen_set:
-            name = f"<a href='#class{r['class_index']}'>{name}</a>"
-        bar = "" if math.isnan(acc) else f"<span class='bar' style='width:{acc * 0.8:.0f}px'></span>"
-        parts.append(f"<tr><td class='num'>{r['class_index']}</td><td>{e(r['wnid'])}</td><td>{name}</td>"
-                     f"<td class='num'>{r['support']}</td><td class='num'>{r['correct']}</td>"
-                     f"<td>{bar}{'-' if math.isnan(acc) else f'{acc:.1f}%'}</td></tr>")
-    parts.append("</table></div>")
-
-    # Per-class sections
-    heading = "Classes" if len(chosen) == C else f"The {len(chosen)} classes with the lowest top-1 (of {C})"
-    parts.append(f"<h2>{heading}</h2>")
-    for c in chosen:
-        r = per_class[c]
-        acc = "-" if math.isnan(r["accuracy"]) else f"{r['accuracy']:.1f}%"
-        parts.append(f"<h3 id='class{c}'>{e(names[c])} <span class='muted'>({e(data.classes[c])}, class {c}): "
-                     f"top-1 {acc} of {r['support']} images</span></h3><table>")
-        for kind, label in KINDS.items():
-            exs = s.examples[kind].get(c, [])
-            body = "".join(cell(ex) for ex in exs) or "<span class='none'>none</span>"
-            parts.append(f"<tr><td class='kind'>{label}</td><td>{body}</td></tr>")
-        parts.append("</table>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    accuracy_rows = [{**r, "accuracy": accuracy(r), "linked": r["class_index"] in chosen_set}
+                     for r in sorted(per_class, key=lambda r: (accuracy(r) is None, accuracy(r) or 0.0))]
+    sections = [{"index": c, "name": names[c], "wnid": data.classes[c], "accuracy": accuracy(per_class[c]),
+                 "support": per_class[c]["support"],
+                 "kinds": [(label, s.examples[kind].get(c, [])) for kind, label in KINDS.items()]} for c in chosen]
+    plots = {"confusion": _data_uri_png_file(files["confusion_png"]) if "confusion_png" in files else None,
+             "most_confused": _data_uri_png_file(files["most_confused_png"]),
+             "per_class": _data_uri_png_file(files["per_class_png"])}
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(REPORT_TEMPLATE.parent), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["basename"] = lambda source: Path(source).name
+    return env.get_template(REPORT_TEMPLATE.name).render(
+        title=title, method=method, target_layer=target_layer, summary=s, num_classes=len(names),
+        data_root=str(data.root), generated=time.strftime("%Y-%m-%d %H:%M"), names=names, pairs=pairs,
+        plots=plots, accuracy_rows=accuracy_rows, sections=sections, overlay_uri=overlay_uri,
+        thumb_uri=lambda ex: _data_uri_jpeg(thumbs[ex.position]))
 
 
 # ----------------------------------------------------------------------------------------------------------------
