@@ -4,7 +4,7 @@
     python benchmarks/train_throughput.py --models resnet18 --sizes 128 --amp bf16 --batch-size 64
     python benchmarks/train_throughput.py --loader-only --sizes 128 224    # decode + augment only, no model
 
-Modes (each with a fresh model and the trainer's own step, ``core.trainer.forward_backward`` + ``optimizer_step``,
+Modes (each with a fresh model and the trainer's own step, ``core.step.forward_backward`` + ``optimizer_step``,
 the same autocast dtype and channels_last rule as ``ImageNetTrainer``):
 
 - ``ceiling`` (a): one random batch already on the device, reused every step: the speed of the step alone.
@@ -49,8 +49,8 @@ import torch.nn as nn
 from core.config import BUNDLED_SAMPLE_ROOT, DataConfig, TrainingConfig
 from core.data_manager import ImageNetDataManager, to_device
 from core.model import available_models, build_model
-from core.trainer import (build_optimizer, forward_backward, memory_format_for, optimizer_step, resolve_amp,
-                          select_device)
+from core.step import (build_optimizer, forward_backward, memory_format_for, optimizer_step, resolve_amp,
+                       select_device)
 
 SHARED_IMAGENETTE = PROJECT_ROOT.parent / "shared" / "data" / "imagenette2-224"
 MODES = ("ceiling", "pipeline", "baseline")
@@ -288,7 +288,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default="auto",
                    help="autocast dtype, as --training.amp (auto: bf16/fp16 on CUDA, off elsewhere)")
     p.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
-                   help="auto: on CUDA and the CPU, as the trainer does (core.trainer.memory_format_for)")
+                   help="auto: on CUDA and the CPU, as the trainer does (core.step.memory_format_for)")
     p.add_argument("--baseline-step", choices=["reference", "same"], default="reference",
                    help="(c)'s step: 'reference' = torchvision's defaults (fp32, NCHW, eager), as a user of the "
                         "reference script gets; 'same' = (b)'s --amp/--channels-last/--compile, isolating the loader")

@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 log = logging.getLogger(__name__)
 
@@ -148,3 +149,40 @@ def check_compatible(ckpt: dict[str, Any], model_name: str, classes: list[str], 
     saved_num = (ckpt.get("config") or {}).get("model", {}).get("num_classes")
     if num_classes is not None and saved_num is not None and saved_num != num_classes:
         raise CheckpointMismatchError(f"{where} has {saved_num} outputs but this run asks for {num_classes}")
+
+
+def load_initial_weights(model: nn.Module, path: Path, model_name: str, classes: list[str],
+                         reinit_head: bool) -> dict[str, Any]:
+    """Start ``model`` from another run's checkpoint (``--training.init_from``): the previous phase or stage.
+
+    Args:
+        reinit_head: keep the new, freshly initialised classifier (``fc``) and load everything else; needed
+            when the checkpoint was trained on another class list.
+
+    Returns:
+        the loaded checkpoint dict.
+
+    Raises:
+        CheckpointMismatchError: another architecture, another stem, or another class list without reinit_head.
+    """
+    ckpt = load_checkpoint(path)
+    if reinit_head:
+        check_compatible(ckpt, model_name, classes, path, check_classes=False)
+        state = {k: v for k, v in ckpt["model"].items() if not k.startswith("fc.")}
+    else:
+        try:
+            check_compatible(ckpt, model_name, classes, path)
+        except CheckpointMismatchError as e:
+            raise CheckpointMismatchError(f"{e}; to reuse its backbone for these classes pass "
+                                          f"--training.reinit_head true") from None
+        state = ckpt["model"]
+    own = model.state_dict()
+    bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if bad:
+        raise CheckpointMismatchError(
+            f"{path} does not fit this model: shapes differ for {bad[:4]} (another --model.small_input?)")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if not (reinit_head and k.startswith("fc."))]:
+        raise CheckpointMismatchError(f"{path}: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    log.info("initial weights from %s%s", path, " (classifier re-initialised)" if reinit_head else "")
+    return ckpt

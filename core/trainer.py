@@ -20,247 +20,23 @@ import torch.nn as nn
 
 from core.checkpoint import (CHECKPOINT_FORMAT_VERSION, CheckpointMismatchError, atomic_torch_save,
                              atomic_write_text, capture_rng_state, check_compatible, load_checkpoint,
-                             restore_rng_state)
+                             load_initial_weights, restore_rng_state)
 from core.config import ExperimentConfig, TrainingConfig
-from core.data_manager import ImageNetDataManager, resolution_at, sample_seed
+from core.data_manager import ImageNetDataManager, sample_seed
 from core.distributed import all_reduce_sum
+from core.evaluate import evaluate
 from core.logger import (MetricsLogger, TensorBoardLogger, finish_wandb, git_commit, init_wandb, layer_statistics,
                          process_start_time, progress_bar, setup_logging)
 from core.model import build_model
-from utils.metrics import topk_correct
+from core.schedules import build_scheduler, lr_at, resolution_at  # noqa: F401  (lr_at: part of the trainer's API)
+from core.step import (build_batch_mix, build_ema, build_optimizer, forward_backward, freeze_backbone,  # noqa: F401
+                       memory_format_for, optimizer_step, resolve_amp, select_device)
 
 log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or Inf; the run stops and keeps its last good checkpoint."""
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Small pure pieces: device, precision, schedules, parameter groups
-# ----------------------------------------------------------------------------------------------------------------
-
-def select_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA, then Apple MPS, then the CPU; any other value is passed to ``torch.device``.
-
-    Raises:
-        ValueError: a bad setting, like every other config problem (the scripts exit 2 with the message): a device
-            string torch does not parse, CUDA or MPS asked for but not available, or a CUDA index past the last GPU.
-    """
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"--training.device {name!r} is not a device ({e}); use auto, cpu, cuda[:N] or "
-                         f"mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--training.device {name} asks for CUDA, but no CUDA GPU is visible to this process; "
-                         f"use --training.device auto or cpu (or install a CUDA build of torch and check the driver)")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"--training.device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
-                         f"numbered from 0; use --training.device cuda:0 or auto")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"--training.device {name} asks for Apple's MPS, which is not available here; use "
-                         f"--training.device auto or cpu")
-    return device
-
-
-def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype for ``--training.amp`` on ``device`` (None = full fp32).
-
-    'auto' gives bf16 on CUDA GPUs that support it (Ampere and later), else fp16; fp32 on CPU and MPS.
-
-    Raises:
-        ValueError: fp16 asked for without CUDA (GradScaler needs CUDA; use bf16 or off).
-    """
-    if amp == "off":
-        return None
-    if amp == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if amp == "fp16" and device.type != "cuda":
-        raise ValueError(f"--training.amp fp16 needs a CUDA GPU (it relies on a GradScaler); on {device.type} "
-                         f"use --training.amp bf16 or off")
-    return torch.bfloat16 if amp == "bf16" else torch.float16
-
-
-def memory_format_for(channels_last: bool, device: torch.device) -> torch.memory_format:
-    """The memory format of the model and its input batches for ``--model.channels_last`` on ``device``.
-
-    channels_last (NHWC) on CUDA (tensor-core convolutions) and on the CPU (oneDNN's NHWC kernels; a ResNet-18
-    training step at 112-128 px measured faster on the project's AVX2 CPU, BENCHMARKS.md); MPS keeps the default
-    layout. One rule for the trainer, the LR finder and the benchmarks.
-    """
-    if channels_last and device.type in ("cuda", "cpu"):
-        return torch.channels_last
-    return torch.preserve_format
-
-
-def lr_at(step: int, cfg: TrainingConfig, steps_per_epoch: int, world_size: int = 1) -> float:
-    """Learning rate of optimizer step ``step`` (0-based) for the 'cosine', 'linear' and 'step' schedules.
-
-    Linear warmup from peak/warmup_steps to the peak LR (``cfg.peak_lr(world_size)``) over ``warmup_epochs``
-    (Goyal et al. 2017), then cosine decay to ``min_lr`` at the last step (Loshchilov & Hutter 2017, SGDR
-    without restarts), linear decay to ``min_lr`` (FFCV's ``get_cyclic_lr``, the triangular schedule of its
-    ImageNet recipes), or a x``step_gamma`` decay every ``step_epochs`` (He et al. 2016). 'onecycle' uses
-    torch's OneCycleLR instead.
-    """
-    peak = cfg.peak_lr(world_size)
-    total = cfg.epochs * steps_per_epoch
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    if cfg.scheduler == "step":
-        return peak * cfg.step_gamma ** (step // (cfg.step_epochs * steps_per_epoch))
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    if cfg.scheduler == "linear":
-        return peak + (cfg.min_lr - peak) * progress
-    return cfg.min_lr + 0.5 * (peak - cfg.min_lr) * (1 + math.cos(math.pi * progress))
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainingConfig, steps_per_epoch: int,
-                    world_size: int = 1):
-    """A scheduler stepped once per optimizer step (after ``optimizer.step()``); the optimizer's LR must be
-    ``cfg.peak_lr(world_size)``."""
-    peak = cfg.peak_lr(world_size)
-    if cfg.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=peak, total_steps=cfg.epochs * steps_per_epoch,
-            pct_start=max(cfg.warmup_epochs / cfg.epochs, 0.3) if cfg.warmup_epochs else 0.3,
-            cycle_momentum=cfg.optimizer == "sgd" and cfg.momentum > 0)
-
-    def factor(step: int) -> float:  # a plain function: LambdaLR then keeps no state for it in state_dict()
-        return lr_at(step, cfg, steps_per_epoch, world_size) / peak
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def build_optimizer(model: nn.Module, cfg: TrainingConfig, world_size: int = 1) -> torch.optim.Optimizer:
-    """SGD (momentum, optional Nesterov) or AdamW at ``cfg.peak_lr(world_size)``, over the trainable
-    parameters, with no weight decay on BatchNorm parameters and biases (tensors of rank <= 1), as in Goyal et
-    al. 2017 and timm's ``param_groups_weight_decay``."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    lr = cfg.peak_lr(world_size)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    return torch.optim.AdamW(groups, lr=lr, betas=(cfg.momentum, 0.999))
-
-
-def build_batch_mix(cfg: TrainingConfig, num_classes: int) -> Optional[Callable]:
-    """MixUp and/or CutMix on a batch from ``torchvision.transforms.v2`` (one of the two, picked at random per
-    batch, when both alphas are > 0), or None when both are off.
-
-    The returned callable maps (images (B, 3, H, W), labels (B,) int64) → (mixed images, soft labels (B, C)).
-    """
-    from torchvision.transforms import v2
-
-    mixes = []
-    if cfg.mixup_alpha > 0:
-        mixes.append(v2.MixUp(alpha=cfg.mixup_alpha, num_classes=num_classes))
-    if cfg.cutmix_alpha > 0:
-        mixes.append(v2.CutMix(alpha=cfg.cutmix_alpha, num_classes=num_classes))
-    if not mixes:
-        return None
-    return mixes[0] if len(mixes) == 1 else v2.RandomChoice(mixes)
-
-
-def build_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
-    """An exponential moving average of ``model``'s parameters and buffers (BatchNorm statistics included),
-    ``ema = decay * ema + (1 - decay) * weights`` at each update (torch.optim.swa_utils; Polyak averaging as used
-    by torchvision's and timm's ImageNet recipes)."""
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-
-
-def load_initial_weights(model: nn.Module, path: Path, model_name: str, classes: list[str],
-                         reinit_head: bool) -> dict[str, Any]:
-    """Start ``model`` from another run's checkpoint (``--training.init_from``): the previous phase or stage.
-
-    Args:
-        reinit_head: keep the new, freshly initialised classifier (``fc``) and load everything else; needed
-            when the checkpoint was trained on another class list.
-
-    Returns:
-        the loaded checkpoint dict.
-
-    Raises:
-        CheckpointMismatchError: another architecture, another stem, or another class list without reinit_head.
-    """
-    ckpt = load_checkpoint(path)
-    if reinit_head:
-        check_compatible(ckpt, model_name, classes, path, check_classes=False)
-        state = {k: v for k, v in ckpt["model"].items() if not k.startswith("fc.")}
-    else:
-        try:
-            check_compatible(ckpt, model_name, classes, path)
-        except CheckpointMismatchError as e:
-            raise CheckpointMismatchError(f"{e}; to reuse its backbone for these classes pass "
-                                          f"--training.reinit_head true") from None
-        state = ckpt["model"]
-    own = model.state_dict()
-    bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    if bad:
-        raise CheckpointMismatchError(
-            f"{path} does not fit this model: shapes differ for {bad[:4]} (another --model.small_input?)")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or [k for k in missing if not (reinit_head and k.startswith("fc."))]:
-        raise CheckpointMismatchError(f"{path}: missing {missing[:4]}, unexpected {unexpected[:4]}")
-    log.info("initial weights from %s%s", path, " (classifier re-initialised)" if reinit_head else "")
-    return ckpt
-
-
-def freeze_backbone(model: nn.Module) -> None:
-    """Freeze everything but the classifier ``fc`` (label-mapping repair, linear probing)."""
-    for name, p in model.named_parameters():
-        p.requires_grad_(name.startswith("fc."))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# One training step, shared by the trainer and its tests
-# ----------------------------------------------------------------------------------------------------------------
-
-def forward_backward(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, criterion: nn.Module,
-                     amp_dtype: Optional[torch.dtype], scaler: torch.amp.GradScaler,
-                     grad_accum_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward under autocast, backward of ``loss / grad_accum_steps`` (so accumulated gradients equal the
-    gradient of the mean loss over the whole effective batch).
-
-    Args:
-        images: (B, 3, H, W) float on the model's device.
-        targets: (B,) int64.
-
-    Returns:
-        (loss, logits): the undivided mean loss (scalar, detached) and logits (B, C), detached.
-    """
-    with torch.autocast(device_type=images.device.type, dtype=amp_dtype or torch.float32,
-                        enabled=amp_dtype is not None):
-        logits = model(images)
-        loss = criterion(logits, targets)
-    scaler.scale(loss / grad_accum_steps).backward()
-    return loss.detach(), logits.detach()
-
-
-def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, model: nn.Module,
-                   grad_clip_norm: float = 0.0) -> None:
-    """Unscale (for clipping), clip the global gradient norm, step through the scaler (which skips the step
-    on fp16 overflow), update the scale, and clear the gradients."""
-    if grad_clip_norm > 0:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -666,7 +442,7 @@ class ImageNetTrainer:
                 log.warning("data-loader workers were stopped by the signal; saving at the last optimizer step")
                 self.save_last()
                 break
-            images = self.data.to_device(images, self.device, self.memory_format)
+            images = self._to_device(images, self.device)
             targets = targets.to(self.device, non_blocking=True)
             loss_targets = targets
             if self.batch_mix is not None:
@@ -803,39 +579,25 @@ class ImageNetTrainer:
                  record["epoch_time_s"])
         return val
 
-    @torch.no_grad()
     def evaluate(self, loader: Optional[torch.utils.data.DataLoader] = None,
                  model: Optional[nn.Module] = None) -> dict[str, float]:
         """Mean cross-entropy (without label smoothing), top-1 and top-5 (%) over the val split (all ranks); with
-        ``--training.eval_hflip`` on the logits averaged over each image and its mirror image.
+        ``--training.eval_hflip`` on the logits averaged over each image and its mirror image
+        (:func:`core.evaluate.evaluate`).
 
         Returns:
             {"val_loss", "val_top1", "val_top5"}; top-5 is top-min(5, C).
         """
         model = model if model is not None else self.model
-        loader = loader if loader is not None else self.val_loader
-        was_training = model.training
-        model.eval()
-        totals = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss sum, top-1, top-5, count
-        desc = "evaluating EMA weights" if model is self.ema else "evaluating"
-        for images, targets in progress_bar(loader, desc=desc, enabled=self.cfg.logging.progress_bar and self.is_main,
-                                            unit="batch"):
-            images = self.data.to_device(images, self.device, self.memory_format)
-            targets = targets.to(self.device, non_blocking=True)
-            with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32,
-                                enabled=self.amp_dtype is not None):
-                logits = model(images).float()
-                if self.cfg.training.eval_hflip:  # (B, C) logits of the mirror images, averaged in (FFCV's lr_tta)
-                    logits = (logits + model(images.flip(3)).float()) / 2
-            totals[0] += nn.functional.cross_entropy(logits, targets, reduction="sum").double()
-            totals[1:3] += topk_correct(logits, targets, (1, 5)).double()
-            totals[3] += targets.shape[0]
-        if self.world_size > 1:
-            torch.distributed.all_reduce(totals)
-        model.train(was_training)
-        n = max(totals[3].item(), 1.0)
-        return {"val_loss": totals[0].item() / n, "val_top1": 100 * totals[1].item() / n,
-                "val_top5": 100 * totals[2].item() / n}
+        metrics = evaluate(model, loader if loader is not None else self.val_loader, self.device, self.amp_dtype,
+                           self.cfg.training.eval_hflip, self._to_device,
+                           self.cfg.logging.progress_bar and self.is_main,
+                           "evaluating EMA weights" if model is self.ema else "evaluating")
+        return {f"val_{k}": v for k, v in metrics.items()}
+
+    def _to_device(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """A loader's batch as normalised (B, 3, H, W) float32 on ``device`` in the run's memory format."""
+        return self.data.to_device(images, device, self.memory_format)
 
     # -- reporting --------------------------------------------------------------------------------------------
     @property

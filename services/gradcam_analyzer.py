@@ -35,9 +35,10 @@ import torch.nn as nn
 from core.checkpoint import CheckpointMismatchError, check_compatible, load_checkpoint
 from core.config import ExperimentConfig
 from core.data_manager import ImageNetDataManager, short_class_names
+from core.evaluate import predict
 from core.logger import progress_bar
 from core.model import build_model
-from core.trainer import resolve_amp, select_device
+from core.step import resolve_amp, select_device
 from utils.metrics import ConfusionMatrix, confused_pairs, per_class_report, topk_correct, write_per_class_csv
 
 log = logging.getLogger(__name__)
@@ -305,11 +306,9 @@ def collect_predictions(model: nn.Module, loader: Iterable, num_classes: int, to
     pairs: dict[tuple[int, int], _TopK] = {}
     correct = torch.zeros(2, dtype=torch.int64, device=device)
     loss_sum, seen = 0.0, 0
-    for images, targets in progress_bar(loader, desc="Grad-CAM val predictions", enabled=progress, unit="batch"):
-        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(images)
-        logits = logits.float()[:, :num_classes]  # (B, C): extra outputs of a wider head are never predicted
+    for logits, targets in predict(model, loader, device, amp_dtype, progress=progress,
+                                   desc="Grad-CAM val predictions"):
+        logits = logits[:, :num_classes]  # (B, C): extra outputs of a wider head are never predicted
         probs = logits.softmax(dim=1)
         conf, pred = probs.max(dim=1)
         true_prob = probs.gather(1, targets[:, None]).squeeze(1)

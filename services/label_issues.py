@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 
 from core.config import ExperimentConfig
 from core.data_manager import ImageClassificationDataset, ImageNetDataManager, build_eval_transform
+from core.evaluate import predict
 from core.label_noise import CleaningManifest, detection_metrics
 from core.logger import progress_bar
 
@@ -111,7 +112,6 @@ def eval_loader(data: ImageNetDataManager, sample_ids: np.ndarray, labels: np.nd
                       pin_memory=cfg.pin_memory and torch.cuda.is_available())
 
 
-@torch.no_grad()
 def predict_proba(model: nn.Module, loader: DataLoader, device: torch.device,
                   amp_dtype: Optional[torch.dtype] = None, progress: bool = False,
                   desc: str = "scoring") -> np.ndarray:
@@ -123,15 +123,8 @@ def predict_proba(model: nn.Module, loader: DataLoader, device: torch.device,
     Returns:
         (N, C) float32 rows summing to 1.
     """
-    was_training = model.training
-    model.eval()
-    out = []
-    for images, _ in progress_bar(loader, desc=desc, enabled=progress, unit="batch"):
-        images = images.to(device, non_blocking=True)
-        with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(images)
-        out.append(torch.softmax(logits.float(), dim=1).cpu())
-    model.train(was_training)
+    out = [torch.softmax(logits, dim=1).cpu()
+           for logits, _ in predict(model, loader, device, amp_dtype, progress=progress, desc=desc)]
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
 
 

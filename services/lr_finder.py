@@ -29,8 +29,8 @@ from core.config import ExperimentConfig, parse_config
 from core.data_manager import ImageNetDataManager
 from core.logger import progress_bar
 from core.model import build_model
-from core.trainer import (build_optimizer, forward_backward, memory_format_for, optimizer_step, resolve_amp,
-                          select_device)
+from core.step import (build_optimizer, forward_backward, memory_format_for, optimizer_step, resolve_amp,
+                       select_device)
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +216,8 @@ class LRFinder:
     """LR range test on a model and optimizer, which are restored exactly afterwards.
 
     Each step sets every parameter group's LR to the next value of an exponential sweep, trains one
-    optimizer step (``grad_accum_steps`` micro-batches through :func:`core.trainer.forward_backward` and
-    :func:`core.trainer.optimizer_step`, so AMP, the GradScaler, accumulation and clipping behave exactly as
+    optimizer step (``grad_accum_steps`` micro-batches through :func:`core.step.forward_backward` and
+    :func:`core.step.optimizer_step`, so AMP, the GradScaler, accumulation and clipping behave exactly as
     in training) and records the step's loss. The sweep stops when the smoothed loss exceeds
     ``diverge_factor`` x its minimum, or the loss is NaN/Inf (Smith 2017; fastai stops at 4x).
 
@@ -228,7 +228,7 @@ class LRFinder:
         model: on its device, in any mode.
         optimizer: built over ``model``'s parameters (its state, momentum buffers included, is restored).
         criterion: the training loss, e.g. ``nn.CrossEntropyLoss(label_smoothing=...)``.
-        amp_dtype: autocast dtype (None = fp32), as from :func:`core.trainer.resolve_amp`.
+        amp_dtype: autocast dtype (None = fp32), as from :func:`core.step.resolve_amp`.
         grad_accum_steps: micro-batches per optimizer step.
         grad_clip_norm: global gradient-norm clip (0 = off).
     """

@@ -1,0 +1,153 @@
+"""One training step and its parts: device, precision, memory format, optimizer, batch mix, EMA."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.nn as nn
+
+from core.config import TrainingConfig
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA, then Apple MPS, then the CPU; any other value is passed to ``torch.device``.
+
+    Raises:
+        ValueError: a bad setting, like every other config problem (the scripts exit 2 with the message): a device
+            string torch does not parse, CUDA or MPS asked for but not available, or a CUDA index past the last GPU.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"--training.device {name!r} is not a device ({e}); use auto, cpu, cuda[:N] or "
+                         f"mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--training.device {name} asks for CUDA, but no CUDA GPU is visible to this process; "
+                         f"use --training.device auto or cpu (or install a CUDA build of torch and check the driver)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--training.device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                         f"numbered from 0; use --training.device cuda:0 or auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--training.device {name} asks for Apple's MPS, which is not available here; use "
+                         f"--training.device auto or cpu")
+    return device
+
+
+def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype for ``--training.amp`` on ``device`` (None = full fp32).
+
+    'auto' gives bf16 on CUDA GPUs that support it (Ampere and later), else fp16; fp32 on CPU and MPS.
+
+    Raises:
+        ValueError: fp16 asked for without CUDA (GradScaler needs CUDA; use bf16 or off).
+    """
+    if amp == "off":
+        return None
+    if amp == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError(f"--training.amp fp16 needs a CUDA GPU (it relies on a GradScaler); on {device.type} "
+                         f"use --training.amp bf16 or off")
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def memory_format_for(channels_last: bool, device: torch.device) -> torch.memory_format:
+    """The memory format of the model and its input batches for ``--model.channels_last`` on ``device``.
+
+    channels_last (NHWC) on CUDA (tensor-core convolutions) and on the CPU (oneDNN's NHWC kernels; a ResNet-18
+    training step at 112-128 px measured faster on the project's AVX2 CPU, BENCHMARKS.md); MPS keeps the default
+    layout. One rule for the trainer, the LR finder and the benchmarks.
+    """
+    if channels_last and device.type in ("cuda", "cpu"):
+        return torch.channels_last
+    return torch.preserve_format
+
+
+def build_optimizer(model: nn.Module, cfg: TrainingConfig, world_size: int = 1) -> torch.optim.Optimizer:
+    """SGD (momentum, optional Nesterov) or AdamW at ``cfg.peak_lr(world_size)``, over the trainable
+    parameters, with no weight decay on BatchNorm parameters and biases (tensors of rank <= 1), as in Goyal et
+    al. 2017 and timm's ``param_groups_weight_decay``."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    lr = cfg.peak_lr(world_size)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return torch.optim.AdamW(groups, lr=lr, betas=(cfg.momentum, 0.999))
+
+
+def build_batch_mix(cfg: TrainingConfig, num_classes: int) -> Optional[Callable]:
+    """MixUp and/or CutMix on a batch from ``torchvision.transforms.v2`` (one of the two, picked at random per
+    batch, when both alphas are > 0), or None when both are off.
+
+    The returned callable maps (images (B, 3, H, W), labels (B,) int64) → (mixed images, soft labels (B, C)).
+    """
+    from torchvision.transforms import v2
+
+    mixes = []
+    if cfg.mixup_alpha > 0:
+        mixes.append(v2.MixUp(alpha=cfg.mixup_alpha, num_classes=num_classes))
+    if cfg.cutmix_alpha > 0:
+        mixes.append(v2.CutMix(alpha=cfg.cutmix_alpha, num_classes=num_classes))
+    if not mixes:
+        return None
+    return mixes[0] if len(mixes) == 1 else v2.RandomChoice(mixes)
+
+
+def build_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of ``model``'s parameters and buffers (BatchNorm statistics included),
+    ``ema = decay * ema + (1 - decay) * weights`` at each update (torch.optim.swa_utils; Polyak averaging as used
+    by torchvision's and timm's ImageNet recipes)."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def freeze_backbone(model: nn.Module) -> None:
+    """Freeze everything but the classifier ``fc`` (label-mapping repair, linear probing)."""
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith("fc."))
+
+
+def forward_backward(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, criterion: nn.Module,
+                     amp_dtype: Optional[torch.dtype], scaler: torch.amp.GradScaler,
+                     grad_accum_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward under autocast, backward of ``loss / grad_accum_steps`` (so accumulated gradients equal the
+    gradient of the mean loss over the whole effective batch).
+
+    Args:
+        images: (B, 3, H, W) float on the model's device.
+        targets: (B,) int64.
+
+    Returns:
+        (loss, logits): the undivided mean loss (scalar, detached) and logits (B, C), detached.
+    """
+    with torch.autocast(device_type=images.device.type, dtype=amp_dtype or torch.float32,
+                        enabled=amp_dtype is not None):
+        logits = model(images)
+        loss = criterion(logits, targets)
+    scaler.scale(loss / grad_accum_steps).backward()
+    return loss.detach(), logits.detach()
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, model: nn.Module,
+                   grad_clip_norm: float = 0.0) -> None:
+    """Unscale (for clipping), clip the global gradient norm, step through the scaler (which skips the step
+    on fp16 overflow), update the scale, and clear the gradients."""
+    if grad_clip_norm > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
