@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from core.checkpoint import atomic_write_text, load_checkpoint
 from core.config import PROJECT_ROOT, ExperimentConfig
 from core.model import build_model, count_parameters
+from core.preprocessing import preprocessing_of_checkpoint
 from core.prepare import short_class_names
 
 log = logging.getLogger(__name__)
@@ -177,21 +178,15 @@ def build_export_config(ckpt: dict[str, Any], checkpoint_path: Path, weights: st
     """The ``config.json`` that the app needs to rebuild and feed the model (plain JSON types)."""
     cfg = ExperimentConfig.from_dict(ckpt["config"])
     d, m, t = cfg.data, cfg.model, cfg.training
-    size = d.val_image_size
     return {
         "format_version": EXPORT_FORMAT_VERSION,
         "architecture": m.name,
         "num_classes": int(ckpt["model"]["fc.weight"].shape[0]),
         "small_input": m.small_input,
         "weights": weights,
-        "preprocessing": {
-            "input_size": size,  # px, square centre crop fed to the network
-            "resize_size": int(round(size / d.val_crop_ratio)),  # px, the short side before cropping
-            "crop_ratio": d.val_crop_ratio,
-            "interpolation": "bilinear",
-            "mean": list(d.mean),  # of [0, 1] RGB pixels
-            "std": list(d.std),
-        },
+        # input_size (px, the square centre crop), resize_size (px, the short side before it), crop_ratio,
+        # interpolation, mean and std (of [0, 1] RGB pixels): the checkpoint's own spec
+        "preprocessing": preprocessing_of_checkpoint(ckpt).to_dict(),
         "metrics": {k: v for k, v in recorded_metrics(checkpoint_path, ckpt).items() if k != "metrics_file"},
         "training": {
             "data_root": None if d.root is None else str(d.root), "fraction": d.fraction, "epochs": t.epochs,
