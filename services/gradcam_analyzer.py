@@ -38,6 +38,7 @@ from core.data_manager import ImageNetDataManager, short_class_names
 from core.evaluate import predict
 from core.logger import progress_bar
 from core.model import build_model
+from core.preprocessing import PreprocessingSpec, preprocessing_of_checkpoint
 from core.step import resolve_amp, select_device
 from utils.metrics import ConfusionMatrix, confused_pairs, per_class_report, topk_correct, write_per_class_csv
 
@@ -67,6 +68,7 @@ class LoadedModel:
         config: the training run's config.
         classes: class identifiers (WNIDs) in output order; class_names: human-readable names.
         weights: which state dict was loaded: 'model_ema' when the checkpoint has one, else 'model'.
+        preprocessing: the evaluation preprocessing the checkpoint records (``preprocessing_of_checkpoint``).
     """
 
     model: nn.Module
@@ -75,6 +77,7 @@ class LoadedModel:
     class_names: list[str]
     weights: str
     path: Path
+    preprocessing: PreprocessingSpec
 
     @property
     def short_names(self) -> list[str]:
@@ -105,7 +108,8 @@ def load_model(checkpoint: Union[str, Path], device: Union[str, torch.device] = 
     model.to(select_device(str(device))).eval()
     classes = [str(c) for c in ckpt["classes"]]
     names = [str(n) for n in ckpt.get("class_names") or classes]
-    return LoadedModel(model=model, config=cfg, classes=classes, class_names=names, weights=weights, path=path)
+    return LoadedModel(model=model, config=cfg, classes=classes, class_names=names, weights=weights, path=path,
+                       preprocessing=preprocessing_of_checkpoint(ckpt))
 
 
 def resnet_target_layer(model: nn.Module, layer: str = "layer4") -> nn.Module:
@@ -540,7 +544,8 @@ def analyze_checkpoint(checkpoint: Union[str, Path], out_dir: Optional[Union[str
         checkpoint: a ``best.pt``/``last.pt`` of :class:`core.trainer.ImageNetTrainer`.
         out_dir: default ``<run>/gradcam`` when the checkpoint sits in ``<run>/models``, else beside it.
         data_overrides: DataConfig fields replacing the checkpoint's (e.g. {"root": Path(...),
-            "num_workers": 0}); a missing or None ``root`` means the bundled sample.
+            "num_workers": 0}); a missing or None ``root`` means the bundled sample. The evaluation size, crop
+            ratio and mean/std come from the checkpoint's preprocessing spec unless overridden here.
         device: 'auto', 'cpu', 'cuda[:N]' or 'mps'.
         analyze_kwargs: passed on to :func:`analyze` (method, top_k, num_pairs, ...).
 
@@ -549,7 +554,9 @@ def analyze_checkpoint(checkpoint: Union[str, Path], out_dir: Optional[Union[str
     """
     loaded = load_model(checkpoint, device)
     cfg = loaded.config
-    overrides = {"root": None, **(data_overrides or {})}
+    spec = loaded.preprocessing
+    overrides = {"root": None, "val_image_size": spec.input_size, "val_crop_ratio": spec.crop_ratio,
+                 "mean": spec.mean, "std": spec.std, **(data_overrides or {})}
     data_cfg = dataclasses.replace(cfg.data, **overrides)
     data = ImageNetDataManager(data_cfg, seed=cfg.training.seed, run_dir=None,
                                progress=analyze_kwargs.get("progress", True))

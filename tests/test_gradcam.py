@@ -14,6 +14,7 @@ from PIL import Image
 
 from conftest import tiny_config
 from core.model import build_model
+from core.preprocessing import CHECKPOINT_KEY, PreprocessingSpec
 from core.trainer import ImageNetTrainer
 from services.gradcam_analyzer import (GradCamAnalyzer, collect_predictions, load_model, main, overlay_cam,
                                        resnet_target_layer)
@@ -149,3 +150,12 @@ def test_load_model_prefers_ema_and_refuses_other_classes(checkpoint: Path, tmp_
                  "--data.index_cache_dir", str(tmp_path / "cache")]) == 2
     assert "--data.root" in capsys.readouterr().err
     assert main(["--checkpoint", str(tmp_path / "missing.pt")]) == 2
+
+
+def test_load_model_reads_the_checkpoints_preprocessing(checkpoint: Path, tmp_path: Path) -> None:
+    loaded = load_model(checkpoint, "cpu")
+    assert loaded.preprocessing == PreprocessingSpec.from_data_config(loaded.config.data)  # derived from the config
+    ckpt = torch.load(checkpoint, weights_only=True)
+    ckpt[CHECKPOINT_KEY] = {**loaded.preprocessing.to_dict(), "input_size": 48, "resize_size": 55}
+    torch.save(ckpt, tmp_path / "spec.pt")
+    assert load_model(tmp_path / "spec.pt", "cpu").preprocessing.input_size == 48  # the recorded spec wins
