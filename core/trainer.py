@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
@@ -13,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 import torch.nn as nn
@@ -21,15 +20,16 @@ import torch.nn as nn
 from core.checkpoint import (CHECKPOINT_FORMAT_VERSION, CheckpointMismatchError, atomic_torch_save,
                              atomic_write_text, capture_rng_state, check_compatible, load_checkpoint,
                              load_initial_weights, restore_rng_state)
-from core.config import ExperimentConfig, TrainingConfig
+from core.config import ExperimentConfig
 from core.data_manager import ImageNetDataManager, sample_seed
 from core.distributed import all_reduce_sum
 from core.evaluate import evaluate
 from core.logger import (MetricsLogger, TensorBoardLogger, finish_wandb, git_commit, init_wandb, layer_statistics,
                          process_start_time, progress_bar, setup_logging)
+from core.lr_finder import apply_lr_finder
 from core.model import build_model
-from core.schedules import build_scheduler, lr_at, resolution_at  # noqa: F401  (lr_at: part of the trainer's API)
-from core.step import (build_batch_mix, build_ema, build_optimizer, forward_backward, freeze_backbone,  # noqa: F401
+from core.schedules import build_scheduler, resolution_at
+from core.step import (build_batch_mix, build_ema, build_optimizer, forward_backward, freeze_backbone,
                        memory_format_for, optimizer_step, resolve_amp, select_device)
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,30 @@ class TrainState:
     epoch_seen: int = 0
     epoch_train_time_s: float = 0.0
     epoch_checkpoints: list = field(default_factory=list)  # [[epoch, val_top1], ...] of epoch_NNN.pt files kept
+
+
+class _StepSums:
+    """Device-side sums of the micro-batches since the last metric sync: no host sync per step (the progress
+    bar syncs every ``log_every_steps``)."""
+
+    def __init__(self, device: torch.device):
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        self.seen = 0
+        self.start = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Add a micro-batch: its mean loss (scalar), logits (B, C) and targets (B,)."""
+        self.nonfinite |= ~torch.isfinite(loss)
+        self.loss_sum += loss.double() * targets.shape[0]
+        self.correct += (logits.argmax(1) == targets).sum()
+        self.seen += targets.shape[0]
+
+    def restart(self) -> None:
+        """Zero the sums (the NaN flag is kept) and restart the clock."""
+        self.loss_sum.zero_(), self.correct.zero_()
+        self.seen, self.start = 0, time.perf_counter()
 
 
 class ImageNetTrainer:
@@ -119,8 +143,9 @@ class ImageNetTrainer:
             freeze_backbone(self.model)
         self.memory_format = memory_format_for(cfg.model.channels_last, self.device)
         self.model.to(self.device, memory_format=self.memory_format)
-        if t.lr_finder and not self._resume_path():
-            t = self._apply_lr_finder()
+        if t.lr_finder and not self._resume_path():  # on the initial weights, which it leaves unchanged
+            self.cfg = apply_lr_finder(self.cfg, self.model, self.data, self.device, self.logs_dir / "lr_finder")
+            t = self.cfg.training
         self.ema = build_ema(self.model, t.ema_decay) if t.ema_decay > 0 else None
         if self.world_size > 1:
             if cfg.model.sync_batchnorm and self.device.type == "cuda":
@@ -193,39 +218,6 @@ class ImageNetTrainer:
                             self.models_dir)
             return
         self.load_checkpoint(path)
-
-    def _apply_lr_finder(self) -> TrainingConfig:
-        """Run the LR range test on the current (initial) weights, which it leaves unchanged, and train at its
-        suggestion when it passes :func:`services.lr_finder.check_suggestion`; otherwise keep ``--training.lr``
-        and warn why. The curve and ``optimal_lr.txt`` go to ``logs/lr_finder``.
-
-        Units: the sweep runs on one process at ``batch_size x grad_accum_steps`` images per step, and its
-        absolute LR is converted to the units of ``--training.lr`` (per ``lr_reference_batch`` images under
-        ``lr_scaling linear``). Under DDP rank 0 runs the sweep and broadcasts the LR, so all ranks agree.
-        """
-        from services.lr_finder import find_lr  # services build on core: import at use, not at load
-
-        t = self.cfg.training
-        decision = torch.tensor([t.lr, 0.0], dtype=torch.float64)  # (LR in --training.lr units, adopted?)
-        if self.is_main:
-            result = find_lr(self.cfg, model=self.model, data=self.data, out_dir=self.logs_dir / "lr_finder")
-            problem = result.problem
-            if problem is None:
-                decision[:] = torch.tensor([t.lr_from_peak(result.suggested_lr), 1.0], dtype=torch.float64)
-                log.info("LR finder: the loss stops falling at %.3g (absolute, effective batch %d; / 10: %.3g); "
-                         "training at --training.lr %.3g (was %.3g)", result.suggested_lr,
-                         t.effective_batch_size, result.min_loss_lr_div10, decision[0].item(), t.lr)
-            else:
-                log.warning("LR finder: not adopting its suggestion %.3g: %s; keeping --training.lr %.3g "
-                            "(the curve is in %s)", result.suggested_lr, problem, t.lr, self.logs_dir / "lr_finder")
-        if self.world_size > 1:
-            device = self.device if self.device.type == "cuda" else torch.device("cpu")
-            decision = decision.to(device)
-            torch.distributed.broadcast(decision, src=0)
-            decision = decision.cpu()
-        if decision[1].item():
-            self.cfg = dataclasses.replace(self.cfg, training=dataclasses.replace(t, lr=float(decision[0].item())))
-        return self.cfg.training
 
     def load_checkpoint(self, path: Path) -> None:
         """Restore model, optimizer, scheduler, scaler, progress and RNG states from ``path``.
@@ -408,9 +400,54 @@ class ImageNetTrainer:
         return result
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
+        """Train 0-based ``epoch`` from ``state.micro_batch`` to its end, or to a stop signal (checkpoint saved).
+
+        Returns:
+            {"train_loss", "train_top1" (%), "images_per_sec", "epoch_time_s"} over the whole epoch (all ranks).
+
+        Raises:
+            NonFiniteLossError: the loss became NaN/Inf.
+        """
         t = self.cfg.training
+        self._begin_epoch(epoch)
+        total = self.sampler.micro_batches_per_epoch
+        bar = progress_bar(total=total, initial=self.state.micro_batch, desc=f"epoch {epoch + 1}/{t.epochs}",
+                           enabled=self.cfg.logging.progress_bar and self.is_main, unit="batch")
+        sums = _StepSums(self.device)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        micro = self.state.micro_batch
+        batches = iter(self.train_loader)
+        while (batch := self._next_batch(batches)) is not None:
+            images = self._to_device(batch[0], self.device)
+            targets = batch[1].to(self.device, non_blocking=True)
+            loss_targets = targets
+            if self.batch_mix is not None:
+                images, loss_targets = self._mix_batch(images, targets, epoch, micro)
+            with self._no_sync((micro + 1) % t.grad_accum_steps == 0):
+                loss, logits = forward_backward(self.model, images, loss_targets, self.criterion, self.amp_dtype,
+                                                self.scaler, t.grad_accum_steps)
+            sums.add(loss, logits, targets)
+            micro += 1
+            bar.update(1)
+            if micro % t.grad_accum_steps:
+                continue
+            if micro == total:
+                self._record_layers(epoch + 1)
+            self._update(micro)
+            if self._after_update(epoch, micro, sums, bar):
+                break
+        bar.close()
+        st = self.state
+        return {"train_loss": st.epoch_loss_sum / max(st.epoch_seen, 1),
+                "train_top1": 100.0 * st.epoch_correct / max(st.epoch_seen, 1),
+                "images_per_sec": st.epoch_seen / max(st.epoch_train_time_s, 1e-9),
+                "epoch_time_s": st.epoch_train_time_s}
+
+    def _begin_epoch(self, epoch: int) -> None:
+        """Train mode (frozen BatchNorm kept in eval), the sampler at the resume point, fresh epoch totals."""
         self.model.train()
-        if t.freeze_backbone:  # frozen BatchNorm keeps its running statistics
+        if self.cfg.training.freeze_backbone:  # frozen BatchNorm keeps its running statistics
             for name, module in self.unwrapped_model().named_children():
                 if name != "fc":
                     module.eval()
@@ -418,92 +455,80 @@ class ImageNetTrainer:
         if self.state.micro_batch == 0:
             self.state.epoch_loss_sum, self.state.epoch_correct, self.state.epoch_seen = 0.0, 0, 0
             self.state.epoch_train_time_s = 0.0
-        total = self.sampler.micro_batches_per_epoch
-        # Device-side accumulators: no host sync per step (the progress bar syncs every log_every_steps).
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
-        seen = 0
-        bar = progress_bar(total=total, initial=self.state.micro_batch, desc=f"epoch {epoch + 1}/{t.epochs}",
-                           enabled=self.cfg.logging.progress_bar and self.is_main, unit="batch")
-        start = time.perf_counter()
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        micro = self.state.micro_batch
-        batches = iter(self.train_loader)
-        while True:
-            try:
-                images, targets = next(batches)
-            except StopIteration:
-                break
-            except RuntimeError:  # "DataLoader worker ... killed by signal": a group-wide SIGTERM reached them
-                if self._stop_signal is None:
-                    raise
-                log.warning("data-loader workers were stopped by the signal; saving at the last optimizer step")
-                self.save_last()
-                break
-            images = self._to_device(images, self.device)
-            targets = targets.to(self.device, non_blocking=True)
-            loss_targets = targets
-            if self.batch_mix is not None:
-                # torchvision's MixUp/CutMix draw from torch's global RNG: seed it per global micro-batch so the
-                # draw does not depend on history (exact resume) or on how micro-batches are spread over ranks.
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(sample_seed(t.seed, epoch, micro * self.world_size + self.rank, 1))
-                    images, loss_targets = self.batch_mix(images, targets)
-            sync_now = (micro + 1) % t.grad_accum_steps == 0
-            no_sync = self.model.no_sync() if self.world_size > 1 and not sync_now else contextlib.nullcontext()
-            with no_sync:  # DDP: all-reduce gradients only on the micro-batch that ends an accumulation cycle
-                loss, logits = forward_backward(self.model, images, loss_targets, self.criterion, self.amp_dtype,
-                                                self.scaler, t.grad_accum_steps)
-            nonfinite |= ~torch.isfinite(loss)
-            loss_sum += loss.double() * targets.shape[0]
-            correct += (logits.argmax(1) == targets).sum()
-            seen += targets.shape[0]
-            micro += 1
-            bar.update(1)
-            if micro % t.grad_accum_steps:
-                continue
-            if micro == total:
-                self._record_layers(epoch + 1)
-            optimizer_step(self.optimizer, self.scaler, self.model, t.grad_clip_norm)
-            self.scheduler.step()
-            self.state.global_step += 1
-            self.state.micro_batch = micro
-            step = self.state.global_step
-            if self.ema is not None and step % t.ema_every_steps == 0:
-                self.ema.update_parameters(self.unwrapped_model())
-            log_now = step % t.log_every_steps == 0 or micro == total
-            save_now = t.checkpoint_every_steps and step % t.checkpoint_every_steps == 0
-            stop_now = self._stop_requested()
-            if log_now or save_now or stop_now:
-                if self.world_size > 1:
-                    nonfinite = all_reduce_sum(nonfinite.float()) > 0
-                if nonfinite.item():
-                    raise NonFiniteLossError(
-                        f"the training loss became NaN or Inf at epoch {epoch + 1}, step {step}; the last good "
-                        f"checkpoint ({self.models_dir / 'last.pt'}) is kept. Lower --training.lr, set "
-                        f"--training.grad_clip_norm, or try --training.amp bf16/off")
-                self._sync_epoch_totals(loss_sum, correct, seen, start)
-                loss_sum.zero_(), correct.zero_()
-                seen, start = 0, time.perf_counter()
-                st = self.state
-                bar.set_postfix(loss=f"{st.epoch_loss_sum / max(st.epoch_seen, 1):.3f}",
-                                top1=f"{100 * st.epoch_correct / max(st.epoch_seen, 1):.1f}",
-                                lr=f"{self.optimizer.param_groups[0]['lr']:.3g}",
-                                img_s=f"{st.epoch_seen / max(st.epoch_train_time_s, 1e-9):.0f}")
-                if save_now or stop_now:
-                    self.save_last()
-                if stop_now:
-                    log.info("stopped at epoch %d, micro-batch %d/%d; checkpoint saved to %s; continue with "
-                             "--training.resume auto", epoch + 1, micro, total, self.models_dir / "last.pt")
-                    break
-        bar.close()
+
+    def _next_batch(self, batches: Iterator) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """The next (images, targets) of the epoch, or None at its end or when a stop signal killed the loader's
+        workers (then last.pt is saved at the last optimizer step)."""
+        try:
+            return next(batches)
+        except StopIteration:
+            return None
+        except RuntimeError:  # "DataLoader worker ... killed by signal": a group-wide SIGTERM reached them
+            if self._stop_signal is None:
+                raise
+            log.warning("data-loader workers were stopped by the signal; saving at the last optimizer step")
+            self.save_last()
+            return None
+
+    def _mix_batch(self, images: torch.Tensor, targets: torch.Tensor, epoch: int, micro: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """MixUp/CutMix of micro-batch ``micro``: (B, 3, H, W), (B,) -> mixed images, soft labels (B, C)."""
+        # torchvision's MixUp/CutMix draw from torch's global RNG: seed it per global micro-batch so the draw
+        # does not depend on history (exact resume) or on how micro-batches are spread over ranks.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.cfg.training.seed, epoch, micro * self.world_size + self.rank, 1))
+            return self.batch_mix(images, targets)
+
+    def _no_sync(self, sync_now: bool) -> contextlib.AbstractContextManager:
+        """DDP: all-reduce gradients only on the micro-batch that ends an accumulation cycle."""
+        return self.model.no_sync() if self.world_size > 1 and not sync_now else contextlib.nullcontext()
+
+    def _update(self, micro: int) -> None:
+        """One optimizer step after ``micro`` micro-batches of the epoch: step, schedule, progress, EMA."""
+        t = self.cfg.training
+        optimizer_step(self.optimizer, self.scaler, self.model, t.grad_clip_norm)
+        self.scheduler.step()
+        self.state.global_step += 1
+        self.state.micro_batch = micro
+        if self.ema is not None and self.state.global_step % t.ema_every_steps == 0:
+            self.ema.update_parameters(self.unwrapped_model())
+
+    def _after_update(self, epoch: int, micro: int, sums: "_StepSums", bar: Any) -> bool:
+        """At logging, checkpoint and signal points: check the loss, sync the metrics, save; True to stop.
+
+        Every rank calls this after every optimizer step (the stop check and the sync are collective).
+        """
+        t = self.cfg.training
+        step = self.state.global_step
+        log_now = step % t.log_every_steps == 0 or micro == self.sampler.micro_batches_per_epoch
+        save_now = t.checkpoint_every_steps and step % t.checkpoint_every_steps == 0
+        stop_now = self._stop_requested()
+        if not (log_now or save_now or stop_now):
+            return False
+        self._check_finite(sums, epoch, step)
+        self._sync_epoch_totals(sums)
         st = self.state
-        return {"train_loss": st.epoch_loss_sum / max(st.epoch_seen, 1),
-                "train_top1": 100.0 * st.epoch_correct / max(st.epoch_seen, 1),
-                "images_per_sec": st.epoch_seen / max(st.epoch_train_time_s, 1e-9),
-                "epoch_time_s": st.epoch_train_time_s}
+        bar.set_postfix(loss=f"{st.epoch_loss_sum / max(st.epoch_seen, 1):.3f}",
+                        top1=f"{100 * st.epoch_correct / max(st.epoch_seen, 1):.1f}",
+                        lr=f"{self.optimizer.param_groups[0]['lr']:.3g}",
+                        img_s=f"{st.epoch_seen / max(st.epoch_train_time_s, 1e-9):.0f}")
+        if save_now or stop_now:
+            self.save_last()
+        if stop_now:
+            log.info("stopped at epoch %d, micro-batch %d/%d; checkpoint saved to %s; continue with "
+                     "--training.resume auto", epoch + 1, micro, self.sampler.micro_batches_per_epoch,
+                     self.models_dir / "last.pt")
+        return bool(stop_now)
+
+    def _check_finite(self, sums: "_StepSums", epoch: int, step: int) -> None:
+        """Raise :class:`NonFiniteLossError` when any rank saw a NaN/Inf loss since the last check."""
+        if self.world_size > 1:
+            sums.nonfinite = all_reduce_sum(sums.nonfinite.float()) > 0
+        if sums.nonfinite.item():
+            raise NonFiniteLossError(
+                f"the training loss became NaN or Inf at epoch {epoch + 1}, step {step}; the last good "
+                f"checkpoint ({self.models_dir / 'last.pt'}) is kept. Lower --training.lr, set "
+                f"--training.grad_clip_norm, or try --training.amp bf16/off")
 
     def _record_layers(self, step: int) -> None:
         """Per-layer weights and gradients at the epoch's last optimizer step, before the gradients are cleared:
@@ -533,14 +558,16 @@ class ImageNetTrainer:
         flag = torch.tensor([float(self._stop_signal is not None)], device=self.device)
         return bool(all_reduce_sum(flag).item() > 0)
 
-    def _sync_epoch_totals(self, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, start: float) -> None:
-        # totals over all ranks (every rank calls this at the same optimizer steps)
-        totals = all_reduce_sum(torch.stack([loss_sum.double(), correct.double(),
-                                             torch.tensor(float(seen), dtype=torch.float64, device=self.device)]))
+    def _sync_epoch_totals(self, sums: "_StepSums") -> None:
+        """Add the sums since the last sync, over all ranks, to the epoch totals, and restart them (every rank
+        calls this at the same optimizer steps)."""
+        totals = all_reduce_sum(torch.stack([sums.loss_sum.double(), sums.correct.double(),
+                                             torch.tensor(float(sums.seen), dtype=torch.float64, device=self.device)]))
         self.state.epoch_loss_sum += float(totals[0].item())
         self.state.epoch_correct += int(totals[1].item())
         self.state.epoch_seen += int(totals[2].item())
-        self.state.epoch_train_time_s += time.perf_counter() - start
+        self.state.epoch_train_time_s += time.perf_counter() - sums.start
+        sums.restart()
 
     def _end_epoch(self, epoch: int, train_metrics: dict[str, float]) -> dict[str, float]:
         t = self.cfg.training

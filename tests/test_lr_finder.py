@@ -16,7 +16,7 @@ from PIL import Image
 from conftest import tiny_config
 from core.data_manager import ImageNetDataManager
 from core.model import build_model
-from core.trainer import build_optimizer, forward_backward, optimizer_step
+from core.step import build_optimizer, forward_backward, optimizer_step
 from core.config import TrainingConfig
 from services.lr_finder import (LRFinder, LRFinderResult, check_suggestion, cycle_train_loader,
                                   exponential_lrs, find_lr, lag_free_curve, main, smooth_losses, suggest_lr)
@@ -194,7 +194,7 @@ def test_trainer_adopts_a_sound_suggestion_in_config_units_and_refuses_an_edge_o
                                                                                  suggestion, adopted):
     """--training.lr_finder: the sweep's absolute LR at batch 8 x 2 becomes --training.lr per 256 images under
     lr_scaling linear; a suggestion at the sweep's first point is refused with a warning and the LR kept."""
-    import services.lr_finder as lr_finder_module
+    import core.lr_finder as lr_finder_module
     from core.trainer import ImageNetTrainer
 
     lrs, loss = _fresh_model_curve()

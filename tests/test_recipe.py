@@ -14,7 +14,8 @@ from conftest import tiny_config
 from core.checkpoint import CheckpointMismatchError, load_checkpoint
 from core.config import DataConfig, TrainingConfig
 from core.data_manager import ImageNetDataManager, TrainTransform, make_train_transform, resolution_at
-from core.trainer import ImageNetTrainer, build_batch_mix
+from core.step import build_batch_mix
+from core.trainer import ImageNetTrainer
 
 
 def test_resolution_schedule_ramps_in_multiples_of_32():
@@ -120,7 +121,7 @@ def test_ffcv_style_imagenet_configs_parse_and_follow_ffcv(name):
     schedule: the peak LR at epoch 2 then linearly to 0, 160 -> 192 px, evaluation at 256 px with flip TTA."""
     from core.cli import experiment_config
     from core.config import PROJECT_ROOT
-    from core.trainer import lr_at
+    from core.schedules import lr_at
 
     script_dir = PROJECT_ROOT / "experiments" / "phase1_subset_20pct"
     cfg = experiment_config(script_dir, ["--data.root", "/data/ILSVRC2012", "--config",

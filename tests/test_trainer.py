@@ -22,8 +22,9 @@ from conftest import PHASE1_SCRIPT, cli_args, tiny_config
 from core.checkpoint import CheckpointMismatchError, load_checkpoint
 from core.config import TrainingConfig
 from core.model import build_model
-from core.trainer import (ImageNetTrainer, NonFiniteLossError, build_optimizer, forward_backward, lr_at,
-                          optimizer_step)
+from core.schedules import lr_at
+from core.step import build_optimizer, forward_backward, optimizer_step
+from core.trainer import ImageNetTrainer, NonFiniteLossError
 
 
 # --- the step ---------------------------------------------------------------------------------------------------
