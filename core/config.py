@@ -174,7 +174,7 @@ class TrainingConfig:
     reinit_head: bool = False
     """With init_from: load everything but the classifier, which is re-initialised for this data's classes."""
     lr_finder: bool = False
-    """Before a fresh run, run the LR range test (core.lr_finder) on the initial weights and train at its suggested LR."""
+    """Before a fresh run, run the LR range test (services.lr_finder) on the initial weights and train at its suggested LR."""
     freeze_backbone: bool = False
     """Train only the classifier: conv1, bn1 and layer1-4 are frozen, their BatchNorm kept in eval mode."""
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
