@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from core.checkpoint import CheckpointMismatchError
 from core.config import ExperimentConfig, parse_config
@@ -57,34 +57,25 @@ def with_default_init(cfg: ExperimentConfig, previous_best: Optional[Path], prev
     return cfg
 
 
-def experiment_main(script_file: str, argv: Optional[Sequence[str]] = None, description: str = "",
-                    previous_best: Optional[Path] = None, previous_name: str = "the previous phase") -> int:
-    """Parse, train and report for the script at ``script_file``; returns the process exit code.
+def run_entry(body: Callable[[], int]) -> int:
+    """Run an entry point's ``body`` (parse, build, train, report; returns the exit code) under the one contract
+    that every training command shares: the process group set up from torchrun's environment (a no-op for one
+    process), logging, errors mapped to exit codes, and the process group torn down.
 
-    Under ``torchrun`` every process runs this; the process group is set up from torchrun's environment.
-
-    Args:
-        previous_best: the previous phase's best.pt, used as ``--training.init_from`` when that flag is unset
-            and the file exists.
+    Used by the experiment scripts (:func:`experiment_main`), the label-noise study, the progressive stages and
+    the service commands (label issues, LR finder).
 
     Exit codes: 0 done (or stopped by SIGTERM with a checkpoint saved), 1 training failed (NaN/Inf loss),
     2 bad input (invalid config, missing data, mismatched checkpoint) with the message and its fix.
     """
     from core.distributed import destroy_distributed, init_distributed
     from core.logger import setup_logging
-    from core.trainer import ImageNetTrainer, NonFiniteLossError
+    from core.trainer import NonFiniteLossError
 
     try:
         ctx = init_distributed()
         setup_logging(None, rank=ctx.rank)
-        cfg = experiment_config(Path(script_file).parent, argv, description, chained_init_default(previous_best))
-        cfg = with_default_init(cfg, previous_best, previous_name)
-        trainer = ImageNetTrainer(cfg)
-        if trainer.data.using_bundled_sample:
-            log.warning("training on the BUNDLED SAMPLE (%d train / %d val images, %d classes) for a quick check; "
-                        "pass --data.root /path/to/ILSVRC2012 (or any ImageFolder root) for the real recipe",
-                        len(trainer.data.train_ids), len(trainer.data.val_ids), trainer.data.num_classes)
-        result = trainer.fit()
+        return body()
     except (ValueError, FileNotFoundError, CheckpointMismatchError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -93,6 +84,30 @@ def experiment_main(script_file: str, argv: Optional[Sequence[str]] = None, desc
         return EXIT_FAILED
     finally:
         destroy_distributed()
-    if result["interrupted"]:
-        print("stopped by a signal; resume with the same command plus --training.resume auto", file=sys.stderr)
-    return EXIT_OK
+
+
+def experiment_main(script_file: str, argv: Optional[Sequence[str]] = None, description: str = "",
+                    previous_best: Optional[Path] = None, previous_name: str = "the previous phase") -> int:
+    """Parse, train and report for the script at ``script_file``; returns the process exit code (:func:`run_entry`).
+
+    Under ``torchrun`` every process runs this; the process group is set up from torchrun's environment.
+
+    Args:
+        previous_best: the previous phase's best.pt, used as ``--training.init_from`` when that flag is unset
+            and the file exists.
+    """
+    def body() -> int:
+        from core.trainer import ImageNetTrainer
+
+        cfg = experiment_config(Path(script_file).parent, argv, description, chained_init_default(previous_best))
+        cfg = with_default_init(cfg, previous_best, previous_name)
+        trainer = ImageNetTrainer(cfg)
+        if trainer.data.using_bundled_sample:
+            log.warning("training on the BUNDLED SAMPLE (%d train / %d val images, %d classes) for a quick check; "
+                        "pass --data.root /path/to/ILSVRC2012 (or any ImageFolder root) for the real recipe",
+                        len(trainer.data.train_ids), len(trainer.data.val_ids), trainer.data.num_classes)
+        if trainer.fit()["interrupted"]:
+            print("stopped by a signal; resume with the same command plus --training.resume auto", file=sys.stderr)
+        return EXIT_OK
+
+    return run_entry(body)

@@ -319,13 +319,16 @@ def _write_issue_table(path: Path, data: ImageNetDataManager, probs: np.ndarray,
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Detect label issues in a dataset's own labels; see the module docstring. Returns the exit code."""
+    """Detect label issues in a dataset's own labels; see the module docstring. Returns the exit code
+    (:func:`core.cli.run_entry`)."""
+    from core.cli import run_entry
     from core.config import build_parser
     from core.logger import setup_logging
 
     parser = build_parser("Find label issues with K-fold confident learning and write a cleaning manifest.")
     parser.add_class_arguments(ConfidentLearningConfig, nested_key="cl")
-    try:
+
+    def body() -> int:
         ns = parser.parse_args(list(argv if argv is not None else sys.argv[1:]))
         init = parser.instantiate(ns) if hasattr(parser, "instantiate") else parser.instantiate_classes(ns)
         cfg = ExperimentConfig(data=init.data, model=init.model, training=init.training, logging=init.logging)
@@ -336,12 +339,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         data = ImageNetDataManager(cfg.data, seed=cfg.training.seed, run_dir=out_dir,
                                    progress=cfg.logging.progress_bar)
         result = detect_label_issues(cfg, data, out_dir, init.cl)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    log.info("%d of %d samples flagged: %d to remove, %d to relabel; manifest in %s", result.issues.sum(),
-             result.issues.size, result.manifest.num_remove, result.manifest.num_relabel, out_dir)
-    return 0
+        log.info("%d of %d samples flagged: %d to remove, %d to relabel; manifest in %s", result.issues.sum(),
+                 result.issues.size, result.manifest.num_remove, result.manifest.num_relabel, out_dir)
+        return 0
+
+    return run_entry(body)
 
 
 if __name__ == "__main__":

@@ -381,26 +381,22 @@ def log_study_to_wandb(rows: list[dict[str, Any]], out_dir: Path, cfg: Experimen
 
 
 def main(script_file: str, argv: Optional[Sequence[str]] = None, description: str = "") -> int:
-    """Parse, run the study, print the table; returns the exit code (0 done or stopped by a signal with
-    checkpoints saved, 1 a training diverged, 2 bad input)."""
+    """Parse, run the study, print the table; returns the exit code through :func:`core.cli.run_entry` (0 done
+    or stopped by a signal with checkpoints saved, 1 a training diverged, 2 bad input)."""
     import sys
 
-    from core.checkpoint import CheckpointMismatchError
-    from core.trainer import NonFiniteLossError
+    from core.cli import run_entry
 
-    try:
+    def body() -> int:
         cfg, study, cl = parse_study_config(Path(script_file).parent, argv, description)
-        rows = run_study(cfg, study, cl)
-    except (ValueError, FileNotFoundError, CheckpointMismatchError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as e:
-        log.error("%s", e)
-        return 1
-    except StudyInterrupted as e:
-        print(str(e), file=sys.stderr)
+        try:
+            rows = run_study(cfg, study, cl)
+        except StudyInterrupted as e:
+            print(str(e), file=sys.stderr)
+            return 0
+        out = Path(cfg.logging.output_dir)
+        print((out / "results.md").read_text())
+        log.info("study done: %d experiments; results.csv, results.md and results.png in %s", len(rows), out)
         return 0
-    out = Path(cfg.logging.output_dir)
-    print((out / "results.md").read_text())
-    log.info("study done: %d experiments; results.csv, results.md and results.png in %s", len(rows), out)
-    return 0
+
+    return run_entry(body)

@@ -24,9 +24,8 @@ from typing import Optional, Sequence
 
 import yaml
 
-from core.cli import EXIT_BAD_INPUT, EXIT_OK
+from core.cli import EXIT_OK, run_entry
 from core.config import ExperimentConfig, parse_config
-from core.logger import setup_logging
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("progressive_stages")
@@ -77,8 +76,8 @@ def stage_configs(stages: list[dict], roots: dict[str, Path], output_dir: Path,
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from core.trainer import ImageNetTrainer
-
+    """Train the stages in order through :func:`core.cli.run_entry` (DDP set-up, exit codes); returns the exit
+    code."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stages", type=Path, default=None,
                         help="stages file (default: stages.yaml with --root, sample_stages.yaml without)")
@@ -86,29 +85,38 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="data root of the stage NAME (repeatable)")
     parser.add_argument("--output-dir", type=Path, default=HERE, help="stage runs go to OUTPUT_DIR/<stage name>")
     args, overrides = parser.parse_known_args(argv)
-    setup_logging(None)
-    try:
-        roots = {}
-        for item in args.root:
-            name, sep, path = item.partition("=")
-            if not sep:
-                raise ValueError(f"--root {item!r}: expected NAME=PATH")
-            roots[name] = Path(path)
-        stages_file = args.stages or HERE / ("stages.yaml" if roots else "sample_stages.yaml")
-        stages = load_stages(stages_file)
-        configs = stage_configs(stages, roots, args.output_dir.resolve(), overrides)
-        results = []
-        for stage, cfg in zip(stages, configs):
-            log.info("stage %s: %s from %s", stage["name"], cfg.model.name,
-                     cfg.training.init_from or "scratch (random initialisation)")
-            result = ImageNetTrainer(cfg).fit()
-            results.append((stage["name"], result["best_top1"]))
-            if result["interrupted"]:
-                print("stopped by a signal; run the same command again to continue", file=sys.stderr)
-                return EXIT_OK
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    return run_entry(lambda: run_stages(args.stages, args.root, args.output_dir, overrides))
+
+
+def run_stages(stages_file: Optional[Path], root_items: Sequence[str], output_dir: Path,
+               overrides: Sequence[str]) -> int:
+    """Parse the ``--root NAME=PATH`` items, train every stage not yet finished, log the results.
+
+    Returns:
+        the exit code: 0 (also when a signal stopped a stage, its checkpoint saved).
+
+    Raises:
+        ValueError, FileNotFoundError: bad stages file, roots or flags (exit code 2 through ``run_entry``).
+    """
+    from core.trainer import ImageNetTrainer
+
+    roots = {}
+    for item in root_items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise ValueError(f"--root {item!r}: expected NAME=PATH")
+        roots[name] = Path(path)
+    stages = load_stages(stages_file or HERE / ("stages.yaml" if roots else "sample_stages.yaml"))
+    configs = stage_configs(stages, roots, output_dir.resolve(), overrides)
+    results = []
+    for stage, cfg in zip(stages, configs):
+        log.info("stage %s: %s from %s", stage["name"], cfg.model.name,
+                 cfg.training.init_from or "scratch (random initialisation)")
+        result = ImageNetTrainer(cfg).fit()
+        results.append((stage["name"], result["best_top1"]))
+        if result["interrupted"]:
+            print("stopped by a signal; run the same command again to continue", file=sys.stderr)
+            return EXIT_OK
     for name, top1 in results:
         log.info("stage %s: best val top-1 %.2f%%", name, top1)
     return EXIT_OK
