@@ -21,7 +21,7 @@ import numpy as np
 
 from bench_common import load_average, machine_info, summarise, write_record
 
-from core.data_manager import stratified_subset
+from core.data.index import stratified_subset
 
 try:  # written alongside this benchmark; time only the pieces that exist
     from core import label_noise
@@ -72,7 +72,7 @@ def run(num_samples: int, num_classes: int, fraction: float, noise_rate: float, 
     ops: dict[str, dict[str, Any]] = {}
 
     ops["stratified_subset"] = {
-        "call": f"core.data_manager.stratified_subset(labels, {fraction}, seed)",
+        "call": f"core.data.index.stratified_subset(labels, {fraction}, seed)",
         **time_op(lambda: stratified_subset(labels, fraction, seed), repeats)}
     ops["stratified_subset"]["output_size"] = int(stratified_subset(labels, fraction, seed).size)
 

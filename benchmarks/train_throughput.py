@@ -47,7 +47,8 @@ import torch
 import torch.nn as nn
 
 from core.config import BUNDLED_SAMPLE_ROOT, DataConfig, TrainingConfig
-from core.data_manager import ImageNetDataManager, to_device
+from core.data.manager import ImageNetDataManager
+from core.data.transforms import to_device
 from core.model import available_models, build_model
 from core.step import (build_optimizer, forward_backward, memory_format_for, optimizer_step, resolve_amp,
                        select_device)

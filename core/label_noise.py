@@ -14,12 +14,9 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
-
-if TYPE_CHECKING:  # the data manager imports torch and albumentations; this module needs neither
-    from core.data_manager import ImageNetDataManager
 
 log = logging.getLogger(__name__)
 
@@ -482,14 +479,16 @@ def apply_manifest(sample_ids: np.ndarray, labels: np.ndarray, manifest: Cleanin
     return ids[keep], y[keep], report
 
 
-def load_manifest(directory: Path, data: "ImageNetDataManager") -> CleaningManifest:
-    """:func:`read_manifest` for a data manager's training split (paths and WNIDs accepted)."""
+def load_manifest(directory: Path, data: Any) -> CleaningManifest:
+    """:func:`read_manifest` for the training split of ``data``, a :class:`core.data.manager.ImageNetDataManager`
+    (paths and WNIDs accepted). Not imported here: the manager imports this module."""
     return read_manifest(directory, len(data.train_index), data.num_classes, data.train_index.relpaths,
                          data.class_to_idx)
 
 
-def apply_manifest_to(data: "ImageNetDataManager", manifest: CleaningManifest) -> ManifestReport:
-    """Apply ``manifest`` to the manager's training set in place (``set_train_subset``) and return the counts."""
+def apply_manifest_to(data: Any, manifest: CleaningManifest) -> ManifestReport:
+    """Apply ``manifest`` to the training set of ``data`` (a :class:`core.data.manager.ImageNetDataManager`) in
+    place (``set_train_subset``) and return the counts."""
     ids, labels, report = apply_manifest(data.train_ids, data.train_labels, manifest, data.num_classes)
     data.set_train_subset(ids, labels)
     return report

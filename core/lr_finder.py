@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from core.checkpoint import atomic_write_text, capture_rng_state, restore_rng_state
 from core.config import ExperimentConfig
-from core.data_manager import ImageNetDataManager
+from core.data.manager import ImageNetDataManager
 from core.logger import progress_bar
 from core.model import build_model
 from core.step import (build_optimizer, forward_backward, memory_format_for, optimizer_step, resolve_amp,

@@ -21,7 +21,8 @@ from core.checkpoint import (CHECKPOINT_FORMAT_VERSION, CheckpointMismatchError,
                              atomic_write_text, capture_rng_state, check_compatible, load_checkpoint,
                              load_initial_weights, restore_rng_state)
 from core.config import ExperimentConfig
-from core.data_manager import ImageNetDataManager, sample_seed
+from core.data.manager import ImageNetDataManager
+from core.data.rng import sample_seed
 from core.distributed import all_reduce_sum
 from core.evaluate import evaluate
 from core.logger import (MetricsLogger, TensorBoardLogger, finish_wandb, git_commit, init_wandb, layer_statistics,

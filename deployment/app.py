@@ -258,7 +258,7 @@ class Predictor:
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 RGB -> (1, 3, S, S) float32 normalised, S = input_size.
 
-        The evaluation transform of core.data_manager.build_eval_transform: resize the short side to
+        The evaluation transform of core.data.transforms.build_eval_transform: resize the short side to
         resize_size (bilinear, OpenCV), centre crop, normalise; test_app.py checks that both agree.
         """
         h, w = rgb.shape[:2]

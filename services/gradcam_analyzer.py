@@ -34,10 +34,11 @@ import torch.nn as nn
 
 from core.checkpoint import CheckpointMismatchError, check_compatible, load_checkpoint
 from core.config import ExperimentConfig
-from core.data_manager import ImageNetDataManager, short_class_names
+from core.data.manager import ImageNetDataManager
 from core.evaluate import predict
 from core.logger import progress_bar
 from core.model import build_model
+from core.prepare import short_class_names
 from core.preprocessing import PreprocessingSpec, preprocessing_of_checkpoint
 from core.step import resolve_amp, select_device
 from utils.metrics import ConfusionMatrix, confused_pairs, per_class_report, topk_correct, write_per_class_csv

@@ -15,7 +15,6 @@ Command line (detects issues in a dataset's own labels and writes the manifest u
 
 from __future__ import annotations
 
-import copy
 import csv
 import dataclasses
 import json
@@ -32,7 +31,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from core.config import ExperimentConfig
-from core.data_manager import ImageClassificationDataset, ImageNetDataManager, build_eval_transform
+from core.data.dataset import ImageClassificationDataset
+from core.data.manager import ImageNetDataManager
+from core.data.transforms import build_eval_transform
 from core.evaluate import predict
 from core.label_noise import CleaningManifest, detection_metrics
 from core.logger import progress_bar
@@ -106,7 +107,7 @@ def eval_loader(data: ImageNetDataManager, sample_ids: np.ndarray, labels: np.nd
     Yields (images (B, 3, r, r) float32, labels (B,) int64).
     """
     cfg = data.cfg
-    ds = ImageClassificationDataset(data._readers[0], sample_ids, labels, lambda r: build_eval_transform(cfg, r),
+    ds = ImageClassificationDataset(data.train_reader, sample_ids, labels, lambda r: build_eval_transform(cfg, r),
                                     resolution or cfg.val_image_size, data.seed, data.bad_images_file)
     return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=cfg.num_workers,
                       pin_memory=cfg.pin_memory and torch.cuda.is_available())
@@ -167,9 +168,7 @@ def out_of_sample_pred_probs(cfg: ExperimentConfig, data: ImageNetDataManager, o
             probs[held] = np.load(probs_file)
             log.info("fold %d/%d: reusing %s", k + 1, folds, probs_file)
             continue
-        fold_data = copy.copy(data)  # shares the readers and index; set_train_subset rebinds, never mutates
-        fold_data.run_dir = fold_dir / "logs"
-        fold_data.set_train_subset(data.train_ids[~held], data.train_labels[~held])
+        fold_data = data.with_train_subset(data.train_ids[~held], data.train_labels[~held], run_dir=fold_dir / "logs")
         name = cfg.logging.run_name or cfg.model.name
         fold_cfg = dataclasses.replace(cfg, logging=dataclasses.replace(
             cfg.logging, output_dir=fold_dir, run_name=f"{name}-fold{k}"))

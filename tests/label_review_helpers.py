@@ -12,7 +12,7 @@ import numpy as np
 
 from core.checkpoint import atomic_torch_save
 from core.config import DataConfig, ExperimentConfig, LoggingConfig, ModelConfig, TrainingConfig
-from core.data_manager import ImageNetDataManager
+from core.data.manager import ImageNetDataManager
 from core.label_noise import inject_symmetric_noise
 from core.model import build_model
 

@@ -15,7 +15,8 @@ from PIL import Image
 
 from core.checkpoint import load_checkpoint
 from core.config import BUNDLED_SAMPLE_ROOT, ExperimentConfig
-from core.data_manager import build_eval_transform, decode_image
+from core.data.decode import decode_image
+from core.data.transforms import build_eval_transform
 from core.model import build_model
 from deployment.app import (API_ENDPOINTS, CAM_DISPLAY_PX, CAM_LEGEND_PX, MAX_PIXELS, InputImageError, Predictor,
                             build_demo, cam_legend, classify, example_paths, load_image, predict, predict_with_cam)
@@ -128,7 +129,7 @@ def test_api_functions_return_the_page_results_and_refuse_bad_files(predictor, b
 
 
 def test_short_class_names_are_the_training_ones(predictor, space):
-    from core.data_manager import ImageNetDataManager
+    from core.data.manager import ImageNetDataManager
 
     ckpt = load_checkpoint(checkpoint_of(space))
     data = ImageNetDataManager(ExperimentConfig.from_dict(ckpt["config"]).data, progress=False)

@@ -13,8 +13,11 @@ import torch
 
 from conftest import convert_modes
 from core.config import DataConfig
-from core.data_manager import (EpochSampler, ImageNetDataManager, compute_dataset_stats, decode_image,
-                               scan_image_folder, stratified_subset)
+from core.data.decode import decode_image
+from core.data.index import scan_image_folder, stratified_subset
+from core.data.manager import ImageNetDataManager
+from core.data.sampler import EpochSampler
+from core.data.stats import compute_dataset_stats
 
 WNIDS = ["n01440764", "n02102040", "n02979186", "n03000684", "n03028079", "n03394916", "n03417042", "n03425413",
          "n03445777", "n03888257"]
@@ -81,7 +84,7 @@ def test_names_fall_back_to_wnid(sample_copy, tmp_path):
 
 
 def test_one_short_name_per_class_everywhere(tmp_path):
-    from core.data_manager import short_class_names
+    from core.prepare import short_class_names
 
     m = manager(None, tmp_path, run_dir=tmp_path / "logs")
     assert m.short_names[:2] == ["tench", "English springer"] and m.short_names[9] == "parachute"

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import PHASE1_SCRIPT, cli_args, tiny_config
 from core.checkpoint import load_checkpoint
-from core.data_manager import EpochSampler
+from core.data.sampler import EpochSampler
 
 
 def _run(args: list[str], nproc: int) -> subprocess.CompletedProcess:

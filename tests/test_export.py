@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 
 from core.checkpoint import load_checkpoint
 from core.config import BUNDLED_SAMPLE_ROOT, ExperimentConfig
-from core.data_manager import build_eval_transform, decode_image
+from core.data.decode import decode_image
+from core.data.transforms import build_eval_transform
 from core.model import available_models, build_model
 from deployment import push_to_hub
 from deployment.app import build_network

@@ -21,8 +21,11 @@ import torch
 from PIL import Image
 
 from core.config import BUNDLED_SAMPLE_ROOT, DataConfig
-from core.data_manager import (ImageNetDataManager, SampleGenerators, crop_with_reduced_decode, decode_image,
-                               image_shape, make_train_transform, sample_seed, seed_pipeline, to_device)
+from core.data.decode import decode_image, image_shape
+from core.data.manager import ImageNetDataManager
+from core.data.rng import SampleGenerators, sample_seed
+from core.data.transforms import build_train_transform as make_train_transform
+from core.data.transforms import crop_with_reduced_decode, seed_pipeline, to_device
 from conftest import convert_modes, tiny_config
 
 SAMPLE_JPEGS = sorted((BUNDLED_SAMPLE_ROOT / "train").rglob("*.JPEG"))
@@ -242,8 +245,8 @@ CACHE = {"device_cache": True, "device_cache_size": 48, "color_jitter": 0.0}
 
 
 def test_device_cache_batches_equal_the_plain_pipeline_on_the_cached_images(tmp_path):
-    from core.data_manager import build_train_transform
-    from core.device_cache import cache_transform
+    from core.data.device_cache import cache_transform
+    from core.data.transforms import build_train_transform
 
     m = manager(tmp_path, fraction=0.2, **CACHE)
     loader = m.train_loader(batch_size=10)  # device: the CPU here; the same code runs on CUDA

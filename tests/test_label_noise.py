@@ -240,7 +240,7 @@ def test_apply_keeps_the_order_of_an_unsorted_subset():
 def test_manifest_on_a_data_manager(tmp_path):
     """End to end on the bundled sample's file index: WNIDs, paths and ids resolve; the manager is updated."""
     from core.config import DataConfig
-    from core.data_manager import ImageNetDataManager
+    from core.data.manager import ImageNetDataManager
 
     data = ImageNetDataManager(DataConfig(fraction=0.5, index_cache_dir=tmp_path / "cache"), seed=0)
     ids = data.train_ids
@@ -261,7 +261,7 @@ def test_cleaning_manifest_flag_cleans_the_training_set(tmp_path):
     """--data.cleaning_manifest: the manager trains on the cleaned set, the class distribution counts it, and an
     entry outside the training subset is a one-line error naming the flag (nothing dropped silently)."""
     from core.config import DataConfig
-    from core.data_manager import ImageNetDataManager
+    from core.data.manager import ImageNetDataManager
 
     full = ImageNetDataManager(DataConfig(index_cache_dir=tmp_path / "cache"), seed=0)
     rel = [os.fsdecode(full.train_index.relpaths[i]) for i in full.train_ids[:3]]

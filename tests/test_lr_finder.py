@@ -14,7 +14,7 @@ import torch.nn as nn
 from PIL import Image
 
 from conftest import tiny_config
-from core.data_manager import ImageNetDataManager
+from core.data.manager import ImageNetDataManager
 from core.model import build_model
 from core.step import build_optimizer, forward_backward, optimizer_step
 from core.config import TrainingConfig

@@ -24,7 +24,7 @@ def bars(text: str) -> dict[str, int]:
 
 
 def sample_data(tmp_path: Path, progress: bool, **data) -> "ImageNetDataManager":  # noqa: F821
-    from core.data_manager import ImageNetDataManager
+    from core.data.manager import ImageNetDataManager
 
     cfg = DataConfig(image_size=32, val_image_size=32, num_workers=0, index_cache_dir=tmp_path / "cache", **data)
     return ImageNetDataManager(cfg, progress=progress)
@@ -32,8 +32,8 @@ def sample_data(tmp_path: Path, progress: bool, **data) -> "ImageNetDataManager"
 
 @pytest.mark.parametrize("progress", [True, False])
 def test_indexing_statistics_device_cache_and_val_sorting(tmp_path, capsys, progress):
-    from core.data_manager import compute_dataset_stats
-    from core.device_cache import build_device_cache
+    from core.data.device_cache import build_device_cache
+    from core.data.stats import compute_dataset_stats
     from core.prepare import sort_imagenet_val
 
     data = sample_data(tmp_path, progress, fraction=0.05)  # a fresh index cache: both splits are scanned

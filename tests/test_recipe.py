@@ -13,7 +13,10 @@ import torch
 from conftest import tiny_config
 from core.checkpoint import CheckpointMismatchError, load_checkpoint
 from core.config import DataConfig, TrainingConfig
-from core.data_manager import ImageNetDataManager, TrainTransform, make_train_transform, resolution_at
+from core.data.manager import ImageNetDataManager
+from core.data.transforms import TrainTransform
+from core.data.transforms import build_train_transform as make_train_transform
+from core.schedules import resolution_at
 from core.step import build_batch_mix
 from core.trainer import ImageNetTrainer
 

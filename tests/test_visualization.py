@@ -119,7 +119,8 @@ def test_confusion_matrix_refuses_many_classes(tmp_path: Path) -> None:
 import numpy as np  # noqa: E402
 
 from core.config import BUNDLED_SAMPLE_ROOT, DataConfig  # noqa: E402
-from core.data_manager import build_train_transform, decode_image  # noqa: E402
+from core.data.decode import decode_image  # noqa: E402
+from core.data.transforms import build_train_transform  # noqa: E402
 from utils.metrics import per_class_report  # noqa: E402
 from utils.visualization import (denormalize, plot_augmentation_preview, plot_lr_finder,  # noqa: E402
                                  plot_most_confused, plot_per_class_accuracy, plot_sample_predictions)

@@ -3,7 +3,6 @@ subset, one model and one schedule, gathered into results.csv, results.md and a 
 
 from __future__ import annotations
 
-import copy
 import csv
 import dataclasses
 import json
@@ -17,7 +16,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from core.config import ExperimentConfig, build_parser, parse_sections
-from core.data_manager import ImageNetDataManager
+from core.data.manager import ImageNetDataManager
 from core.label_noise import (NoisyLabels, apply_manifest_to, exact_count, inject_symmetric_noise, simulate_cleaning,
                               write_training_labels)
 from core.logger import setup_logging
@@ -195,8 +194,7 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
 
     started = time.perf_counter()
     clean_ids, clean_labels = base.train_ids, base.train_labels
-    data = copy.copy(base)  # shares the readers and file index; set_train_subset rebinds, never mutates
-    data.run_dir = run_dir / "logs"
+    data = base.clone(run_dir=run_dir / "logs")  # shares the read-only file index and readers
     data.run_dir.mkdir(parents=True, exist_ok=True)
     row: dict[str, Any] = {"experiment": spec.name, "description": spec.description, "noise_rate": spec.noise_rate,
                            "cleaning": spec.cleaning, "flipped": 0, "restored": 0, "removed": 0, "relabelled": 0}

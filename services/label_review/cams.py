@@ -12,7 +12,7 @@ import albumentations as A
 import numpy as np
 import torch
 
-from core.data_manager import build_eval_transform
+from core.data.transforms import build_eval_transform
 from services.gradcam_analyzer import GradCamAnalyzer, LoadedModel, load_model, overlay_cam, resnet_target_layer
 from services.label_review.issues import IssueSet, ReviewItem
 

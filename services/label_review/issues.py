@@ -68,7 +68,7 @@ class ClassList:
     @classmethod
     def from_split(cls, split_dir: Path) -> "ClassList":
         """Classes of an ImageFolder split: its sorted, non-hidden sub-folders (the rule of
-        ``core.data_manager.scan_image_folder``), named from LOC_synset_mapping.txt / words.txt beside it.
+        ``core.data.index.scan_image_folder``), named from LOC_synset_mapping.txt / words.txt beside it.
 
         Raises:
             ReviewInputError: the split folder is missing or has no class folders.

@@ -8,7 +8,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from core.data_manager import decode_image
+from core.data.decode import decode_image
 from services.label_review.cams import CamRenderer
 from services.label_review.decisions import Decision, DecisionLog, make_decision, summarize
 from services.label_review.issues import IssueSet, ReviewItem

@@ -8,7 +8,7 @@ loader bottleneck the same way (decoded or device-resident data, augmentation in
 
 What is cached: each training image resized so its short side is ``S = --data.device_cache_size`` (area
 interpolation), then centre-cropped to S x S. RandomResizedCrop draws its box on that S x S image with the same
-generator calls as the plain pipeline (:func:`core.data_manager.draw_crop_and_flip`), and the bilinear resize of
+generator calls as the plain pipeline (:func:`core.data.transforms.draw_crop_and_flip`), and the bilinear resize of
 ``roi_align(aligned=True, sampling_ratio=1)`` samples the same points as ``cv2.resize``; so for the same seeds the
 batches equal the plain pipeline's on the cached images, within float rounding (tested). The difference from the
 plain path is the centre square: the parts of a non-square photo outside it are never seen.
@@ -29,8 +29,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from core.config import DataConfig
-from core.data_manager import (EpochSampler, ImageClassificationDataset, ImageNetDataManager, _scaled_mean_std,
-                               _worker_init, build_train_transform, draw_crop_and_flip, sample_seed)
+from core.data.dataset import ImageClassificationDataset, worker_init
+from core.data.rng import sample_seed
+from core.data.sampler import EpochSampler
+from core.data.transforms import build_train_transform, draw_crop_and_flip, scaled_mean_std
 from core.logger import progress_bar
 
 log = logging.getLogger(__name__)
@@ -49,9 +51,10 @@ def cache_transform(side: int) -> A.Compose:
                       A.CenterCrop(height=side, width=side)])
 
 
-def build_device_cache(data: ImageNetDataManager, device: torch.device, side: int,
+def build_device_cache(data: Any, device: torch.device, side: int,
                        batch_size: int = 256) -> torch.Tensor:
-    """Decode every image of the training subset once into an (N, side, side, 3) uint8 tensor on ``device``.
+    """Decode every image of the training subset of ``data`` (a :class:`core.data.manager.ImageNetDataManager`)
+    once into an (N, side, side, 3) uint8 tensor on ``device``.
 
     Decoding runs in ``--data.num_workers`` workers with the usual corrupt-image handling (a bad file is replaced
     by another image of its class and listed). Position i of the result is position i of the training subset.
@@ -73,7 +76,7 @@ def build_device_cache(data: ImageNetDataManager, device: torch.device, side: in
                                     lambda _r: cache_transform(side), side, data.seed, data.bad_images_file)
     workers = data.cfg.num_workers
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=device.type == "cuda", worker_init_fn=_worker_init if workers else None)
+                        pin_memory=device.type == "cuda", worker_init_fn=worker_init if workers else None)
     cache = torch.empty((n, side, side, 3), dtype=torch.uint8, device=device)
     log.info("decoding %d training images into a %.2f GiB uint8 cache on %s (%d px squares)", n, need / 2**30,
              device, side)
@@ -130,12 +133,12 @@ def crop_flip_normalize(cache: torch.Tensor, params: torch.Tensor, resolution: i
     out = roi_align(images, boxes, output_size=(resolution, resolution), spatial_scale=1.0, sampling_ratio=1,
                     aligned=True)
     out = torch.where(params[:, 5].bool()[:, None, None, None], out.flip(-1), out)
-    m, s = _scaled_mean_std(cache.device, tuple(mean), tuple(std))
+    m, s = scaled_mean_std(cache.device, tuple(mean), tuple(std))
     return out.sub_(m).div_(s).contiguous(memory_format=memory_format)
 
 
 class DeviceCachedLoader:
-    """Drop-in for :meth:`ImageNetDataManager.train_loader` when ``--data.device_cache`` is on.
+    """Drop-in for the DataLoader of :func:`core.data.loaders.train_loader` when ``--data.device_cache`` is on.
 
     Iterating yields (images (B, 3, r, r) float32, normalised, on the cache's device; labels (B,) int64), one
     micro-batch per :class:`EpochSampler` block, so shuffling, resume mid-epoch and DDP sharding are those of the
@@ -165,16 +168,15 @@ class DeviceCachedLoader:
             yield crop_flip_normalize(self.cache, params, resolution, self.mean, self.std), labels
 
 
-def device_cached_loader(data: ImageNetDataManager, batch_size: int, grad_accum_steps: int,
+def device_cached_loader(data: Any, batch_size: int, grad_accum_steps: int,
                          resolution_fn: Callable[[int], int], num_replicas: int, rank: int,
                          device: Optional[torch.device]) -> DeviceCachedLoader:
-    """Build (or reuse: one per manager and device) the cache, then the loader over it."""
+    """Build (or reuse: one per manager, device, side and subset, kept by ``data.device_cache``) the cache of
+    ``data`` (a :class:`core.data.manager.ImageNetDataManager`), then the loader over it."""
     device = torch.device(device) if device is not None else torch.device("cpu")
     side = cache_side(data.cfg)
     key = (str(device), side, hash(data.train_ids.tobytes()))
-    cache = data._device_caches.get(key)
-    if cache is None:
-        cache = data._device_caches[key] = build_device_cache(data, device, side)
+    cache = data.device_cache(key, lambda: build_device_cache(data, device, side))
     sampler = EpochSampler(len(data.train_ids), batch_size, grad_accum_steps, data.seed, resolution_fn,
                            num_replicas, rank)
     params = CropParams(data.cfg, data.train_labels, side, data.seed)
@@ -182,6 +184,6 @@ def device_cached_loader(data: ImageNetDataManager, batch_size: int, grad_accum_
     kw: dict[str, Any] = {"num_workers": workers}
     if workers:
         kw.update(persistent_workers=data.cfg.persistent_workers, prefetch_factor=max(4, data.cfg.prefetch_factor),
-                  worker_init_fn=_worker_init)
+                  worker_init_fn=worker_init)
     loader = DataLoader(params, batch_size=batch_size, sampler=sampler, drop_last=True, **kw)
     return DeviceCachedLoader(cache, loader, tuple(data.cfg.mean), tuple(data.cfg.std))
