@@ -23,9 +23,8 @@ from core.checkpoint import atomic_write_text, capture_rng_state, restore_rng_st
 from core.config import ExperimentConfig
 from core.data.manager import ImageNetDataManager
 from core.logger import progress_bar
-from core.model import build_model
-from core.step import (build_optimizer, forward_backward, memory_format_for, optimizer_step, resolve_amp,
-                       select_device)
+from core.step import (build_criterion, build_optimizer, build_run_model, forward_backward, memory_format_for,
+                       optimizer_step, resolve_amp, select_device)
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +343,8 @@ def find_lr(cfg: ExperimentConfig, model: Optional[nn.Module] = None, data: Opti
 
     Args:
         cfg: the experiment's config.
-        model: a model to probe (default: ``build_model`` from ``cfg.model``), moved to the config's device.
+        model: a model to probe (default: the run's own, :func:`core.step.build_run_model`: ``cfg.model``,
+            ``--training.init_from``, ``--training.freeze_backbone``), moved to the config's device.
         data: the data manager (default: built from ``cfg.data``, writing nothing).
         out_dir: where the PNG, ``optimal_lr.txt`` and JSON go (None = ``<output_dir>/logs/lr_finder`` when
             ``--logging.output_dir`` is set, else nothing is written).
@@ -360,13 +360,11 @@ def find_lr(cfg: ExperimentConfig, model: Optional[nn.Module] = None, data: Opti
     torch.manual_seed(t.seed)
     progress = cfg.logging.progress_bar if progress is None else progress
     data = data or ImageNetDataManager(cfg.data, seed=t.seed, run_dir=None, progress=progress)
-    if model is None:
-        model = build_model(cfg.model.name, num_classes=cfg.model.num_classes or data.num_classes,
-                            small_input=cfg.model.small_input, zero_init_residual=cfg.model.zero_init_residual)
+    model = model if model is not None else build_run_model(cfg, data.classes)
     memory_format = memory_format_for(cfg.model.channels_last, device)
     model.to(device, memory_format=memory_format)
     optimizer = build_optimizer(model, t)
-    criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
+    criterion = build_criterion(t)
     loader = data.train_loader(t.batch_size, t.grad_accum_steps, device=device)
     finder = LRFinder(model, optimizer, criterion, amp_dtype, t.grad_accum_steps, t.grad_clip_norm)
     raw = cycle_train_loader(loader)

@@ -1,13 +1,16 @@
-"""One training step and its parts: device, precision, memory format, optimizer, batch mix, EMA."""
+"""A training step and its parts: device, precision, memory format, the run's model and loss, optimizer, MixUp, EMA."""
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from pathlib import Path
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
-from core.config import TrainingConfig
+from core.checkpoint import load_initial_weights
+from core.config import ExperimentConfig, TrainingConfig
+from core.model import build_model
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -118,6 +121,38 @@ def freeze_backbone(model: nn.Module) -> None:
     """Freeze everything but the classifier ``fc`` (label-mapping repair, linear probing)."""
     for name, p in model.named_parameters():
         p.requires_grad_(name.startswith("fc."))
+
+
+def build_run_model(cfg: ExperimentConfig, classes: Sequence[str], model: Optional[nn.Module] = None) -> nn.Module:
+    """The model a run starts from, as the trainer and the LR finder both build it: ``build_model`` from
+    ``cfg.model`` (``--model.num_classes`` outputs, default one per class) unless ``model`` is given, then the
+    weights of ``--training.init_from`` and ``--training.freeze_backbone`` applied to it (a built model is on the CPU).
+
+    Args:
+        classes: the data's class list (WNIDs), in output order.
+
+    Raises:
+        ValueError: ``--model.num_classes`` smaller than the number of classes.
+        CheckpointMismatchError: ``--training.init_from`` does not fit (:func:`core.checkpoint.load_initial_weights`).
+    """
+    t = cfg.training
+    num_classes = cfg.model.num_classes or len(classes)
+    if num_classes < len(classes):
+        raise ValueError(f"--model.num_classes {num_classes} is smaller than the {len(classes)} classes in the data")
+    if model is None:
+        model = build_model(cfg.model.name, num_classes=num_classes, small_input=cfg.model.small_input,
+                            zero_init_residual=cfg.model.zero_init_residual)
+    if t.init_from is not None:
+        load_initial_weights(model, Path(t.init_from), cfg.model.name, list(classes), t.reinit_head)
+    if t.freeze_backbone:
+        freeze_backbone(model)
+    return model
+
+
+def build_criterion(cfg: TrainingConfig) -> nn.Module:
+    """The training loss: cross-entropy with ``--training.label_smoothing`` (Szegedy et al. 2016). Takes
+    (logits (B, C), targets (B,) int64 or soft targets (B, C)) to the mean loss."""
+    return nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
 
 def forward_backward(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, criterion: nn.Module,

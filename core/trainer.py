@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from core.checkpoint import (CHECKPOINT_FORMAT_VERSION, CheckpointMismatchError, atomic_torch_save,
                              atomic_write_text, capture_rng_state, check_compatible, load_checkpoint,
-                             load_initial_weights, restore_rng_state)
+                             restore_rng_state)
 from core.config import ExperimentConfig
 from core.data.manager import ImageNetDataManager
 from core.data.rng import sample_seed
@@ -28,10 +28,9 @@ from core.evaluate import evaluate
 from core.logger import (MetricsLogger, TensorBoardLogger, finish_wandb, git_commit, init_wandb, layer_statistics,
                          process_start_time, progress_bar, setup_logging)
 from core.lr_finder import apply_lr_finder
-from core.model import build_model
 from core.schedules import build_scheduler, resolution_at
-from core.step import (build_batch_mix, build_ema, build_optimizer, forward_backward, freeze_backbone,
-                       memory_format_for, optimizer_step, resolve_amp, select_device)
+from core.step import (build_batch_mix, build_criterion, build_ema, build_optimizer, build_run_model,
+                       forward_backward, memory_format_for, optimizer_step, resolve_amp, select_device)
 
 log = logging.getLogger(__name__)
 
@@ -130,18 +129,8 @@ class ImageNetTrainer:
 
         self.data = data or ImageNetDataManager(cfg.data, seed=t.seed, run_dir=self.logs_dir if self.is_main else None,
                                                 progress=cfg.logging.progress_bar)
-        num_classes = cfg.model.num_classes or self.data.num_classes
-        if num_classes < self.data.num_classes:
-            raise ValueError(f"--model.num_classes {num_classes} is smaller than the {self.data.num_classes} "
-                             f"classes in the data")
-        self.num_classes = num_classes
-        self.model = model if model is not None else build_model(
-            cfg.model.name, num_classes=num_classes, small_input=cfg.model.small_input,
-            zero_init_residual=cfg.model.zero_init_residual)
-        if t.init_from is not None:
-            load_initial_weights(self.model, Path(t.init_from), cfg.model.name, self.data.classes, t.reinit_head)
-        if t.freeze_backbone:
-            freeze_backbone(self.model)
+        self.model = build_run_model(cfg, self.data.classes, model)
+        self.num_classes = cfg.model.num_classes or self.data.num_classes
         self.memory_format = memory_format_for(cfg.model.channels_last, self.device)
         self.model.to(self.device, memory_format=self.memory_format)
         if t.lr_finder and not self._resume_path():  # on the initial weights, which it leaves unchanged
@@ -164,7 +153,7 @@ class ImageNetTrainer:
         self.sampler = self.train_loader.sampler
         self.steps_per_epoch = self.sampler.micro_batches_per_epoch // t.grad_accum_steps
 
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
+        self.criterion = build_criterion(t)
         self.batch_mix = build_batch_mix(t, self.num_classes)
         self.optimizer = build_optimizer(self.model, t, self.world_size)
         self.scheduler = build_scheduler(self.optimizer, t, self.steps_per_epoch, self.world_size)
