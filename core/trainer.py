@@ -28,6 +28,7 @@ from core.evaluate import evaluate
 from core.logger import (MetricsLogger, TensorBoardLogger, finish_wandb, git_commit, init_wandb, layer_statistics,
                          process_start_time, progress_bar, setup_logging)
 from core.lr_finder import apply_lr_finder
+from core.preprocessing import CHECKPOINT_KEY as PREPROCESSING_KEY, PreprocessingSpec
 from core.schedules import build_scheduler, resolution_at
 from core.step import (build_batch_mix, build_criterion, build_ema, build_optimizer, build_run_model,
                        forward_backward, memory_format_for, optimizer_step, resolve_amp, select_device)
@@ -262,6 +263,7 @@ class ImageNetTrainer:
             "global_step": self.state.global_step,
             "best_top1": self.state.best_top1,
             "config": self.cfg.to_dict(),
+            PREPROCESSING_KEY: PreprocessingSpec.from_data_config(self.cfg.data).to_dict(),
             "model_name": self.cfg.model.name,
             "num_classes": self.num_classes,
             "classes": list(self.data.classes),

@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from conftest import PHASE1_SCRIPT, cli_args, tiny_config
 from core.checkpoint import CheckpointMismatchError, load_checkpoint
+from core.preprocessing import preprocessing_of_checkpoint
 from core.config import TrainingConfig
 from core.model import build_model
 from core.schedules import lr_at
@@ -102,6 +103,8 @@ def test_short_run_writes_everything_and_checkpoint_loads_weights_only(tmp_path)
         assert key in ckpt, key
     assert ckpt["epoch"] == 3 and ckpt["step_in_epoch"] == 0 and ckpt["classes"][0] == "n01440764"
     assert ckpt["class_names"][0].startswith("tench") and ckpt["config"]["model"]["name"] == "resnet18"
+    spec = preprocessing_of_checkpoint(ckpt)  # read from the checkpoint's own pretrained_cfg entry
+    assert ckpt["pretrained_cfg"] == spec.to_dict() and spec.input_size == ckpt["config"]["data"]["val_image_size"]
     best = load_checkpoint(models / "best.pt")
     assert best["best_top1"] == pytest.approx(result["best_top1"])
     assert not list(models.glob("*.tmp"))
