@@ -420,7 +420,7 @@ def analyze(model: nn.Module, data: ImageNetDataManager, out_dir: Union[str, Pat
     shown += [ex for p in pairs for ex in p["examples"]]
     ds = data.val_dataset()
     disp = display_size or max(data.cfg.val_image_size, 128)
-    view = A.Compose([A.SmallestMaxSize(max_size=int(round(disp / data.cfg.val_crop_ratio))),
+    view = A.Compose([A.SmallestMaxSize(max_size=PreprocessingSpec.from_data_config(data.cfg, disp).resize_size),
                       A.CenterCrop(height=disp, width=disp)])
     jobs = sorted({(ex.position, c) for ex in shown for c in {ex.pred, ex.true}})
     paths: dict[tuple[int, int], str] = {}

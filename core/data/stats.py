@@ -12,6 +12,7 @@ import numpy as np
 
 from core.data.manager import ImageNetDataManager
 from core.logger import progress_bar
+from core.preprocessing import PreprocessingSpec
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def compute_dataset_stats(manager: ImageNetDataManager, num_images: int = 2000, 
     rng = np.random.default_rng(seed)
     ids = manager.train_ids[np.sort(rng.choice(len(manager.train_ids), min(num_images, len(manager.train_ids)),
                                                replace=False))]
-    resize = int(round(resolution / manager.cfg.val_crop_ratio))
+    resize = PreprocessingSpec.from_data_config(manager.cfg, resolution).resize_size
     tf = A.Compose([A.SmallestMaxSize(max_size=resize), A.CenterCrop(height=resolution, width=resolution)])
     total = np.zeros(3)
     total_sq = np.zeros(3)

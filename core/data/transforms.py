@@ -15,6 +15,7 @@ from albumentations.pytorch import ToTensorV2
 from core.config import DataConfig
 from core.data.decode import REDUCTIONS
 from core.data.rng import SampleGenerators
+from core.preprocessing import PreprocessingSpec
 
 
 def seed_pipeline(pipeline: Union[A.Compose, "TrainTransform"], seed: int) -> None:
@@ -68,9 +69,10 @@ def build_train_transform(cfg: DataConfig, resolution: int) -> Union[A.Compose, 
 
 
 def build_eval_transform(cfg: DataConfig, resolution: int) -> A.Compose:
-    """Evaluation pipeline: resize the short side to ``round(resolution / val_crop_ratio)``, CenterCrop,
-    Normalize, ToTensorV2 → (3, resolution, resolution) float32 (torchvision's resize-256/crop-224 at 0.875)."""
-    resize = int(round(resolution / cfg.val_crop_ratio))
+    """Evaluation pipeline: resize the short side to the spec's ``resize_size`` (``round(resolution /
+    val_crop_ratio)``), CenterCrop, Normalize, ToTensorV2 → (3, resolution, resolution) float32 (torchvision's
+    resize-256/crop-224 at 0.875)."""
+    resize = PreprocessingSpec.from_data_config(cfg, resolution).resize_size
     return A.Compose([A.SmallestMaxSize(max_size=resize, interpolation=cv2.INTER_LINEAR),
                       A.CenterCrop(height=resolution, width=resolution),
                       A.Normalize(mean=cfg.mean, std=cfg.std, max_pixel_value=255.0), ToTensorV2()])

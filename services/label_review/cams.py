@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from core.data.transforms import build_eval_transform
+from core.preprocessing import PreprocessingSpec
 from services.gradcam_analyzer import GradCamAnalyzer, LoadedModel, load_model, overlay_cam, resnet_target_layer
 from services.label_review.issues import IssueSet, ReviewItem
 
@@ -113,7 +114,7 @@ class CamRenderer:
             loaded = self._model(path)
             data_cfg = loaded.config.data
             x = build_eval_transform(data_cfg, data_cfg.val_image_size)(image=rgb)["image"]  # (3, r, r)
-            view = A.Compose([A.SmallestMaxSize(max_size=int(round(DISPLAY_PX / data_cfg.val_crop_ratio))),
+            view = A.Compose([A.SmallestMaxSize(max_size=PreprocessingSpec.from_data_config(data_cfg, DISPLAY_PX).resize_size),
                               A.CenterCrop(height=DISPLAY_PX, width=DISPLAY_PX)])
             crop = view(image=rgb)["image"]  # (D, D, 3): the same centre square as the model's input
             with GradCamAnalyzer(loaded.model) as cam:
