@@ -11,7 +11,7 @@ import pytest
 
 from conftest import run_script
 from core.config import PROJECT_ROOT
-from experiments.label_noise_study.study import (CSV_COLUMNS, StudyConfig, add_comparisons, parse_study_config,
+from services.noise_study import (CSV_COLUMNS, StudyConfig, add_comparisons, parse_study_config,
                                                  study_experiments)
 
 STUDY_SCRIPT = PROJECT_ROOT / "experiments" / "label_noise_study" / "run_study.py"
@@ -114,7 +114,7 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
 
 
 def test_a_finished_run_is_reused_unless_a_setting_it_used_changed():
-    from experiments.label_noise_study.study import _conflicts
+    from services.noise_study import _conflicts
 
     saved = {"config": {"training": {"lr": 0.1, "epochs": 3}}, "noise_seed": 0}
     assert _conflicts(saved, {"config": {"training": {"lr": 0.1, "epochs": 3, "new_field": None}}, "noise_seed": 0}) == []

@@ -15,7 +15,7 @@ skips finished experiments and resumes an interrupted one from its last checkpoi
 
 import sys
 
-from experiments.label_noise_study.study import main
+from services.noise_study import main
 
 if __name__ == "__main__":
     sys.exit(main(__file__, sys.argv[1:], description=__doc__))
