@@ -67,7 +67,7 @@ def test_phase2_then_phase3_chain(tmp_path, phase1_best):
 
 def test_progressive_stages_reuse_the_backbone(tmp_path):
     proc = run_script(EXPERIMENTS / "progressive_stages" / "run.py",
-                      ["--output-dir", str(tmp_path), "--training.epochs", "1"] + SHORT)
+                      ["--logging.output_dir", str(tmp_path), "--training.epochs", "1"] + SHORT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     first = load_checkpoint(tmp_path / "sample_96px" / "models" / "best.pt")
     second = load_checkpoint(tmp_path / "sample_48px" / "models" / "last.pt")

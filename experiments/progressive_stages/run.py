@@ -4,13 +4,14 @@ The three-stage strategy: Imagenette (10 classes, 224 px) -> Tiny ImageNet (200 
 
     python experiments/progressive_stages/run.py                        # two quick stages on the bundled sample
     python experiments/progressive_stages/run.py \\
-        --root imagenette=/data/imagenette2 --root tiny_imagenet=/data/tiny-imagenet-200 \\
-        --root imagenet1k=/data/ILSVRC2012                              # the real three stages (stages.yaml)
-    python experiments/progressive_stages/run.py --stages my_stages.yaml --root ... --training.epochs 2
+        --stages.root imagenette=/data/imagenette2 --stages.root tiny_imagenet=/data/tiny-imagenet-200 \\
+        --stages.root imagenet1k=/data/ILSVRC2012                       # the real three stages (stages.yaml)
+    python experiments/progressive_stages/run.py --stages.file my_stages.yaml --stages.root ... --training.epochs 2
 
 Stages are listed in a YAML file (``stages:`` with ``name`` and ``config`` per stage); each stage's settings are
 in its own config file beside it. Flags of the form --section.field apply to every stage. Each stage writes
-<output-dir>/<name>/logs and /models; a finished stage is not rerun (it resumes as complete).
+<--logging.output_dir>/<name>/logs and /models; a finished stage is not rerun (it resumes as complete). The older
+spellings --stages, --root and --output-dir still work.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def stage_configs(stages: list[dict], roots: dict[str, Path], output_dir: Path,
     sample); stage i > 0 starts from stage i-1's best.pt with a re-initialised classifier."""
     unknown = sorted(set(roots) - {s["name"] for s in stages})
     if unknown:
-        raise ValueError(f"--root names {unknown} match no stage; stages: {[s['name'] for s in stages]}")
+        raise ValueError(f"--stages.root names {unknown} match no stage; stages: {[s['name'] for s in stages]}")
     configs: list[ExperimentConfig] = []
     for i, stage in enumerate(stages):
         cfg = parse_config(list(overrides), [stage["config"]])
@@ -79,11 +80,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Train the stages in order through :func:`core.cli.run_entry` (DDP set-up, exit codes); returns the exit
     code."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stages", type=Path, default=None,
+    parser.add_argument("--stages.file", "--stages", dest="stages", type=Path, default=None,
                         help="stages file (default: stages.yaml with --root, sample_stages.yaml without)")
-    parser.add_argument("--root", action="append", default=[], metavar="NAME=PATH",
+    parser.add_argument("--stages.root", "--root", dest="root", action="append", default=[], metavar="NAME=PATH",
                         help="data root of the stage NAME (repeatable)")
-    parser.add_argument("--output-dir", type=Path, default=HERE, help="stage runs go to OUTPUT_DIR/<stage name>")
+    parser.add_argument("--logging.output_dir", "--output-dir", dest="output_dir", type=Path, default=HERE,
+                        help="stage runs go to OUTPUT_DIR/<stage name>")
     args, overrides = parser.parse_known_args(argv)
     return run_entry(lambda: run_stages(args.stages, args.root, args.output_dir, overrides))
 
@@ -104,7 +106,7 @@ def run_stages(stages_file: Optional[Path], root_items: Sequence[str], output_di
     for item in root_items:
         name, sep, path = item.partition("=")
         if not sep:
-            raise ValueError(f"--root {item!r}: expected NAME=PATH")
+            raise ValueError(f"--stages.root {item!r}: expected NAME=PATH")
         roots[name] = Path(path)
     stages = load_stages(stages_file or HERE / ("stages.yaml" if roots else "sample_stages.yaml"))
     configs = stage_configs(stages, roots, output_dir.resolve(), overrides)
