@@ -1,7 +1,7 @@
 """Grad-CAM analysis of a checkpoint on a val set: per-class best/worst/unsure examples, confused pairs, HTML report.
 
-    python -m services.gradcam_analyzer --checkpoint runs/phase1/models/best.pt                 # bundled sample
-    python -m services.gradcam_analyzer --checkpoint best.pt --data.root /data/ILSVRC2012 --method gradcam++
+    python -m services.gradcam_analyzer --gradcam.checkpoint runs/phase1/models/best.pt                 # bundled sample
+    python -m services.gradcam_analyzer --gradcam.checkpoint best.pt --data.root /data/ILSVRC2012 --gradcam.method gradcam++
 
 The val set is streamed once under ``no_grad``; only a bounded top-k heap per class (and per confused pair) is
 kept, so 1,000 classes x 50,000 images need memory for the selected examples and the (C, C) confusion matrix
@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 
 from core.checkpoint import CheckpointMismatchError, check_compatible, load_checkpoint
+from core.cli import EXIT_OK, run_entry
 from core.config import ExperimentConfig
 from core.data.manager import ImageNetDataManager
 from core.evaluate import predict
@@ -577,10 +578,12 @@ def analyze_checkpoint(checkpoint: Union[str, Path], out_dir: Optional[Union[str
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m services.gradcam_analyzer --checkpoint PATH [--data.root DIR] [options]``; exit 0 or 2."""
+    """``python -m services.gradcam_analyzer --gradcam.checkpoint PATH [--data.root DIR] [options]`` (the older
+    spellings ``--checkpoint``, ``--top-k``, ... still work), through :func:`core.cli.run_entry`; exit 0 or 2."""
     p = argparse.ArgumentParser(prog="python -m services.gradcam_analyzer", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file (best.pt, last.pt, ...)")
+    p.add_argument("--gradcam.checkpoint", "--checkpoint", dest="checkpoint", type=Path, required=True,
+                   help="checkpoint file (best.pt, last.pt, ...)")
     p.add_argument("--data.root", dest="root", type=Path, default=None,
                    help="dataset root with the val split (default: the bundled 10-class sample)")
     p.add_argument("--data.source", dest="source", choices=("imagefolder", "hf"), default=None,
@@ -592,37 +595,44 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="data-loader workers (default: the checkpoint's)")
     p.add_argument("--data.index_cache_dir", dest="index_cache_dir", type=Path, default=None,
                    help="where file indexes are cached (default: the checkpoint's, else ~/.cache/resnet-imagenet)")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: <run>/gradcam)")
-    p.add_argument("--method", choices=METHODS, default="gradcam", help="CAM method (default gradcam)")
-    p.add_argument("--target-layer", default="layer4", help="ResNet stage whose last block is explained")
-    p.add_argument("--top-k", type=int, default=3, help="examples per class and kind (default 3)")
-    p.add_argument("--pairs", type=int, default=10, help="most-confused pairs shown (default 10)")
-    p.add_argument("--pair-examples", type=int, default=3, help="examples per confused pair (default 3)")
-    p.add_argument("--report-classes", type=int, default=50,
+    p.add_argument("--gradcam.out", "--out", dest="out", type=Path, default=None,
+                   help="output folder (default: <run>/gradcam)")
+    p.add_argument("--gradcam.method", "--method", dest="method", choices=METHODS, default="gradcam",
+                   help="CAM method (default gradcam)")
+    p.add_argument("--gradcam.target_layer", "--target-layer", dest="target_layer", default="layer4",
+                   help="ResNet stage whose last block is explained")
+    p.add_argument("--gradcam.top_k", "--top-k", dest="top_k", type=int, default=3,
+                   help="examples per class and kind (default 3)")
+    p.add_argument("--gradcam.pairs", "--pairs", dest="pairs", type=int, default=10,
+                   help="most-confused pairs shown (default 10)")
+    p.add_argument("--gradcam.pair_examples", "--pair-examples", dest="pair_examples", type=int, default=3,
+                   help="examples per confused pair (default 3)")
+    p.add_argument("--gradcam.report_classes", "--report-classes", dest="report_classes", type=int, default=50,
                    help="classes with a section in the report: all if fewer, else the worst N (default 50)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
-    p.add_argument("--display-size", type=int, default=None, help="shown image side in px (default >= 128)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda[:N] or mps")
+    p.add_argument("--gradcam.batch_size", "--batch-size", dest="batch_size", type=int, default=64,
+                   help="images per forward pass (default 64)")
+    p.add_argument("--gradcam.display_size", "--display-size", dest="display_size", type=int, default=None,
+                   help="shown image side in px (default >= 128)")
+    p.add_argument("--training.device", "--device", dest="device", default="auto", help="auto, cpu, cuda[:N] or mps")
     p.add_argument("--logging.progress_bar", dest="progress_bar", choices=("true", "false"), default="true",
                    help="progress bars with an ETA (default true)")
     a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides: dict[str, Any] = {"root": a.root}
     for key in ("source", "val_split", "val_fraction", "num_workers", "index_cache_dir"):
         if getattr(a, key) is not None:
             overrides[key] = getattr(a, key)
-    try:
+
+    def body() -> int:
         report = analyze_checkpoint(a.checkpoint, a.out, overrides, a.device, method=a.method, top_k=a.top_k,
                                     num_pairs=a.pairs, pair_examples=a.pair_examples,
                                     report_classes=a.report_classes, batch_size=a.batch_size,
                                     display_size=a.display_size, target_layer=a.target_layer,
                                     progress=a.progress_bar == "true")
-    except (ValueError, FileNotFoundError) as err:  # CheckpointMismatchError is a ValueError
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    s = report.summary
-    print(f"{s.num_images} images: top-1 {s.top1:.2f}%, top-5 {s.top5:.2f}%; report: {report.report_path}")
-    return 0
+        s = report.summary
+        print(f"{s.num_images} images: top-1 {s.top1:.2f}%, top-5 {s.top5:.2f}%; report: {report.report_path}")
+        return EXIT_OK
+
+    return run_entry(body)  # bad input (CheckpointMismatchError is a ValueError): one line, exit 2
 
 
 if __name__ == "__main__":

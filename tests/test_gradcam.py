@@ -101,8 +101,8 @@ def checkpoint(tmp_path: Path) -> Path:
 
 def test_command_writes_self_contained_report(checkpoint: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "gc"
-    code = main(["--checkpoint", str(checkpoint), "--out", str(out), "--data.num_workers", "0",
-                 "--data.index_cache_dir", str(tmp_path / "cache"), "--top-k", "2", "--pairs", "3",
+    code = main(["--gradcam.checkpoint", str(checkpoint), "--gradcam.out", str(out), "--data.num_workers", "0",
+                 "--data.index_cache_dir", str(tmp_path / "cache"), "--gradcam.top_k", "2", "--gradcam.pairs", "3",
                  "--pair-examples", "2", "--batch-size", "32", "--device", "cpu"])
     assert code == 0, capsys.readouterr().err
     analysis = json.loads((out / "analysis.json").read_text())
