@@ -1,7 +1,7 @@
 """Grad-CAM analysis of a checkpoint on a val set: per-class best/worst/unsure examples, confused pairs, HTML report.
 
     python -m services.gradcam_analyzer --gradcam.checkpoint runs/phase1/models/best.pt                 # bundled sample
-    python -m services.gradcam_analyzer --gradcam.checkpoint best.pt --data.root /data/ILSVRC2012 \
+    python -m services.gradcam_analyzer --gradcam.checkpoint best.pt --data.root /data/ILSVRC2012 \\
         --gradcam.method gradcam++
 
 The val set is streamed once under ``no_grad``; only a bounded top-k heap per class (and per confused pair) is
