@@ -20,7 +20,7 @@ from core.data.dataset import FolderReader, ImageClassificationDataset, ImageRea
 from core.data.hf import load_hf_split
 from core.data.index import cached_subset, class_counts, default_cache_dir, scan_image_folder
 from core.data.transforms import build_eval_transform, build_train_transform, to_device
-from core.label_noise import ManifestReport, apply_manifest, read_manifest
+from core.label_noise import ManifestReport, apply_manifest_to, load_manifest
 from core.prepare import read_class_names, short_class_names
 
 log = logging.getLogger(__name__)
@@ -110,14 +110,11 @@ class ImageNetDataManager:
             ValueError: unknown paths/ids/WNIDs, or an entry outside the training subset (nothing is dropped
                 silently; detect on the same ``--data.fraction`` you train on).
         """
-        manifest = read_manifest(directory, len(self.train_index), self.num_classes, self.train_index.relpaths,
-                                 self.class_to_idx)
+        manifest = load_manifest(directory, self)
         try:
-            ids, labels, self.manifest_report = apply_manifest(self.train_ids, self.train_labels, manifest,
-                                                               self.num_classes)
+            self.manifest_report = apply_manifest_to(self, manifest)
         except ValueError as e:
             raise ValueError(f"--data.cleaning_manifest {directory}: {e}") from e
-        self.set_train_subset(ids, labels)
         log.info("cleaning manifest %s: %s", directory, self.manifest_report.as_dict())
 
     @property
