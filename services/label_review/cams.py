@@ -8,13 +8,12 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Optional
 
-import albumentations as A
 import numpy as np
 import torch
 
 from core.data.transforms import build_eval_transform
-from core.preprocessing import PreprocessingSpec
-from services.gradcam_analyzer import GradCamAnalyzer, LoadedModel, load_model, overlay_cam, resnet_target_layer
+from services.gradcam_analyzer import (GradCamAnalyzer, LoadedModel, display_crop_transform, load_model, overlay_cam,
+                                       resnet_target_layer)
 from services.label_review.issues import IssueSet, ReviewItem
 
 log = logging.getLogger(__name__)
@@ -114,9 +113,7 @@ class CamRenderer:
             loaded = self._model(path)
             data_cfg = loaded.config.data
             x = build_eval_transform(data_cfg, data_cfg.val_image_size)(image=rgb)["image"]  # (3, r, r)
-            view = A.Compose([A.SmallestMaxSize(max_size=PreprocessingSpec.from_data_config(data_cfg, DISPLAY_PX).resize_size),
-                              A.CenterCrop(height=DISPLAY_PX, width=DISPLAY_PX)])
-            crop = view(image=rgb)["image"]  # (D, D, 3): the same centre square as the model's input
+            crop = display_crop_transform(data_cfg, DISPLAY_PX)(image=rgb)["image"]  # (D, D, 3), what the model sees
             with GradCamAnalyzer(loaded.model) as cam:
                 maps, _ = cam.cams(torch.stack([x, x]), [item.given, item.suggested])  # (2, r, r) in [0, 1]
         return overlay_cam(crop, maps[0]), overlay_cam(crop, maps[1])
