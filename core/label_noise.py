@@ -291,7 +291,8 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _normalise_relpath(entry: str) -> str:
+def normalise_relpath(entry: str) -> str:
+    """A manifest path as the file index stores it: surrounding blanks, backslashes and leading './' removed."""
     p = entry.strip().replace("\\", "/")
     while p.startswith("./"):
         p = p[2:]
@@ -331,7 +332,7 @@ def resolve_sample_ids(entries: Sequence[Union[str, int]], num_samples: int,
                              f"{bad[:5].tolist()}; a sample id is the index in the split's sorted sample list")
     path_pos = np.flatnonzero(~is_id)
     if path_pos.size:
-        paths = [_normalise_relpath(str(entries[i])) for i in path_pos.tolist()]
+        paths = [normalise_relpath(str(entries[i])) for i in path_pos.tolist()]
         if relpaths is None:
             raise ValueError(f"{source}: {len(paths)} entr(y/ies) are not sample ids (e.g. {paths[:3]}) and this "
                              f"split has no file paths (Hugging Face source); use sample ids")
@@ -374,7 +375,7 @@ def resolve_class_labels(values: Sequence[Union[str, int]], num_classes: int,
         else:
             unknown.append(repr(v))
     if unknown:
-        raise ValueError(f"{source}: {len(unknown)} unknown class label(s), e.g. {unknown[:5]}; use a class index "
+        raise ValueError(f"{source}: {len(unknown)} unknown class label(s), e.g. {', '.join(unknown[:5])}; use a class index "
                          f"in [0, {num_classes}) or a WNID of the dataset")
     bad = out[(out < 0) | (out >= num_classes)]
     if bad.size:
@@ -498,19 +499,28 @@ def apply_manifest_to(data: Any, manifest: CleaningManifest) -> ManifestReport:
 # Detection quality and the record of what a run trained on
 # ----------------------------------------------------------------------------------------------------------------
 
-def detection_metrics(flagged: np.ndarray, noise_mask: np.ndarray) -> dict[str, float]:
-    """Precision, recall and F1 of a label-issue detector against the injected noise mask.
+def detection_metrics(flagged: np.ndarray, noise_mask: np.ndarray, classes: Optional[np.ndarray] = None,
+                      num_classes: Optional[int] = None) -> dict[str, Any]:
+    """Precision, recall and F1 of a label-issue detector against the injected noise mask, overall and per class.
+
+    Detection is scored as a binary problem ("is this label wrong?"): a true positive is a flagged sample whose
+    label was flipped. Per class, the samples are grouped by ``classes`` (pass the given, noisy labels to see
+    where in the label set the detector errs, as cleanlab's per-class label-quality reports do), all with
+    vectorised ``np.bincount``, so 1,281,167 samples take milliseconds.
 
     Args:
         flagged: (N,) bool, True where the detector flagged a sample (removed or relabelled).
         noise_mask: (N,) bool, True where the label was flipped.
+        classes: optional (N,) int class of each sample in [0, C), for the per-class figures.
+        num_classes: C (default ``classes.max() + 1``).
 
     Returns:
-        {"tp", "fp", "fn", "tn", "num_flagged", "num_noisy", "precision", "recall", "f1"}; a ratio with a zero
-        denominator is 0.0 (scikit-learn's ``zero_division=0``).
+        {"tp", "fp", "fn", "tn", "num_flagged", "num_noisy", "precision", "recall", "f1"}, plus with ``classes``
+        "per_class": a list of C dicts {"class", "support", "num_noisy", "num_flagged", "tp", "fp", "fn",
+        "precision", "recall", "f1"}. A ratio with a zero denominator is 0.0 (scikit-learn's ``zero_division=0``).
 
     Raises:
-        ValueError: shapes differ.
+        ValueError: shapes differ, or a class index outside [0, C).
     """
     f = np.asarray(flagged, dtype=bool)
     m = np.asarray(noise_mask, dtype=bool)
@@ -520,11 +530,37 @@ def detection_metrics(flagged: np.ndarray, noise_mask: np.ndarray) -> dict[str, 
     fp = int((f & ~m).sum())
     fn = int((~f & m).sum())
     tn = int((~f & ~m).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"tp": tp, "fp": fp, "fn": fn, "tn": tn, "num_flagged": tp + fp, "num_noisy": tp + fn,
-            "precision": precision, "recall": recall, "f1": f1}
+    precision, recall, f1 = _precision_recall_f1(np.array(tp), np.array(fp), np.array(fn))
+    out: dict[str, Any] = {"tp": tp, "fp": fp, "fn": fn, "tn": tn, "num_flagged": tp + fp, "num_noisy": tp + fn,
+                           "precision": float(precision), "recall": float(recall), "f1": float(f1)}
+    if classes is None:
+        return out
+    c = np.asarray(classes, dtype=np.int64)
+    if c.shape != f.shape:
+        raise ValueError(f"classes has shape {c.shape} but flagged has {f.shape}")
+    k = int(num_classes) if num_classes is not None else int(c.max()) + 1 if c.size else 0
+    if c.size and (c.min() < 0 or c.max() >= k):
+        raise ValueError(f"classes must lie in [0, {k}), got [{c.min()}, {c.max()}]")
+    count = lambda w: np.bincount(c, weights=w, minlength=k).astype(np.int64)  # noqa: E731
+    tp_c, fp_c, fn_c = count(f & m), count(f & ~m), count(~f & m)
+    p_c, r_c, f1_c = _precision_recall_f1(tp_c, fp_c, fn_c)
+    support = np.bincount(c, minlength=k)
+    out["per_class"] = [{"class": i, "support": int(support[i]), "num_noisy": int(tp_c[i] + fn_c[i]),
+                         "num_flagged": int(tp_c[i] + fp_c[i]), "tp": int(tp_c[i]), "fp": int(fp_c[i]),
+                         "fn": int(fn_c[i]), "precision": float(p_c[i]), "recall": float(r_c[i]),
+                         "f1": float(f1_c[i])} for i in range(k)]
+    return out
+
+
+def _precision_recall_f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Element-wise precision, recall, F1 of count arrays; 0.0 where a denominator is 0."""
+    tp, fp, fn = (np.asarray(a, dtype=np.float64) for a in (tp, fp, fn))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        r = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
+        f1 = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
+    return p, r, f1
 
 
 def labels_digest(sample_ids: np.ndarray, labels: np.ndarray) -> str:

@@ -259,7 +259,8 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
     Writes ``pred_probs.npy`` (row i for sample id ``train_ids.npy[i]``), ``label_issues.csv`` (one row per
     flagged sample: id, path, given, predicted, confidence, action), ``removal_list.txt``, ``relabel_map.json``
     and, when ``noise_mask`` is given, ``noise_mask.npy`` and ``detection_metrics.json``: precision, recall and
-    F1 of the flagged set against the injected noise, plus how many relabels restored the original label.
+    F1 of the flagged set against the injected noise, overall and per given class ("per_class", with WNIDs), plus
+    how many relabels restored the original label.
     ``python -m services.label_review --issues out_dir`` reviews the flagged samples.
 
     Args:
@@ -286,7 +287,9 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
                      "num_removed": manifest.num_remove, "num_relabelled": manifest.num_relabel,
                      "out_of_sample_agreement_with_given_labels": accuracy, **dataclasses.asdict(cl)}
     if noise_mask is not None:
-        metrics.update(detection_metrics(issues, noise_mask))
+        metrics.update(detection_metrics(issues, noise_mask, data.train_labels, data.num_classes))
+        for row in metrics["per_class"]:  # per given (noisy) class, named by WNID
+            row["wnid"] = data.classes[row["class"]]
         if original_labels is not None:
             pos = np.isin(data.train_ids, manifest.relabel_ids)
             correct = int((probs.argmax(1)[pos] == np.asarray(original_labels)[pos]).sum())

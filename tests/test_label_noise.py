@@ -316,6 +316,32 @@ def test_detection_metrics_on_a_known_case():
         detection_metrics(np.zeros(3, dtype=bool), np.zeros(4, dtype=bool))
 
 
+def test_detection_metrics_per_class_match_scikit_learn():
+    """Per-class precision/recall/F1 (grouped by the given label) equal scikit-learn's binary scores on each
+    class's samples, and the per-class counts add up to the overall ones."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 6, 3000)
+    noisy = inject_symmetric_noise(truth, 0.2, 6, seed=0)
+    # num_classes=7 below: class 6 exists but holds no sample
+    flagged = noisy.noise_mask ^ (rng.random(3000) < 0.1)  # a detector that errs on 10 % of the samples
+    m = detection_metrics(flagged, noisy.noise_mask, noisy.labels, num_classes=7)
+    assert len(m["per_class"]) == 7
+    for row in m["per_class"][:6]:
+        mine = noisy.labels == row["class"]
+        p, r, f1, _ = precision_recall_fscore_support(noisy.noise_mask[mine], flagged[mine], average="binary",
+                                                      zero_division=0)
+        assert (row["precision"], row["recall"], row["f1"]) == pytest.approx((p, r, f1))
+        assert row["support"] == mine.sum() and row["num_noisy"] == noisy.noise_mask[mine].sum()
+    assert m["per_class"][6] == {"class": 6, "support": 0, "num_noisy": 0, "num_flagged": 0, "tp": 0, "fp": 0,
+                                 "fn": 0, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+    for key in ("tp", "fp", "fn", "num_flagged", "num_noisy"):
+        assert sum(row[key] for row in m["per_class"]) == m[key]
+    with pytest.raises(ValueError, match="classes must lie"):
+        detection_metrics(flagged, noisy.noise_mask, noisy.labels, num_classes=3)
+
+
 def test_write_training_labels_records_what_a_run_trains_on(tmp_path):
     ids, labels = np.array([3, 5, 8]), np.array([1, 0, 2])
     path = write_training_labels(tmp_path, ids, labels, noise_mask=np.array([True, False, False]), noise_rate=0.2,
