@@ -375,8 +375,8 @@ def resolve_class_labels(values: Sequence[Union[str, int]], num_classes: int,
         else:
             unknown.append(repr(v))
     if unknown:
-        raise ValueError(f"{source}: {len(unknown)} unknown class label(s), e.g. {', '.join(unknown[:5])}; use a class index "
-                         f"in [0, {num_classes}) or a WNID of the dataset")
+        raise ValueError(f"{source}: {len(unknown)} unknown class label(s), e.g. {', '.join(unknown[:5])}; use a "
+                         f"class index in [0, {num_classes}) or a WNID of the dataset")
     bad = out[(out < 0) | (out >= num_classes)]
     if bad.size:
         raise ValueError(f"{source}: {bad.size} class label(s) outside [0, {num_classes}), e.g. {bad[:5].tolist()}")

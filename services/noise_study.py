@@ -27,7 +27,10 @@ log = logging.getLogger(__name__)
 RESULT_FILE = "result.json"
 CSV_COLUMNS = ("experiment", "description", "noise_rate", "cleaning", "train_images", "flipped", "restored",
                "removed", "relabelled", "wrong_labels", "top1", "top5", "best_top1", "drop_from_clean",
-               "recovered", "precision", "recall", "f1", "train_time_s")
+               "recovered", "precision", "recall", "f1", "train_time_s", "seeds", "top1_spread")
+"""results.csv: one row per experiment; numbers are means over its seeds, top1_spread the half-range of top-1."""
+RUN_COLUMNS = ("run", "seed") + CSV_COLUMNS[:-2]
+"""runs.csv: one row per training run (experiment and seed)."""
 
 
 @dataclass
@@ -43,6 +46,14 @@ class StudyConfig:
     """Seed of the noise injection and of the simulated cleaning."""
     cleanlab: bool = True
     """Run the cleanlab-cleaned experiments (K fold models + one training per noise rate)."""
+    noise_only_rates: tuple[float, ...] = ()
+    """More symmetric-noise rates, each trained without cleaning (e.g. 0.05 and 0.5, the Noisy Imagenette
+    baselines' rates); each in (0, 1) and not in noise_rates."""
+    seeds: tuple[int, ...] = ()
+    """Training seeds (model init, augmentation, order). Empty: --training.seed alone. The first seed runs every
+    experiment; each further seed runs repeat_experiments, in folders named '<experiment>_seed<s>'."""
+    repeat_experiments: tuple[str, ...] = ("clean", "noise20", "noise20_cleanlab")
+    """The experiments that the further seeds run again (names as in results.csv)."""
     group: str = "label-noise-study"
     """W&B group of the study's runs, and the prefix of their names."""
 
@@ -58,6 +69,12 @@ class StudyConfig:
                             f"got {list(self.simulated_detection_rates)}")
         if len(set(self.noise_rates)) != len(self.noise_rates):
             problems.append(f"--study.noise_rates must be distinct, got {list(self.noise_rates)}")
+        extra = list(self.noise_only_rates)
+        if not all(0 < r < 1 for r in extra) or len(set(extra)) != len(extra) or set(extra) & set(self.noise_rates):
+            problems.append(f"--study.noise_only_rates must be distinct values in (0, 1) not in --study.noise_rates, "
+                            f"got {extra}")
+        if len(set(self.seeds)) != len(self.seeds):
+            problems.append(f"--study.seeds must be distinct, got {list(self.seeds)}")
         if problems:
             raise ValueError("invalid study configuration:\n  - " + "\n  - ".join(problems))
 
@@ -83,20 +100,45 @@ def study_experiments(study: StudyConfig) -> list[ExperimentSpec]:
     """The experiments in table order: clean; per rate, noisy then simulated cleaning; per rate, cleanlab.
 
     With the defaults these are the issue's seven: clean, 20 %, 20 % + 80 % simulated, 40 %, 40 % + 60 %
-    simulated, 20 % + cleanlab, 40 % + cleanlab.
+    simulated, 20 % + cleanlab, 40 % + cleanlab. ``noise_only_rates`` add noisy rows in rate order.
     """
     specs = [ExperimentSpec("clean", "clean labels")]
-    for rate, det in zip(study.noise_rates, study.simulated_detection_rates):
+    detection = dict(zip(study.noise_rates, study.simulated_detection_rates))
+    for rate in sorted(set(study.noise_rates) | set(study.noise_only_rates)):
         pct = f"{rate * 100:g}"
         specs.append(ExperimentSpec(f"noise{pct}", f"{pct} % symmetric noise", rate))
-        specs.append(ExperimentSpec(f"noise{pct}_sim{det * 100:g}", f"{pct} % noise, {det * 100:g} % simulated "
-                                    f"cleaning", rate, detection_rate=det))
+        if rate in detection:
+            det = detection[rate]
+            specs.append(ExperimentSpec(f"noise{pct}_sim{det * 100:g}", f"{pct} % noise, {det * 100:g} % "
+                                        f"simulated cleaning", rate, detection_rate=det))
     if study.cleanlab:
         for rate in study.noise_rates:
             pct = f"{rate * 100:g}"
             specs.append(ExperimentSpec(f"noise{pct}_cleanlab", f"{pct} % noise, cleanlab manifest", rate,
                                         cleanlab=True))
     return specs
+
+
+def study_runs(study: StudyConfig, default_seed: int) -> list[tuple[ExperimentSpec, int, str]]:
+    """(experiment, training seed, run folder name) for every run: the first seed runs every experiment in
+    folders named after them; each further seed of ``study.seeds`` runs ``repeat_experiments`` in
+    '<name>_seed<s>'.
+
+    Raises:
+        ValueError: a name in ``repeat_experiments`` is not an experiment of the study (listing the names).
+    """
+    specs = study_experiments(study)
+    seeds = list(study.seeds) or [default_seed]
+    runs = [(spec, seeds[0], spec.name) for spec in specs]
+    if len(seeds) > 1:
+        names = [spec.name for spec in specs]
+        unknown = [n for n in study.repeat_experiments if n not in names]
+        if unknown:
+            raise ValueError(f"--study.repeat_experiments names {unknown}, which are not experiments of this study "
+                             f"({', '.join(names)})")
+        runs += [(spec, seed, f"{spec.name}_seed{seed}") for seed in seeds[1:] for spec in specs
+                 if spec.name in study.repeat_experiments]
+    return runs
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -165,13 +207,16 @@ def _run_config(cfg: ExperimentConfig, run_dir: Path, name: str, group: str) -> 
 
 
 def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConfig, cl: ConfidentLearningConfig,
-                   base: ImageNetDataManager, noisy: Optional[NoisyLabels]) -> dict[str, Any]:
-    """Build the labels of ``spec``, record them in the run folder, train, and return the row.
+                   base: ImageNetDataManager, noisy: Optional[NoisyLabels], name: Optional[str] = None
+                   ) -> dict[str, Any]:
+    """Build the labels of ``spec``, record them in the run folder, train with ``cfg`` (its ``training.seed`` is
+    the run's seed), and return the row.
 
-    The run folder ``<output_dir>/<spec.name>/`` gets ``train_ids.npy``, ``train_labels.npy``, ``noise_mask.npy``
-    and ``labels.json`` (what it trained on), ``logs/`` and ``models/`` (the trainer's), ``detection/`` for
-    cleanlab rows, and ``result.json``. A row whose result.json matches the current settings is returned without
-    training; an unfinished one resumes from ``models/last.pt`` (unless ``--training.resume none``).
+    The run folder ``<output_dir>/<name>/`` (``name`` defaults to ``spec.name``) gets ``train_ids.npy``,
+    ``train_labels.npy``, ``noise_mask.npy`` and ``labels.json`` (what it trained on), ``logs/`` and ``models/``
+    (the trainer's), ``detection/`` for cleanlab rows, and ``result.json``. A row whose result.json matches the
+    current settings is returned without training; an unfinished one resumes from ``models/last.pt`` (unless
+    ``--training.resume none``).
 
     Raises:
         ValueError: result.json exists but was made with other settings.
@@ -180,7 +225,8 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
     from core.trainer import ImageNetTrainer
 
     out = Path(cfg.logging.output_dir)
-    run_dir = out / spec.name
+    name = name or spec.name
+    run_dir = out / name
     fingerprint = _fingerprint(cfg, spec, study, cl)
     result_file = run_dir / RESULT_FILE
     if result_file.is_file() and cfg.training.resume != "none":
@@ -189,14 +235,15 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
         if conflicts:
             raise ValueError(f"{result_file} was made with other settings ({', '.join(conflicts[:5])}); use another "
                              f"--logging.output_dir, or --training.resume none to redo the study")
-        log.info("%s: finished earlier (top-1 %.2f %%), not rerun", spec.name, saved["row"]["top1"])
-        return saved["row"]
+        log.info("%s: finished earlier (top-1 %.2f %%), not rerun", name, saved["row"]["top1"])
+        return {"run": name, "seed": cfg.training.seed, **saved["row"]}
 
     started = time.perf_counter()
     clean_ids, clean_labels = base.train_ids, base.train_labels
-    data = base.clone(run_dir=run_dir / "logs")  # shares the read-only file index and readers
+    data = base.clone(run_dir=run_dir / "logs", seed=cfg.training.seed)  # shares the file index and readers
     data.run_dir.mkdir(parents=True, exist_ok=True)
-    row: dict[str, Any] = {"experiment": spec.name, "description": spec.description, "noise_rate": spec.noise_rate,
+    row: dict[str, Any] = {"run": name, "seed": cfg.training.seed, "experiment": spec.name,
+                           "description": spec.description, "noise_rate": spec.noise_rate,
                            "cleaning": spec.cleaning, "flipped": 0, "restored": 0, "removed": 0, "relabelled": 0}
     provenance: dict[str, Any] = {"experiment": spec.name, "noise": "symmetric", "noise_rate": spec.noise_rate,
                                   "noise_seed": study.noise_seed, "base_subset_size": int(clean_ids.size),
@@ -212,7 +259,7 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
         provenance["simulated_detection_rate"] = spec.detection_rate
     if spec.cleanlab:
         det_dir = run_dir / "detection"
-        det = detect_label_issues(_run_config(cfg, det_dir, f"{spec.name}-detect", study.group), data, det_dir, cl,
+        det = detect_label_issues(_run_config(cfg, det_dir, f"{name}-detect", study.group), data, det_dir, cl,
                                   noise_mask=noisy.noise_mask, original_labels=clean_labels)
         setup_logging(out, cfg.logging.log_level)
         report = apply_manifest_to(data, det.manifest)
@@ -225,11 +272,11 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
     write_training_labels(run_dir, data.train_ids, data.train_labels, noise_mask=wrong, **provenance)
     data.write_class_distribution(data.run_dir)
 
-    trainer = ImageNetTrainer(_run_config(cfg, run_dir, spec.name, study.group), data=data)
+    trainer = ImageNetTrainer(_run_config(cfg, run_dir, name, study.group), data=data)
     result = trainer.fit()
     setup_logging(out, cfg.logging.log_level)
     if result["interrupted"]:
-        raise StudyInterrupted(f"{spec.name} was stopped by a signal; its checkpoint is saved, rerun the study to "
+        raise StudyInterrupted(f"{name} was stopped by a signal; its checkpoint is saved, rerun the study to "
                                f"continue")
     final = result["final"] or trainer.evaluate()  # empty when the run had already finished (resumed complete)
     row.update(top1=final["val_top1"], top5=final["val_top5"], best_top1=result["best_top1"],
@@ -237,9 +284,30 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
     tmp = run_dir / f".{RESULT_FILE}.tmp"
     tmp.write_text(json.dumps({"fingerprint": fingerprint, "row": row}, indent=2) + "\n")
     tmp.replace(result_file)
-    log.info("%s: top-1 %.2f %%, top-5 %.2f %% on %d images (%d wrong labels)", spec.name, row["top1"],
+    log.info("%s: top-1 %.2f %%, top-5 %.2f %% on %d images (%d wrong labels)", name, row["top1"],
              row["top5"], row["train_images"], row["wrong_labels"])
     return row
+
+
+def aggregate_seeds(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per experiment (in first-seen order) from the per-run rows: numeric fields averaged over the seeds
+    that ran it, ``seeds`` the seeds ('0 1'), ``top1_spread`` half the range of top-1 (0 for one seed)."""
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        by_name.setdefault(r["experiment"], []).append(r)
+    rows = []
+    for group in by_name.values():
+        row = {k: v for k, v in group[0].items() if k not in ("run", "seed")}
+        for k, v in group[0].items():
+            values = [g.get(k) for g in group]
+            if k not in ("run", "seed", "noise_rate") and isinstance(v, (int, float)) and not isinstance(v, bool) \
+                    and all(isinstance(x, (int, float)) for x in values):
+                row[k] = float(np.mean(values)) if isinstance(v, float) or len(set(values)) > 1 else v
+        top1 = [g["top1"] for g in group]
+        row["seeds"] = " ".join(str(g.get("seed", "")) for g in group).strip()
+        row["top1_spread"] = (max(top1) - min(top1)) / 2
+        rows.append(row)
+    return rows
 
 
 def add_comparisons(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -261,10 +329,11 @@ def run_study(cfg: ExperimentConfig, study: StudyConfig, cl: ConfidentLearningCo
     """Run every experiment of :func:`study_experiments` (skipping finished ones) and write the reports.
 
     Returns:
-        The table rows (see :data:`CSV_COLUMNS`).
+        The table rows, one per experiment, averaged over its seeds (see :data:`CSV_COLUMNS`).
 
     Raises:
         StudyInterrupted: a run was stopped by a signal.
+        ValueError: --study.repeat_experiments names an experiment the study does not have.
     """
     out = Path(cfg.logging.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -278,16 +347,17 @@ def run_study(cfg: ExperimentConfig, study: StudyConfig, cl: ConfidentLearningCo
         log.warning("label-noise study on the BUNDLED SAMPLE (%d train / %d val images): a smoke run; pass "
                     "--data.root for a real one", len(base.train_ids), len(base.val_ids))
     noisy = {rate: inject_symmetric_noise(base.train_labels, rate, base.num_classes, study.noise_seed)
-             for rate in study.noise_rates}
+             for rate in (*study.noise_rates, *study.noise_only_rates)}
     for rate, n in noisy.items():
         assert n.num_flipped == exact_count(rate, base.train_labels.size)
-    rows = []
-    for spec in study_experiments(study):
-        log.info("=== %s: %s ===", spec.name, spec.description)
-        rows.append(run_experiment(spec, cfg, study, cl, base, noisy.get(spec.noise_rate)))
-        write_reports(add_comparisons([dict(r) for r in rows]), out, cfg)  # partial tables while the study runs
-    rows = add_comparisons(rows)
-    write_reports(rows, out, cfg)
+    runs: list[dict[str, Any]] = []
+    for spec, seed, name in study_runs(study, cfg.training.seed):
+        log.info("=== %s: %s, seed %d ===", name, spec.description, seed)
+        run_cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, seed=seed))
+        runs.append(run_experiment(spec, run_cfg, study, cl, base, noisy.get(spec.noise_rate), name))
+        write_reports(add_comparisons(aggregate_seeds(runs)), out, cfg, runs)  # partial tables while it runs
+    rows = add_comparisons(aggregate_seeds(runs))
+    write_reports(rows, out, cfg, runs)
     if cfg.logging.wandb:
         log_study_to_wandb(rows, out, cfg, study)
     return rows
@@ -297,37 +367,51 @@ def run_study(cfg: ExperimentConfig, study: StudyConfig, cl: ConfidentLearningCo
 # Reports
 # ----------------------------------------------------------------------------------------------------------------
 
+def _count(value: Any) -> str:
+    """A count for the table: '1,234', or '1,234.5' for a mean over seeds that is not whole."""
+    return f"{value:,.1f}" if isinstance(value, float) and not value.is_integer() else f"{int(value):,}"
+
+
 def _fmt(value: Any, spec: str = ".2f") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value:{spec}}"
 
 
-def write_reports(rows: list[dict[str, Any]], out_dir: Path, cfg: ExperimentConfig) -> None:
-    """``results.csv`` (all columns), ``results.md`` (a readable table) and ``results.png`` (bar chart)."""
-    out_dir = Path(out_dir)
-    with open(out_dir / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+def _write_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
         for r in rows:
-            w.writerow({k: ("" if isinstance(r.get(k), float) and math.isnan(r[k]) else r.get(k, ""))
-                        for k in CSV_COLUMNS})
-    lines = ["| # | experiment | train images | flipped | restored | removed | relabelled | wrong labels | top-1 % "
-             "| top-5 % | drop from clean (pt) | drop recovered | precision | recall |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            w.writerow({k: ("" if isinstance(r.get(k), float) and math.isnan(r[k]) else r.get(k, "")) for k in columns})
+
+
+def write_reports(rows: list[dict[str, Any]], out_dir: Path, cfg: ExperimentConfig,
+                  runs: Optional[list[dict[str, Any]]] = None) -> None:
+    """``results.csv`` (one row per experiment, means over seeds), ``runs.csv`` (one row per run, when ``runs``
+    is given), ``results.md`` (a readable table) and ``results.png`` (bar chart)."""
+    out_dir = Path(out_dir)
+    _write_csv(out_dir / "results.csv", rows, CSV_COLUMNS)
+    if runs is not None:
+        _write_csv(out_dir / "runs.csv", runs, RUN_COLUMNS)
+    lines = ["| # | experiment | seeds | train images | flipped | restored | removed | relabelled | wrong labels "
+             "| top-1 % | top-5 % | drop from clean (pt) | drop recovered | precision | recall |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for i, r in enumerate(rows, 1):
         recovered = r.get("recovered", math.nan)
         recovered = "-" if math.isnan(recovered) else f"{100 * recovered:.0f} %"
+        counts = " | ".join(_count(r[k]) for k in ("train_images", "flipped", "restored", "removed", "relabelled",
+                                                     "wrong_labels"))
+        top1 = _fmt(r["top1"]) + (f" ± {r['top1_spread']:.2f}" if len(str(r.get("seeds", "")).split()) > 1 else "")
         lines.append(
-            f"| {i} | {r['description']} | {r['train_images']:,} | {r['flipped']:,} | {r['restored']:,} | "
-            f"{r['removed']:,} | {r['relabelled']:,} | {r['wrong_labels']:,} | {_fmt(r['top1'])} | {_fmt(r['top5'])} | "
+            f"| {i} | {r['description']} | {r.get('seeds', '')} | {counts} | {top1} | {_fmt(r['top5'])} | "
             f"{_fmt(r.get('drop_from_clean'), '+.2f')} | {recovered} | {_fmt(r.get('precision'), '.3f')} | "
             f"{_fmt(r.get('recall'), '.3f')} |")
     t, d, m = cfg.training, cfg.data, cfg.model
     header = (f"# Label-noise study\n\n{m.name}, {d.image_size} px train / {d.val_image_size} px val, "
-              f"{t.epochs} epochs, batch {t.effective_batch_size}, lr {t.lr}, seed {t.seed}; data "
-              f"{d.root or 'bundled sample'} (fraction {d.fraction}). Top-1/top-5 are the last epoch's on the val "
-              f"split; one run per row (seed {t.seed}).\n\n")
+              f"{t.epochs} epochs, batch {t.effective_batch_size}, lr {t.lr}; data {d.root or 'bundled sample'} "
+              f"(fraction {d.fraction}). Top-1/top-5 are the last epoch's on the val split; with several seeds, "
+              f"the mean ± half the range (runs.csv has each run).\n\n")
     (out_dir / "results.md").write_text(header + "\n".join(lines) + "\n")
     try:
         plot_study(rows, out_dir / "results.png", title=f"Label noise and cleaning: {m.name}, {d.image_size} px, "

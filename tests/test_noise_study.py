@@ -11,8 +11,8 @@ import pytest
 
 from conftest import run_script
 from core.config import PROJECT_ROOT
-from services.noise_study import (CSV_COLUMNS, StudyConfig, add_comparisons, parse_study_config,
-                                                 study_experiments)
+from services.noise_study import (CSV_COLUMNS, StudyConfig, add_comparisons, aggregate_seeds, parse_study_config,
+                                  study_experiments, study_runs)
 
 STUDY_SCRIPT = PROJECT_ROOT / "experiments" / "label_noise_study" / "run_study.py"
 
@@ -25,6 +25,40 @@ def test_default_study_is_the_seven_experiments_of_the_issue():
     assert [s.cleaning for s in specs] == ["none", "none", "simulated 80%", "none", "simulated 60%", "cleanlab",
                                            "cleanlab"]
     assert len(study_experiments(StudyConfig(cleanlab=False))) == 5
+
+
+def test_noise_only_rates_and_further_seeds():
+    study = StudyConfig(noise_only_rates=(0.5, 0.05), seeds=(0, 1, 2))
+    assert [s.name for s in study_experiments(study)] == [
+        "clean", "noise5", "noise20", "noise20_sim80", "noise40", "noise40_sim60", "noise50", "noise20_cleanlab",
+        "noise40_cleanlab"]
+    runs = study_runs(study, default_seed=7)
+    assert [(name, seed) for _, seed, name in runs[9:]] == [
+        ("clean_seed1", 1), ("noise20_seed1", 1), ("noise20_cleanlab_seed1", 1),
+        ("clean_seed2", 2), ("noise20_seed2", 2), ("noise20_cleanlab_seed2", 2)]
+    assert {seed for _, seed, _ in runs[:9]} == {0}
+    assert [seed for _, seed, _ in study_runs(StudyConfig(), default_seed=7)] == [7] * 7  # no seeds: --training.seed
+    with pytest.raises(ValueError, match="noise20_cleanlab, noise40_cleanlab"):
+        study_runs(StudyConfig(seeds=(0, 1), repeat_experiments=("noise30",)), 0)
+    with pytest.raises(ValueError, match="--study.noise_only_rates"):
+        StudyConfig(noise_only_rates=(0.2,))
+    with pytest.raises(ValueError, match="--study.seeds"):
+        StudyConfig(seeds=(1, 1))
+
+
+def test_seeds_are_averaged_per_experiment():
+    runs = [dict(run="clean", seed=0, experiment="clean", noise_rate=0.0, cleaning="none", top1=80.0, removed=0,
+                 precision=None),
+            dict(run="noise20", seed=0, experiment="noise20", noise_rate=0.2, cleaning="none", top1=70.0, removed=0,
+                 precision=None),
+            dict(run="clean_seed1", seed=1, experiment="clean", noise_rate=0.0, cleaning="none", top1=83.0,
+                 removed=0, precision=None)]
+    rows = aggregate_seeds(runs)
+    assert [r["experiment"] for r in rows] == ["clean", "noise20"]
+    assert rows[0]["top1"] == pytest.approx(81.5) and rows[0]["top1_spread"] == pytest.approx(1.5)
+    assert rows[0]["seeds"] == "0 1" and rows[1]["seeds"] == "0" and rows[1]["top1_spread"] == 0
+    assert rows[0]["removed"] == 0 and "run" not in rows[0]
+    assert add_comparisons(rows)[1]["drop_from_clean"] == pytest.approx(11.5)
 
 
 def test_study_config_is_validated():
@@ -60,7 +94,8 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
             "--data.index_cache_dir", str(tmp_path / "cache"), "--data.fraction", "0.25", "--data.val_fraction",
             "0.25", "--data.num_workers", "0", "--data.image_size", "32", "--data.val_image_size", "32",
             "--model.name", "resnet18", "--training.epochs", "1", "--training.batch_size", "8",
-            "--cl.folds", "2", "--study.noise_seed", "3"]
+            "--cl.folds", "2", "--study.seeds", "[0, 1]", "--study.repeat_experiments", "[clean]",
+            "--study.noise_seed", "3"]
     proc = run_script(STUDY_SCRIPT, args)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "BUNDLED SAMPLE" in proc.stderr
@@ -99,6 +134,12 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
             assert int(r["train_images"]) == n and r["precision"] == ""
             assert int(r["wrong_labels"]) == int(r["flipped"]) - int(r["restored"])
     assert float(rows[0]["drop_from_clean"]) == 0
+    with open(out / "runs.csv") as f:
+        runs = list(csv.DictReader(f))
+    assert [r["run"] for r in runs[-2:]] == ["noise40_cleanlab", "clean_seed1"] and runs[-1]["seed"] == "1"
+    clean = [float(r["top1"]) for r in runs if r["experiment"] == "clean"]
+    assert float(rows[0]["top1"]) == pytest.approx(sum(clean) / 2) and rows[0]["seeds"] == "0 1"
+    assert (out / "clean_seed1" / "result.json").is_file()
     table = (out / "results.md").read_text()
     assert table.count("\n| ") == 8  # header + 7 rows
     assert (out / "results.png").stat().st_size > 5000
@@ -106,7 +147,7 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     # a second run trains nothing; changed settings are refused rather than mixed into the table
     again = run_script(STUDY_SCRIPT, args)
     assert again.returncode == 0, again.stderr[-4000:]
-    assert again.stderr.count("not rerun") == 7
+    assert again.stderr.count("not rerun") == 8
     with open(out / "results.csv") as f:
         assert [r["top1"] for r in csv.DictReader(f)] == [r["top1"] for r in rows]
     changed = run_script(STUDY_SCRIPT, args[:-1] + ["4"])

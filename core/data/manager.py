@@ -203,14 +203,16 @@ class ImageNetDataManager:
             self._device_caches[key] = build()
         return self._device_caches[key]
 
-    def clone(self, run_dir: Optional[Path] = None) -> "ImageNetDataManager":
+    def clone(self, run_dir: Optional[Path] = None, seed: Optional[int] = None) -> "ImageNetDataManager":
         """A manager over the same splits with its own training subset, labels, run folder and device-cache table
         (K-fold runs, noise studies): change it with :meth:`set_train_subset` without touching this one.
 
         The file index and readers are shared (never written after construction); caches already built are
-        carried over, read-only.
+        carried over, read-only. ``seed`` replaces the augmentation and shuffling seed (a study's other seeds).
         """
         other = copy.copy(self)
+        if seed is not None:
+            other.seed = seed
         other._device_caches = dict(self._device_caches)
         other.train_ids, other.train_labels = self.train_ids.copy(), self.train_labels.copy()
         other.manifest_report = copy.copy(self.manifest_report)
