@@ -141,6 +141,9 @@ def write_relabel_manifest(labels: LabelCSV, out_dir: Path, only_changed: bool =
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Parse the flags and convert through :func:`core.cli.run_entry` (bad input: one ``error:`` line, exit 2)."""
+    from core.cli import run_entry
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--csv", type=Path, required=True, help="the CSV of relative path -> label")
     p.add_argument("--label_column", required=True, help="the column holding the labels (WNIDs or class indices)")
@@ -152,13 +155,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--all_rows", action="store_true",
                    help="list every row, not only those whose label differs from the folder")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        labels = read_label_csv(args.csv, args.label_column, args.path_column, args.split)
-        unlisted = check_against_dataset(labels, args.data_root, args.split) if args.data_root else None
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_entry(lambda: convert(args))
+
+
+def convert(args: argparse.Namespace) -> int:
+    """Read, check (with ``--data.root``), then write; nothing is written when a check fails."""
+    labels = read_label_csv(args.csv, args.label_column, args.path_column, args.split)
+    unlisted = check_against_dataset(labels, args.data_root, args.split) if args.data_root else None
     out, n = write_relabel_manifest(labels, args.out, only_changed=not args.all_rows)
     log.info("%s: %d rows, %d of another split skipped; %d of the %d %s labels differ from their folder; wrote "
              "%d entries to %s", args.csv, labels.num_rows, labels.num_other_split, int(labels.changed().sum()),

@@ -5,7 +5,7 @@
   tolerance;
 - ``--data.normalize_on_device``: uint8 (B, H, W, 3) batches that :func:`to_device` turns into the float batches
   of the plain path;
-- per-sample seeding (:func:`sample_seed`, :class:`SampleGenerators`): a pure function of the sample.
+- per-sample seeding (:func:`sample_seed`, :func:`sample_generators`): a pure function of the sample.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from PIL import Image
 from core.config import BUNDLED_SAMPLE_ROOT, DataConfig
 from core.data.decode import decode_image, image_shape
 from core.data.manager import ImageNetDataManager
-from core.data.rng import SampleGenerators, sample_seed
+from core.data.rng import sample_generators, sample_seed
 from core.data.transforms import build_train_transform as make_train_transform
-from core.data.transforms import crop_with_reduced_decode, seed_pipeline, to_device
+from core.data.transforms import crop_with_reduced_decode, draw_crop_and_flip, seed_pipeline, to_device
 from conftest import convert_modes, tiny_config
 
 SAMPLE_JPEGS = sorted((BUNDLED_SAMPLE_ROOT / "train").rglob("*.JPEG"))
@@ -162,15 +162,14 @@ def test_sample_seeds_and_generators_are_pure_functions_of_the_sample():
     seeds = {sample_seed(s, e, i, a) for s in (0, 1) for e in (0, 1) for i in range(50) for a in (0, 1)}
     assert len(seeds) == 400 and all(0 <= s < 2 ** 63 for s in seeds)
     assert sample_seed(-1, 0, 5) == sample_seed(-1, 0, 5)
-    g, h = SampleGenerators(), SampleGenerators()
-    g.reseed(123)
-    first = (g.python.random(), g.numpy.random(3).tolist())
-    h.reseed(999)
-    h.python.random(), h.numpy.random(7)  # another history
-    h.reseed(123)
-    assert (h.python.random(), h.numpy.random(3).tolist()) == first
-    g.reseed(124)
-    assert (g.python.random(), g.numpy.random(3).tolist()) != first
+    numpy_gen, python_gen = sample_generators(123)
+    first = (python_gen.random(), numpy_gen.random(3).tolist())
+    numpy_gen, python_gen = sample_generators(999)
+    python_gen.random(), numpy_gen.random(7)  # another history
+    numpy_gen, python_gen = sample_generators(123)
+    assert (python_gen.random(), numpy_gen.random(3).tolist()) == first
+    numpy_gen, python_gen = sample_generators(124)
+    assert (python_gen.random(), numpy_gen.random(3).tolist()) != first
 
 
 @pytest.mark.parametrize("options", [FAST, {"decoder": "opencv", "auto_augment": "trivialaugment",
@@ -265,15 +264,17 @@ def test_device_cache_batches_equal_the_plain_pipeline_on_the_cached_images(tmp_
         assert images.shape == (10, 3, 32, 32) and images.dtype == torch.float32
         for row, (position, epoch, resolution) in enumerate(batch_keys):
             assert (epoch, resolution) == (1, 32) and labels[row] == m.train_labels[position]
+            (x0, y0, x1, y1), _ = draw_crop_and_flip(plain, sample_seed(m.seed, epoch, position), (48, 48))
             seed_pipeline(plain, sample_seed(m.seed, epoch, position))
             ref = plain(image=cache[position].numpy())["image"]
             diff = (ref - images[row]).abs().amax(0)
             interior.append(diff[1:-1, 1:-1].max().item())
-            border.append(diff.max().item())
+            if x1 - x0 >= 32 and y1 - y0 >= 32:  # not enlarged
+                border.append(diff.max().item())
     # the same crops and flips; cv2 rounds to uint8 (0.5 level = 0.009 after Normalize). Only the outer ring may
     # differ more when a crop is enlarged: cv2 repeats the crop's edge, roi_align reads the pixel beyond it.
     assert max(interior) < 0.02
-    assert np.median(border) < 0.02
+    assert len(border) > 20 and max(border) < 0.02
 
 
 def test_device_cache_refuses_pixel_augmentations(tmp_path):

@@ -77,6 +77,17 @@ def test_sample_settings_apply_only_without_a_data_root(tmp_path):
     assert study.noise_rates == (0.2, 0.4)
 
 
+def test_cpu_study_config_is_the_speedrun_recipe_with_two_seeds(tmp_path):
+    cpu = STUDY_SCRIPT.parent / "imagenette_cpu.yaml"
+    cfg, study, cl = parse_study_config(STUDY_SCRIPT.parent, ["--data.root", str(tmp_path), "--config", str(cpu)])
+    assert (cfg.model.name, cfg.training.epochs, cfg.training.lr, cfg.training.scheduler) == ("resnet18", 8, 0.25,
+                                                                                              "linear")
+    assert cfg.data.progressive_resizing and (cfg.data.start_image_size, cfg.data.image_size) == (64, 128)
+    runs = study_runs(study, cfg.training.seed)
+    assert len(runs) == 12 and cl.folds == 4
+    assert {name for _, _, name in runs} >= {"noise5", "noise50", "clean_seed1", "noise20_cleanlab_seed1"}
+
+
 def test_comparisons_drop_and_recovered_fraction():
     rows = [dict(noise_rate=0.0, cleaning="none", top1=80.0), dict(noise_rate=0.2, cleaning="none", top1=70.0),
             dict(noise_rate=0.2, cleaning="simulated 80%", top1=77.5), dict(noise_rate=0.4, cleaning="none", top1=81.0),

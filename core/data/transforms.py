@@ -14,23 +14,18 @@ from albumentations.pytorch import ToTensorV2
 
 from core.config import DataConfig
 from core.data.decode import REDUCTIONS
-from core.data.rng import SampleGenerators
+from core.data.rng import sample_generators
 from core.preprocessing import PreprocessingSpec
 
 
 def seed_pipeline(pipeline: Union[A.Compose, "TrainTransform"], seed: int) -> None:
-    """Seed an Albumentations pipeline (or :class:`TrainTransform`) for one sample: its transforms share one
-    :class:`SampleGenerators` (``set_random_state``, done once), reseeded here. The draws are a pure function of
+    """Seed an Albumentations pipeline (or :class:`TrainTransform`) for one sample: its transforms get one fresh
+    pair of :func:`core.data.rng.sample_generators` (``set_random_state``). The draws are a pure function of
     ``seed``."""
     if isinstance(pipeline, TrainTransform):
         pipeline.set_random_seed(seed)
         return
-    generators = getattr(pipeline, "_sample_generators", None)
-    if generators is None:
-        generators = SampleGenerators()
-        pipeline.set_random_state(generators.numpy, generators.python)
-        pipeline._sample_generators = generators
-    generators.reseed(seed)
+    pipeline.set_random_state(*sample_generators(seed))
 
 
 def _crop_flip_jitter(cfg: DataConfig, resolution: int) -> list[Any]:

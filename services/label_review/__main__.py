@@ -91,16 +91,13 @@ def review_main(argv: Sequence[str]) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Dispatch to ``export`` or the review page; returns the exit code."""
-    from services.label_review.issues import ReviewInputError
+    """Dispatch to ``export`` or the review page through :func:`core.cli.run_entry`, the contract every command
+    shares (logging, and bad input, :class:`~services.label_review.issues.ReviewInputError` included, as one
+    ``error:`` line with exit code 2); returns the exit code."""
+    from core.cli import run_entry
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return export_main(argv[1:]) if argv[:1] == ["export"] else review_main(argv)
-    except (ReviewInputError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_entry(lambda: export_main(argv[1:]) if argv[:1] == ["export"] else review_main(argv))
 
 
 if __name__ == "__main__":
