@@ -21,8 +21,8 @@ def sample_seed(seed: int, epoch: int, index: int, attempt: int = 0) -> int:
     Returns:
         An int in [0, 2**63), e.g. for :func:`sample_generators` or ``torch.manual_seed``.
     """
-    bits = np.random.Philox(counter=[index & _MASK64, attempt & _MASK64, 0, 0],
-                            key=[seed & _MASK64, epoch & _MASK64])
+    bits = np.random.Philox(counter=np.array([index & _MASK64, attempt & _MASK64, 0, 0], dtype=np.uint64),
+                            key=np.array([seed & _MASK64, epoch & _MASK64], dtype=np.uint64))
     return int(bits.random_raw()) >> 1
 
 
