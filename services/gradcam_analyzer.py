@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
-import albumentations as A
 import cv2
 import jinja2
 import numpy as np
@@ -35,8 +34,9 @@ import torch.nn as nn
 
 from core.checkpoint import CheckpointMismatchError, check_compatible, load_checkpoint
 from core.cli import EXIT_OK, run_entry
-from core.config import DataConfig, ExperimentConfig
+from core.config import ExperimentConfig
 from core.data.manager import ImageNetDataManager
+from core.data.transforms import build_eval_crop
 from core.evaluate import predict
 from core.logger import progress_bar
 from core.model import build_model
@@ -209,13 +209,6 @@ class GradCamAnalyzer:
         logits = self._cam.outputs.detach().float().cpu()
         self._cam.activations_and_grads.clear()
         return np.asarray(cams, dtype=np.float32), logits
-
-
-def display_crop_transform(data_cfg: DataConfig, size: int) -> A.Compose:
-    """For display: uint8 (H, W, 3) → (size, size, 3), the centre square the network sees at evaluation (resize the
-    short side to the preprocessing spec's ``resize_size``, centre crop), without normalisation."""
-    return A.Compose([A.SmallestMaxSize(max_size=PreprocessingSpec.from_data_config(data_cfg, size).resize_size),
-                      A.CenterCrop(height=size, width=size)])
 
 
 def overlay_cam(image: np.ndarray, cam: np.ndarray, image_weight: float = 0.55) -> np.ndarray:
@@ -429,7 +422,7 @@ def analyze(model: nn.Module, data: ImageNetDataManager, out_dir: Union[str, Pat
     shown += [ex for p in pairs for ex in p["examples"]]
     ds = data.val_dataset()
     disp = display_size or max(data.cfg.val_image_size, 128)
-    view = display_crop_transform(data.cfg, disp)
+    view = build_eval_crop(data.cfg, disp)
     jobs = sorted({(ex.position, c) for ex in shown for c in {ex.pred, ex.true}})
     paths: dict[tuple[int, int], str] = {}
     thumbs: dict[int, np.ndarray] = {}

@@ -7,12 +7,11 @@ import logging
 from pathlib import Path
 from typing import Any, Optional
 
-import albumentations as A
 import numpy as np
 
 from core.data.manager import ImageNetDataManager
+from core.data.transforms import build_eval_crop
 from core.logger import progress_bar
-from core.preprocessing import PreprocessingSpec
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +34,7 @@ def compute_dataset_stats(manager: ImageNetDataManager, num_images: int = 2000, 
     rng = np.random.default_rng(seed)
     ids = manager.train_ids[np.sort(rng.choice(len(manager.train_ids), min(num_images, len(manager.train_ids)),
                                                replace=False))]
-    resize = PreprocessingSpec.from_data_config(manager.cfg, resolution).resize_size
-    tf = A.Compose([A.SmallestMaxSize(max_size=resize), A.CenterCrop(height=resolution, width=resolution)])
+    tf = build_eval_crop(manager.cfg, resolution)
     total = np.zeros(3)
     total_sq = np.zeros(3)
     pixels, used, skipped = 0, 0, 0

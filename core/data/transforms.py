@@ -63,13 +63,19 @@ def build_train_transform(cfg: DataConfig, resolution: int) -> Union[A.Compose, 
     return A.Compose(_crop_flip_jitter(cfg, resolution) + tail)
 
 
-def build_eval_transform(cfg: DataConfig, resolution: int) -> A.Compose:
-    """Evaluation pipeline: resize the short side to the spec's ``resize_size`` (``round(resolution /
-    val_crop_ratio)``), CenterCrop, Normalize, ToTensorV2 → (3, resolution, resolution) float32 (torchvision's
-    resize-256/crop-224 at 0.875)."""
+def build_eval_crop(cfg: DataConfig, resolution: int) -> A.Compose:
+    """The evaluation's geometry alone: uint8 (H, W, 3) → (resolution, resolution, 3) uint8, the short side resized
+    to the spec's ``resize_size`` (``round(resolution / val_crop_ratio)``, bilinear), then the centre square. What
+    the network sees at evaluation, for display (Grad-CAM, the label review) and dataset statistics."""
     resize = PreprocessingSpec.from_data_config(cfg, resolution).resize_size
     return A.Compose([A.SmallestMaxSize(max_size=resize, interpolation=cv2.INTER_LINEAR),
-                      A.CenterCrop(height=resolution, width=resolution),
+                      A.CenterCrop(height=resolution, width=resolution)])
+
+
+def build_eval_transform(cfg: DataConfig, resolution: int) -> A.Compose:
+    """Evaluation pipeline: :func:`build_eval_crop`, Normalize, ToTensorV2 → (3, resolution, resolution) float32
+    (torchvision's resize-256/crop-224 at 0.875)."""
+    return A.Compose([*build_eval_crop(cfg, resolution).transforms,
                       A.Normalize(mean=cfg.mean, std=cfg.std, max_pixel_value=255.0), ToTensorV2()])
 
 

@@ -11,9 +11,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from core.data.transforms import build_eval_transform
-from services.gradcam_analyzer import (GradCamAnalyzer, LoadedModel, display_crop_transform, load_model, overlay_cam,
-                                       resnet_target_layer)
+from core.data.transforms import build_eval_crop, build_eval_transform
+from services.gradcam_analyzer import GradCamAnalyzer, LoadedModel, load_model, overlay_cam, resnet_target_layer
 from services.label_review.issues import IssueSet, ReviewItem
 
 log = logging.getLogger(__name__)
@@ -113,7 +112,7 @@ class CamRenderer:
             loaded = self._model(path)
             data_cfg = loaded.config.data
             x = build_eval_transform(data_cfg, data_cfg.val_image_size)(image=rgb)["image"]  # (3, r, r)
-            crop = display_crop_transform(data_cfg, DISPLAY_PX)(image=rgb)["image"]  # (D, D, 3), what the model sees
+            crop = build_eval_crop(data_cfg, DISPLAY_PX)(image=rgb)["image"]  # (D, D, 3), what the model sees
             with GradCamAnalyzer(loaded.model) as cam:
                 maps, _ = cam.cams(torch.stack([x, x]), [item.given, item.suggested])  # (2, r, r) in [0, 1]
         return overlay_cam(crop, maps[0]), overlay_cam(crop, maps[1])
