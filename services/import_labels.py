@@ -24,6 +24,7 @@ import json
 import logging
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -54,8 +55,10 @@ class LabelCSV:
     num_rows: int
     num_other_split: int
 
+    @cached_property
     def changed(self) -> np.ndarray:
-        """(K,) bool: the label differs from the folder the file sits in (ImageFolder layouts: '<wnid>/<file>')."""
+        """(K,) bool: the label differs from the folder the file sits in (ImageFolder layouts: '<wnid>/<file>');
+        computed once (one pass over K rows)."""
         return np.fromiter((p.split("/", 1)[0] != y for p, y in zip(self.relpaths, self.labels)), dtype=bool,
                            count=len(self.relpaths))
 
@@ -131,7 +134,7 @@ def write_relabel_manifest(labels: LabelCSV, out_dir: Path, only_changed: bool =
     Returns:
         (the path written, the number of entries).
     """
-    keep = labels.changed() if only_changed else np.ones(len(labels.relpaths), dtype=bool)
+    keep = labels.changed if only_changed else np.ones(len(labels.relpaths), dtype=bool)
     mapping = dict(sorted((p, y) for p, y, k in zip(labels.relpaths, labels.labels, keep.tolist()) if k))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -164,7 +167,7 @@ def convert(args: argparse.Namespace) -> int:
     unlisted = check_against_dataset(labels, args.data_root, args.split) if args.data_root else None
     out, n = write_relabel_manifest(labels, args.out, only_changed=not args.all_rows)
     log.info("%s: %d rows, %d of another split skipped; %d of the %d %s labels differ from their folder; wrote "
-             "%d entries to %s", args.csv, labels.num_rows, labels.num_other_split, int(labels.changed().sum()),
+             "%d entries to %s", args.csv, labels.num_rows, labels.num_other_split, int(labels.changed.sum()),
              len(labels.relpaths), args.split, n, out)
     if unlisted:
         log.info("%d %s images are not in the CSV and keep their folder's label", unlisted, args.split)

@@ -57,7 +57,7 @@ def test_clean_column_gives_an_empty_map_and_val_rows_are_skipped(noisy_csv, tmp
     path, train, _ = noisy_csv
     labels = read_label_csv(path, "noisy_labels_0", progress=False)
     assert labels.num_other_split == labels.num_rows - len(train) > 0
-    assert len(labels.relpaths) == len(train) and not labels.changed().any()
+    assert len(labels.relpaths) == len(train) and not labels.changed.any()
     out = tmp_path / "m0"
     assert main(["--csv", str(path), "--label_column", "noisy_labels_0", "--out", str(out)]) == 0
     assert json.loads((out / RELABEL_FILE).read_text()) == {}
