@@ -201,7 +201,8 @@ def _conflicts(saved: Any, now: Any, path: str = "") -> list[str]:
     return [] if saved == now else [f"{path.lstrip('/')}: {saved!r} -> {now!r}"]
 
 
-def _run_config(cfg: ExperimentConfig, run_dir: Path, name: str, group: str) -> ExperimentConfig:
+def run_config(cfg: ExperimentConfig, run_dir: Path, name: str, group: str) -> ExperimentConfig:
+    """``cfg`` writing to ``run_dir`` as run '<group>-<name>' (a study row, or its detection's fold runs)."""
     return dataclasses.replace(cfg, logging=dataclasses.replace(
         cfg.logging, output_dir=run_dir, run_name=f"{group}-{name}", wandb_group=cfg.logging.wandb_group or group))
 
@@ -259,7 +260,7 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
         provenance["simulated_detection_rate"] = spec.detection_rate
     if spec.cleanlab:
         det_dir = run_dir / "detection"
-        det = detect_label_issues(_run_config(cfg, det_dir, f"{name}-detect", study.group), data, det_dir, cl,
+        det = detect_label_issues(run_config(cfg, det_dir, f"{name}-detect", study.group), data, det_dir, cl,
                                   noise_mask=noisy.noise_mask, original_labels=clean_labels)
         setup_logging(out, cfg.logging.log_level)
         report = apply_manifest_to(data, det.manifest)
@@ -272,7 +273,7 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
     write_training_labels(run_dir, data.train_ids, data.train_labels, noise_mask=wrong, **provenance)
     data.write_class_distribution(data.run_dir)
 
-    trainer = ImageNetTrainer(_run_config(cfg, run_dir, name, study.group), data=data)
+    trainer = ImageNetTrainer(run_config(cfg, run_dir, name, study.group), data=data)
     result = trainer.fit()
     setup_logging(out, cfg.logging.log_level)
     if result["interrupted"]:

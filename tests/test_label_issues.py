@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +12,8 @@ import torch
 from core.config import PROJECT_ROOT
 from core.label_noise import detection_metrics, inject_symmetric_noise, read_manifest
 from services.fastdup_manifest import relative_to_split, removal_entries, write_manifest
-from services.label_issues import (ConfidentLearningConfig, find_label_issues, manifest_from_issues, predict_proba,
-                                   stratified_folds)
+from services.label_issues import (FILTER_METHODS, LABEL_QUALITY_SCORES, ConfidentLearningConfig, detection_sweep,
+                                   find_label_issues, manifest_from_issues, predict_proba, stratified_folds)
 
 
 def test_stratified_folds_are_balanced_per_class_and_seeded():
@@ -48,6 +46,29 @@ def test_cleanlab_finds_injected_flips_with_good_probabilities():
     assert m["precision"] > 0.9 and m["recall"] > 0.9, m
     with pytest.raises(ValueError, match="pred_probs"):
         find_label_issues(noisy.labels, probs[:10])
+
+
+def test_detection_sweep_scores_every_rule_and_ranking_against_the_truth():
+    truth, noisy, probs = synthetic_case()
+    rows = detection_sweep(noisy.labels, probs, noisy.noise_mask)
+    assert [r["rule"].split(" ")[0] for r in rows] == ([f"filter_by={m}" for m in FILTER_METHODS]
+                                                        + [f"rank={m}" for m in LABEL_QUALITY_SCORES])
+    default = detection_metrics(find_label_issues(noisy.labels, probs), noisy.noise_mask)
+    assert (rows[0]["precision"], rows[0]["recall"]) == (default["precision"], default["recall"])
+    # rank=self_confidence flags the n samples with the lowest probability of their given label
+    sc = rows[len(FILTER_METHODS)]
+    given_prob = probs[np.arange(truth.size), noisy.labels]
+    flagged = np.argsort(given_prob, kind="stable")[:sc["num_flagged"]]
+    assert sc["precision"] == pytest.approx(noisy.noise_mask[flagged].mean())
+    assert sc["recall"] == pytest.approx(noisy.noise_mask[flagged].sum() / noisy.noise_mask.sum())
+    for r in rows[len(FILTER_METHODS):]:  # good probabilities: some threshold reaches precision 0.9 and recall 0.8
+        assert r["curve_meets_targets"] and r["average_precision"] > 0.9, r
+    # probabilities that know nothing of the images rank flips no better than chance (20 % of the set)
+    blind = np.random.default_rng(1).dirichlet(np.ones(probs.shape[1]), size=truth.size).astype(np.float32)
+    for r in detection_sweep(noisy.labels, blind, noisy.noise_mask)[len(FILTER_METHODS):]:
+        assert r["average_precision"] < 0.3 and not r["curve_meets_targets"], r
+    with pytest.raises(ValueError, match="share M"):
+        detection_sweep(noisy.labels, probs, noisy.noise_mask[:-1])
 
 
 def test_manifest_relabels_confident_issues_and_removes_the_rest():

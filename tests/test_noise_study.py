@@ -11,10 +11,12 @@ import pytest
 
 from conftest import run_script
 from core.config import PROJECT_ROOT
+from services.label_issues import FILTER_METHODS, LABEL_QUALITY_SCORES
 from services.noise_study import (CSV_COLUMNS, StudyConfig, add_comparisons, aggregate_seeds, parse_study_config,
                                   study_experiments, study_runs)
 
 STUDY_SCRIPT = PROJECT_ROOT / "experiments" / "label_noise_study" / "run_study.py"
+ABLATION_SCRIPT = PROJECT_ROOT / "experiments" / "label_noise_study" / "detection_ablation.py"
 
 
 def test_default_study_is_the_seven_experiments_of_the_issue():
@@ -145,6 +147,7 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
             assert int(r["train_images"]) == n and r["precision"] == ""
             assert int(r["wrong_labels"]) == int(r["flipped"]) - int(r["restored"])
     assert float(rows[0]["drop_from_clean"]) == 0
+    metrics_20 = json.loads((out / "noise20_cleanlab" / "detection" / "detection_metrics.json").read_text())
     with open(out / "runs.csv") as f:
         runs = list(csv.DictReader(f))
     assert [r["run"] for r in runs[-2:]] == ["noise40_cleanlab", "clean_seed1"] and runs[-1]["seed"] == "1"
@@ -161,6 +164,23 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     assert again.stderr.count("not rerun") == 8
     with open(out / "results.csv") as f:
         assert [r["top1"] for r in csv.DictReader(f)] == [r["top1"] for r in rows]
+    # the detection ablation rescores the finished fold models with flip TTA and sweeps the rules; nothing trains
+    det = out / "noise20_cleanlab" / "detection"
+    model_times = sorted(p.stat().st_mtime_ns for p in det.glob("fold_*/models/*.pt"))
+    ablation = run_script(ABLATION_SCRIPT, args + ["--experiment", "noise20_cleanlab", "--hflip"])
+    assert ablation.returncode == 0, ablation.stderr[-4000:]
+    assert sorted(p.stat().st_mtime_ns for p in det.glob("fold_*/models/*.pt")) == model_times
+    assert len(list(det.glob("fold_*/pred_probs_hflip.npy"))) == 2
+    with open(det / "ablation.csv") as f:
+        sweep = list(csv.DictReader(f))
+    assert len(sweep) == 2 * (len(FILTER_METHODS) + len(LABEL_QUALITY_SCORES))
+    plain_default = next(r for r in sweep if r["rule"] == "filter_by=prune_by_noise_rate")  # the study's own rule
+    assert float(plain_default["precision"]) == pytest.approx(metrics_20["precision"])
+    assert float(plain_default["recall"]) == pytest.approx(metrics_20["recall"])
+    assert "flip TTA" in sweep[-1]["scoring"] and (det / "ablation.md").is_file()
+    wrong_row = run_script(ABLATION_SCRIPT, args + ["--experiment", "noise20"])
+    assert wrong_row.returncode == 2 and "not a cleanlab row" in wrong_row.stderr
+
     changed = run_script(STUDY_SCRIPT, args[:-1] + ["4"])
     assert changed.returncode == 2 and "other settings" in changed.stderr
 
