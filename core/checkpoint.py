@@ -95,6 +95,16 @@ def _lists_to_tuples(x: Any) -> Any:
     return tuple(_lists_to_tuples(v) for v in x) if isinstance(x, list) else x
 
 
+def resume_checkpoint(resume: str, models_dir: Path) -> Optional[Path]:
+    """The checkpoint a run resumes from, or None for a fresh start: ``--training.resume`` 'auto' is
+    ``models_dir/last.pt`` when it exists, 'none' is always fresh, anything else is that path (which
+    :func:`load_checkpoint` then checks)."""
+    if resume == "none":
+        return None
+    path = Path(models_dir) / "last.pt" if resume == "auto" else Path(resume)
+    return None if resume == "auto" and not path.is_file() else path
+
+
 def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by :class:`core.trainer.ImageNetTrainer` with ``torch.load(weights_only=True)``:
     no arbitrary pickled code is executed.

@@ -6,10 +6,14 @@ import dataclasses
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from core.checkpoint import CheckpointMismatchError
 from core.config import ExperimentConfig, parse_config
+
+if TYPE_CHECKING:
+    from core.data.manager import ImageNetDataManager
+    from core.trainer import ImageNetTrainer
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,26 @@ def run_entry(body: Callable[[], int]) -> int:
         destroy_distributed()
 
 
+def build_trainer(cfg: ExperimentConfig, data: Optional[ImageNetDataManager] = None) -> ImageNetTrainer:
+    """The one way every entry point sets up a run: ``--training.lr_finder`` first, on the initial weights
+    (:func:`core.lr_finder.lr_finder_before_run`), then the trainer at the resulting LR.
+
+    Args:
+        cfg: the validated experiment config.
+        data: the run's data manager (default: the trainer builds it from ``cfg.data``).
+    """
+    import torch
+
+    from core.logger import setup_logging
+    from core.lr_finder import lr_finder_before_run
+    from core.trainer import ImageNetTrainer
+
+    if cfg.training.lr_finder:  # the sweep's log lines go to the run's train.log, as the training's do
+        setup_logging(cfg.logging.logs_dir, cfg.logging.log_level,
+                      torch.distributed.get_rank() if torch.distributed.is_initialized() else 0)
+    return ImageNetTrainer(lr_finder_before_run(cfg, data), data=data)
+
+
 def experiment_main(script_file: str, argv: Optional[Sequence[str]] = None, description: str = "",
                     previous_best: Optional[Path] = None, previous_name: str = "the previous phase") -> int:
     """Parse, train and report for the script at ``script_file``; returns the process exit code (:func:`run_entry`).
@@ -97,11 +121,9 @@ def experiment_main(script_file: str, argv: Optional[Sequence[str]] = None, desc
             and the file exists.
     """
     def body() -> int:
-        from core.trainer import ImageNetTrainer
-
         cfg = experiment_config(Path(script_file).parent, argv, description, chained_init_default(previous_best))
         cfg = with_default_init(cfg, previous_best, previous_name)
-        trainer = ImageNetTrainer(cfg)
+        trainer = build_trainer(cfg)
         if trainer.data.using_bundled_sample:
             log.warning("training on the BUNDLED SAMPLE (%d train / %d val images, %d classes) for a quick check; "
                         "pass --data.root /path/to/ILSVRC2012 (or any ImageFolder root) for the real recipe",

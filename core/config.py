@@ -174,7 +174,7 @@ class TrainingConfig:
     reinit_head: bool = False
     """With init_from: load everything but the classifier, which is re-initialised for this data's classes."""
     lr_finder: bool = False
-    """Before a fresh run, run the LR range test (services.lr_finder) on the initial weights and train at its suggested LR."""
+    """Before a fresh run, run the LR range test on the initial weights and train at its suggested LR; applied by the entry points before they build the trainer (core.cli.build_trainer), not by the trainer itself."""
     freeze_backbone: bool = False
     """Train only the classifier: conv1, bn1 and layer1-4 are frozen, their BatchNorm kept in eval mode."""
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from core.checkpoint import atomic_write_text, capture_rng_state, restore_rng_state
+from core.checkpoint import atomic_write_text, capture_rng_state, restore_rng_state, resume_checkpoint
 from core.config import ExperimentConfig
 from core.data.manager import ImageNetDataManager
 from core.logger import progress_bar
-from core.step import (build_criterion, build_optimizer, build_run_model, forward_backward, memory_format_for,
-                       optimizer_step, resolve_amp, select_device)
+from core.step import (build_criterion, build_optimizer, build_run_model, configure_determinism, forward_backward,
+                       memory_format_for, optimizer_step, resolve_amp, run_device, select_device)
 
 log = logging.getLogger(__name__)
 
@@ -422,3 +422,30 @@ def apply_lr_finder(cfg: ExperimentConfig, model: nn.Module, data: ImageNetDataM
     if decision[1].item():
         return dataclasses.replace(cfg, training=dataclasses.replace(t, lr=float(decision[0].item())))
     return cfg
+
+
+def lr_finder_before_run(cfg: ExperimentConfig, data: Optional[ImageNetDataManager] = None) -> ExperimentConfig:
+    """``--training.lr_finder`` at an entry point, before the trainer is built (:func:`core.cli.build_trainer`).
+
+    On a fresh run, builds the model exactly as the trainer will start from it (the same device, determinism,
+    ``torch.manual_seed(--training.seed)`` and :func:`core.step.build_run_model`), sweeps it with
+    :func:`apply_lr_finder` (curve in ``<output_dir>/logs/lr_finder``) and returns ``cfg`` with ``--training.lr``
+    set to the suggestion. Returns ``cfg`` unchanged when the flag is off or the run resumes a checkpoint (whose
+    optimizer state carries the LR it trained at). Under DDP every process calls this; rank 0 sweeps.
+
+    Args:
+        data: the run's data manager (default: built from ``cfg.data``, writing nothing).
+
+    Raises:
+        ValueError: a bad device setting (:func:`core.step.select_device`) or model settings.
+    """
+    t = cfg.training
+    if not t.lr_finder or resume_checkpoint(t.resume, cfg.logging.models_dir) is not None:
+        return cfg
+    device = run_device(t.device)
+    configure_determinism(t.deterministic, device)
+    torch.manual_seed(t.seed)
+    data = data or ImageNetDataManager(cfg.data, seed=t.seed, run_dir=None, progress=cfg.logging.progress_bar)
+    model = build_run_model(cfg, data.classes)
+    model.to(device, memory_format=memory_format_for(cfg.model.channels_last, device))
+    return apply_lr_finder(cfg, model, data, device, cfg.logging.logs_dir / "lr_finder")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -41,6 +42,31 @@ def select_device(name: str = "auto") -> torch.device:
         raise ValueError(f"--training.device {name} asks for Apple's MPS, which is not available here; use "
                          f"--training.device auto or cpu")
     return device
+
+
+def run_device(name: str = "auto") -> torch.device:
+    """The device of this process: :func:`select_device`, and under a multi-process group on CUDA the GPU of this
+    process's ``LOCAL_RANK`` (torchrun sets it). The trainer and the LR finder both call this.
+
+    Raises:
+        ValueError: as :func:`select_device`.
+    """
+    device = select_device(name)
+    distributed = torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+    if device.type == "cuda" and distributed:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def configure_determinism(deterministic: bool, device: torch.device) -> None:
+    """``--training.deterministic``: deterministic algorithms everywhere (and cuDNN without autotuning on CUDA);
+    off, cuDNN may autotune. cuBLAS then needs a fixed workspace (PyTorch's "Reproducibility" notes)."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
 
 
 def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from core.checkpoint import (CHECKPOINT_FORMAT_VERSION, CheckpointMismatchError, atomic_torch_save,
                              atomic_write_text, capture_rng_state, check_compatible, load_checkpoint,
-                             restore_rng_state)
+                             restore_rng_state, resume_checkpoint)
 from core.config import ExperimentConfig
 from core.data.manager import ImageNetDataManager
 from core.data.rng import sample_seed
@@ -27,11 +27,11 @@ from core.distributed import all_reduce_sum
 from core.evaluate import evaluate
 from core.logger import (MetricsLogger, TensorBoardLogger, finish_wandb, git_commit, init_wandb, layer_statistics,
                          process_start_time, progress_bar, setup_logging)
-from core.lr_finder import apply_lr_finder
 from core.preprocessing import CHECKPOINT_KEY as PREPROCESSING_KEY, PreprocessingSpec
 from core.schedules import build_scheduler, resolution_at
 from core.step import (build_batch_mix, build_criterion, build_ema, build_optimizer, build_run_model,
-                       forward_backward, memory_format_for, optimizer_step, resolve_amp, select_device)
+                       configure_determinism, forward_backward, memory_format_for, optimizer_step, resolve_amp,
+                       run_device)
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +121,9 @@ class ImageNetTrainer:
             self.models_dir.mkdir(parents=True, exist_ok=True)
         setup_logging(self.logs_dir, cfg.logging.log_level, self.rank)
 
-        self.device = select_device(t.device)
-        if self.device.type == "cuda" and self.world_size > 1:
-            self.device = torch.device("cuda", self.local_rank)
+        self.device = run_device(t.device)
         self.amp_dtype = resolve_amp(t.amp, self.device)
-        self._configure_determinism()
+        configure_determinism(t.deterministic, self.device)
         torch.manual_seed(t.seed)
 
         self.data = data or ImageNetDataManager(cfg.data, seed=t.seed, run_dir=self.logs_dir if self.is_main else None,
@@ -134,9 +132,6 @@ class ImageNetTrainer:
         self.num_classes = cfg.model.num_classes or self.data.num_classes
         self.memory_format = memory_format_for(cfg.model.channels_last, self.device)
         self.model.to(self.device, memory_format=self.memory_format)
-        if t.lr_finder and not self._resume_path():  # on the initial weights, which it leaves unchanged
-            self.cfg = apply_lr_finder(self.cfg, self.model, self.data, self.device, self.logs_dir / "lr_finder")
-            t = self.cfg.training
         self.ema = build_ema(self.model, t.ema_decay) if t.ema_decay > 0 else None
         if self.world_size > 1:
             if cfg.model.sync_batchnorm and self.device.type == "cuda":
@@ -183,23 +178,9 @@ class ImageNetTrainer:
         return resolution_at(epoch, self.cfg.data)
 
     # -- setup helpers ----------------------------------------------------------------------------------------
-    def _configure_determinism(self) -> None:
-        det = self.cfg.training.deterministic
-        if det:
-            # cuBLAS needs a fixed workspace to be deterministic (PyTorch "Reproducibility" notes).
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(det)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = not det
-            torch.backends.cudnn.deterministic = det
-
     def _resume_path(self) -> Optional[Path]:
         """The checkpoint this run resumes from, or None for a fresh start."""
-        resume = self.cfg.training.resume
-        if resume == "none":
-            return None
-        path = self.models_dir / "last.pt" if resume == "auto" else Path(resume)
-        return None if resume == "auto" and not path.is_file() else path
+        return resume_checkpoint(self.cfg.training.resume, self.models_dir)
 
     def _maybe_resume(self) -> None:
         path = self._resume_path()

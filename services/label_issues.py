@@ -157,7 +157,7 @@ def out_of_sample_pred_probs(cfg: ExperimentConfig, data: ImageNetDataManager, o
         (M, C) float32 probabilities, row i for ``data.train_ids[i]``.
     """
     from core.logger import setup_logging
-    from core.trainer import ImageNetTrainer
+    from core.cli import build_trainer
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -179,7 +179,7 @@ def out_of_sample_pred_probs(cfg: ExperimentConfig, data: ImageNetDataManager, o
         fold_cfg = dataclasses.replace(cfg, logging=dataclasses.replace(
             cfg.logging, output_dir=fold_dir, run_name=f"{name}-fold{k}"))
         log.info("fold %d/%d: training on %d samples, scoring %d", k + 1, folds, int((~held).sum()), int(held.sum()))
-        trainer = ImageNetTrainer(fold_cfg, data=fold_data)
+        trainer = build_trainer(fold_cfg, data=fold_data)
         trainer.fit()
         loader = eval_loader(data, data.train_ids[held], data.train_labels[held], max(1, 2 * cfg.training.batch_size))
         p = predict_proba(trainer.unwrapped_model(), loader, trainer.device, trainer.amp_dtype,

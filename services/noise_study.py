@@ -223,7 +223,7 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
         ValueError: result.json exists but was made with other settings.
         StudyInterrupted: the training was stopped by a signal.
     """
-    from core.trainer import ImageNetTrainer
+    from core.cli import build_trainer
 
     out = Path(cfg.logging.output_dir)
     name = name or spec.name
@@ -273,7 +273,7 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
     write_training_labels(run_dir, data.train_ids, data.train_labels, noise_mask=wrong, **provenance)
     data.write_class_distribution(data.run_dir)
 
-    trainer = ImageNetTrainer(run_config(cfg, run_dir, name, study.group), data=data)
+    trainer = build_trainer(run_config(cfg, run_dir, name, study.group), data=data)
     result = trainer.fit()
     setup_logging(out, cfg.logging.log_level)
     if result["interrupted"]:

@@ -209,11 +209,11 @@ def test_fast_paths_skip_and_list_corrupt_images(sample_copy, tmp_path, num_work
 
 
 def test_training_and_lr_finder_with_every_fast_path(tmp_path):
-    from core.trainer import ImageNetTrainer
+    from core.cli import build_trainer
 
     cfg = tiny_config(tmp_path, data={**FAST, "num_workers": 1, "image_size": 48},
                       training={"epochs": 1, "lr_finder": True})
-    result = ImageNetTrainer(cfg).fit()
+    result = build_trainer(cfg).fit()
     assert result["epochs_completed"] == 1 and math.isfinite(result["best_top1"])
     assert (tmp_path / "run" / "logs" / "lr_finder" / "optimal_lr.txt").is_file()
 

@@ -195,7 +195,7 @@ def test_trainer_adopts_a_sound_suggestion_in_config_units_and_refuses_an_edge_o
     """--training.lr_finder: the sweep's absolute LR at batch 8 x 2 becomes --training.lr per 256 images under
     lr_scaling linear; a suggestion at the sweep's first point is refused with a warning and the LR kept."""
     import core.lr_finder as lr_finder_module
-    from core.trainer import ImageNetTrainer
+    from core.cli import build_trainer
 
     lrs, loss = _fresh_model_curve()
     fake = _result(lrs, loss, suggestion)
@@ -204,7 +204,7 @@ def test_trainer_adopts_a_sound_suggestion_in_config_units_and_refuses_an_edge_o
     cfg = tiny_config(tmp_path, training={"epochs": 1, "batch_size": 8, "grad_accum_steps": 2, "lr": 0.3,
                                           "lr_scaling": "linear", "lr_reference_batch": 256, "lr_finder": True})
     with caplog.at_level("WARNING"):
-        trainer = ImageNetTrainer(cfg)
+        trainer = build_trainer(cfg)
     assert len(calls) == 1
     if adopted:
         assert trainer.cfg.training.lr == pytest.approx(1e-2 * 256 / 16)
@@ -213,3 +213,24 @@ def test_trainer_adopts_a_sound_suggestion_in_config_units_and_refuses_an_edge_o
         assert trainer.cfg.training.lr == 0.3
         assert "not adopting" in caplog.text and "first 10% of the sweep" in caplog.text
     trainer.close()
+
+
+def test_the_sweep_belongs_to_the_entry_point_and_skips_a_resumed_run(tmp_path, monkeypatch):
+    """build_trainer sweeps a fresh run once; the trainer alone never sweeps; a run that resumes keeps its LR."""
+    import core.lr_finder as lr_finder_module
+    from core.cli import build_trainer
+    from core.trainer import ImageNetTrainer
+
+    calls = []
+    monkeypatch.setattr(lr_finder_module, "find_lr",
+                        lambda cfg, **kw: calls.append(cfg) or _result(*_fresh_model_curve(), 1e-2))
+    cfg = tiny_config(tmp_path, data={"fraction": 0.1, "val_fraction": 0.2},
+                      training={"epochs": 1, "batch_size": 16, "lr": 0.3, "lr_finder": True, "resume": "auto"})
+    ImageNetTrainer(cfg).close()
+    assert calls == []
+    trainer = build_trainer(cfg)
+    assert len(calls) == 1 and trainer.cfg.training.lr == pytest.approx(1e-2)
+    trainer.fit()
+    resumed = build_trainer(cfg)  # models/last.pt exists: no sweep, the checkpoint's optimizer state rules
+    assert len(calls) == 1 and resumed.cfg.training.lr == 0.3
+    resumed.close()

@@ -11,7 +11,7 @@ import torch
 
 from conftest import PROJECT_ROOT, run_script, tiny_config
 from core.checkpoint import atomic_torch_save, load_checkpoint
-from core.cli import experiment_config, with_default_init
+from core.cli import build_trainer, experiment_config, with_default_init
 from core.trainer import ImageNetTrainer
 
 EXPERIMENTS = PROJECT_ROOT / "experiments"
@@ -99,7 +99,7 @@ def test_label_mapping_repair(tmp_path, phase1_best):
 
 def test_lr_finder_before_a_fresh_run(tmp_path, phase1_best):
     cfg = tiny_config(tmp_path, training={"epochs": 1, "init_from": phase1_best, "lr_finder": True, "lr": 1.0})
-    trainer = ImageNetTrainer(cfg)
+    trainer = build_trainer(cfg)  # the entry points' set-up: the sweep first, then the trainer
     start = load_checkpoint(phase1_best)["model"]
     for k, v in trainer.unwrapped_model().state_dict().items():  # the sweep left the loaded weights alone
         assert torch.equal(v, start[k]), k

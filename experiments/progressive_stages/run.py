@@ -100,7 +100,7 @@ def run_stages(stages_file: Optional[Path], root_items: Sequence[str], output_di
     Raises:
         ValueError, FileNotFoundError: bad stages file, roots or flags (exit code 2 through ``run_entry``).
     """
-    from core.trainer import ImageNetTrainer
+    from core.cli import build_trainer
 
     roots = {}
     for item in root_items:
@@ -114,7 +114,7 @@ def run_stages(stages_file: Optional[Path], root_items: Sequence[str], output_di
     for stage, cfg in zip(stages, configs):
         log.info("stage %s: %s from %s", stage["name"], cfg.model.name,
                  cfg.training.init_from or "scratch (random initialisation)")
-        result = ImageNetTrainer(cfg).fit()
+        result = build_trainer(cfg).fit()
         results.append((stage["name"], result["best_top1"]))
         if result["interrupted"]:
             print("stopped by a signal; run the same command again to continue", file=sys.stderr)
