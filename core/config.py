@@ -383,7 +383,7 @@ class ExperimentConfig:
 
     def save_yaml(self, path: Path) -> Path:
         """Write the resolved config as YAML (atomically) and return the path."""
-        from core.checkpoint import atomic_write_text
+        from core.atomic import atomic_write_text
 
         return atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
 

@@ -18,6 +18,8 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from core.atomic import atomic_write_text
+
 log = logging.getLogger(__name__)
 
 REMOVAL_FILE = "removal_list.txt"
@@ -252,11 +254,11 @@ class CleaningManifest:
         comments = "".join(f"# {line}\n" for line in header.splitlines())
         removal = out_dir / REMOVAL_FILE
         body = "\n".join(map(str, np.sort(self.remove).tolist()))
-        _atomic_write(removal, comments + body + ("\n" if body else ""))
+        atomic_write_text(removal, comments + body + ("\n" if body else ""))
         order = np.argsort(self.relabel_ids, kind="stable")
         mapping = dict(zip(map(str, self.relabel_ids[order].tolist()), self.relabel_to[order].tolist()))
         relabel = out_dir / RELABEL_FILE
-        _atomic_write(relabel, json.dumps(mapping, indent=0) + "\n")
+        atomic_write_text(relabel, json.dumps(mapping, indent=0) + "\n")
         return removal, relabel
 
 
@@ -283,12 +285,6 @@ class ManifestReport:
 def _duplicates(ids: np.ndarray) -> np.ndarray:
     s = np.sort(ids)
     return np.unique(s[1:][s[1:] == s[:-1]])
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def normalise_relpath(entry: str) -> str:
@@ -586,7 +582,7 @@ def write_training_labels(run_dir: Path, sample_ids: np.ndarray, labels: np.ndar
         np.save(run_dir / "noise_mask.npy", np.asarray(noise_mask, dtype=bool))
         info["num_wrong_labels"] = int(np.asarray(noise_mask).sum())
     path = run_dir / "labels.json"
-    _atomic_write(path, json.dumps(info, indent=2, default=_json_default) + "\n")
+    atomic_write_text(path, json.dumps(info, indent=2, default=_json_default) + "\n")
     return path
 
 

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from core.checkpoint import atomic_write_text, capture_rng_state, restore_rng_state, resume_checkpoint
+from core.atomic import atomic_write_text
+from core.checkpoint import capture_rng_state, restore_rng_state, resume_checkpoint
 from core.config import ExperimentConfig
 from core.data.manager import ImageNetDataManager
 from core.logger import progress_bar

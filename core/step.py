@@ -149,6 +149,18 @@ def freeze_backbone(model: nn.Module) -> None:
         p.requires_grad_(name.startswith("fc."))
 
 
+def run_num_classes(cfg: ExperimentConfig, classes: Sequence[str]) -> int:
+    """The number of outputs of the run's model: ``--model.num_classes``, default one per class of the data.
+
+    Raises:
+        ValueError: ``--model.num_classes`` smaller than the number of classes.
+    """
+    num_classes = cfg.model.num_classes or len(classes)
+    if num_classes < len(classes):
+        raise ValueError(f"--model.num_classes {num_classes} is smaller than the {len(classes)} classes in the data")
+    return num_classes
+
+
 def build_run_model(cfg: ExperimentConfig, classes: Sequence[str], model: Optional[nn.Module] = None) -> nn.Module:
     """The model a run starts from, as the trainer and the LR finder both build it: ``build_model`` from
     ``cfg.model`` (``--model.num_classes`` outputs, default one per class) unless ``model`` is given, then the
@@ -162,9 +174,7 @@ def build_run_model(cfg: ExperimentConfig, classes: Sequence[str], model: Option
         CheckpointMismatchError: ``--training.init_from`` does not fit (:func:`core.checkpoint.load_initial_weights`).
     """
     t = cfg.training
-    num_classes = cfg.model.num_classes or len(classes)
-    if num_classes < len(classes):
-        raise ValueError(f"--model.num_classes {num_classes} is smaller than the {len(classes)} classes in the data")
+    num_classes = run_num_classes(cfg, classes)
     if model is None:
         model = build_model(cfg.model.name, num_classes=num_classes, small_input=cfg.model.small_input,
                             zero_init_residual=cfg.model.zero_init_residual)

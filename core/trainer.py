@@ -17,9 +17,9 @@ from typing import Any, Iterator, Optional
 import torch
 import torch.nn as nn
 
-from core.checkpoint import (CHECKPOINT_FORMAT_VERSION, CheckpointMismatchError, atomic_torch_save,
-                             atomic_write_text, capture_rng_state, check_compatible, load_checkpoint,
-                             restore_rng_state, resume_checkpoint)
+from core.atomic import atomic_write_text
+from core.checkpoint import (CHECKPOINT_FORMAT_VERSION, CheckpointMismatchError, atomic_torch_save, capture_rng_state,
+                             check_compatible, load_checkpoint, restore_rng_state, resume_checkpoint)
 from core.config import ExperimentConfig
 from core.data.manager import ImageNetDataManager
 from core.data.rng import sample_seed
@@ -31,7 +31,7 @@ from core.preprocessing import CHECKPOINT_KEY as PREPROCESSING_KEY, Preprocessin
 from core.schedules import build_scheduler, resolution_at
 from core.step import (build_batch_mix, build_criterion, build_ema, build_optimizer, build_run_model,
                        configure_determinism, forward_backward, memory_format_for, optimizer_step, resolve_amp,
-                       run_device)
+                       run_device, run_num_classes)
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +128,10 @@ class ImageNetTrainer:
 
         self.data = data or ImageNetDataManager(cfg.data, seed=t.seed, run_dir=self.logs_dir if self.is_main else None,
                                                 progress=cfg.logging.progress_bar)
+        if self.is_main:  # what this run trains on: per-class counts, chart, subset ids
+            self.data.write_class_distribution(self.logs_dir)
         self.model = build_run_model(cfg, self.data.classes, model)
-        self.num_classes = cfg.model.num_classes or self.data.num_classes
+        self.num_classes = run_num_classes(cfg, self.data.classes)
         self.memory_format = memory_format_for(cfg.model.channels_last, self.device)
         self.model.to(self.device, memory_format=self.memory_format)
         self.ema = build_ema(self.model, t.ema_decay) if t.ema_decay > 0 else None

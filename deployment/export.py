@@ -25,7 +25,8 @@ from typing import Any, Optional, Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
-from core.checkpoint import atomic_write_text, load_checkpoint
+from core.atomic import atomic_write_text
+from core.checkpoint import load_checkpoint
 from core.config import PROJECT_ROOT, ExperimentConfig
 from core.model import build_model, count_parameters
 from core.preprocessing import preprocessing_of_checkpoint

@@ -30,7 +30,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from core.checkpoint import atomic_write_text
+from core.atomic import atomic_write_text
 from core.label_noise import RELABEL_FILE, normalise_relpath, resolve_class_labels, resolve_sample_ids
 from core.logger import progress_bar
 

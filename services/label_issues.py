@@ -411,6 +411,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         setup_logging(out_dir, cfg.logging.log_level)
         data = ImageNetDataManager(cfg.data, seed=cfg.training.seed, run_dir=out_dir,
                                    progress=cfg.logging.progress_bar)
+        data.write_class_distribution(out_dir)
         result = detect_label_issues(cfg, data, out_dir, init.cl)
         log.info("%d of %d samples flagged: %d to remove, %d to relabel; manifest in %s", result.issues.sum(),
                  result.issues.size, result.manifest.num_remove, result.manifest.num_relabel, out_dir)

@@ -271,7 +271,6 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
     row["train_images"] = int(data.train_ids.size)
     row["wrong_labels"] = int(wrong.sum())
     write_training_labels(run_dir, data.train_ids, data.train_labels, noise_mask=wrong, **provenance)
-    data.write_class_distribution(data.run_dir)
 
     trainer = build_trainer(run_config(cfg, run_dir, name, study.group), data=data)
     result = trainer.fit()
@@ -344,6 +343,7 @@ def run_study(cfg: ExperimentConfig, study: StudyConfig, cl: ConfidentLearningCo
                                                indent=2) + "\n")
     base = ImageNetDataManager(cfg.data, seed=cfg.training.seed, run_dir=out / "data",
                                progress=cfg.logging.progress_bar)
+    base.write_class_distribution(out / "data")
     if base.using_bundled_sample:
         log.warning("label-noise study on the BUNDLED SAMPLE (%d train / %d val images): a smoke run; pass "
                     "--data.root for a real one", len(base.train_ids), len(base.val_ids))

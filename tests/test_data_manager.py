@@ -53,6 +53,8 @@ def test_stratified_subset_scales_to_imagenet_size():
 def test_subset_of_real_sample_and_cache_reuse(tmp_path):
     run = tmp_path / "logs"
     m = manager(None, tmp_path, run_dir=run, fraction=0.5)
+    assert not run.exists()  # constructing writes nothing; the trainer records the distribution
+    m.write_class_distribution(run)
     assert m.using_bundled_sample
     assert np.bincount(m.train_labels).tolist() == [30] * 10
     cached = list((tmp_path / "cache").glob("subset-*.npy"))
@@ -86,7 +88,8 @@ def test_names_fall_back_to_wnid(sample_copy, tmp_path):
 def test_one_short_name_per_class_everywhere(tmp_path):
     from core.prepare import short_class_names
 
-    m = manager(None, tmp_path, run_dir=tmp_path / "logs")
+    m = manager(None, tmp_path)
+    m.write_class_distribution(tmp_path / "logs")
     assert m.short_names[:2] == ["tench", "English springer"] and m.short_names[9] == "parachute"
     with open(tmp_path / "logs" / "class_distribution.csv", newline="") as f:
         rows = list(csv.DictReader(f))

@@ -271,6 +271,7 @@ def test_cleaning_manifest_flag_cleans_the_training_set(tmp_path):
     (man / RELABEL_FILE).write_text(json.dumps({rel[2]: full.classes[7]}))
     data = ImageNetDataManager(DataConfig(index_cache_dir=tmp_path / "cache", cleaning_manifest=man), seed=0,
                                run_dir=tmp_path / "run")
+    data.write_class_distribution(tmp_path / "run")
     assert len(data.train_ids) == len(full.train_ids) - 2
     assert data.train_labels[0] == 7 and data.train_ids[0] == full.train_ids[2]
     assert data.manifest_report.as_dict()["num_removed"] == 2

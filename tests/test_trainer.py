@@ -342,7 +342,8 @@ def test_channels_last_on_the_cpu_and_metrics_carry_wall_time(tmp_path):
 
 
 def test_atomic_writes_get_the_umask_permissions_not_mkstemps_0600(tmp_path):
-    from core.checkpoint import atomic_torch_save, atomic_write_text
+    from core.atomic import atomic_write_text
+    from core.checkpoint import atomic_torch_save
 
     old = os.umask(0o022)
     try:

@@ -174,6 +174,7 @@ class ImageClassificationDataset(Dataset):
         if self.bad_images_file is not None:
             line = json.dumps({"sample_id": sample_id, "path": where, "error": f"{type(error).__name__}: {error}"})
             # O_APPEND writes of one short line are atomic on POSIX: workers can share the file.
+            self.bad_images_file.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.bad_images_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 os.write(fd, (line + "\n").encode())

@@ -32,8 +32,9 @@ class ImageNetDataManager:
     Args:
         cfg: the data section of the config.
         seed: augmentation seed (the training seed).
-        run_dir: the run's logs folder; receives ``class_distribution.csv``/``.png``, ``subset_indices.npy``
-            and ``corrupt_images.jsonl``. None writes nothing.
+        run_dir: the run's logs folder; receives ``corrupt_images.jsonl`` (images skipped as unreadable). None
+            writes nothing. Constructing writes no file: the trainer records the class distribution
+            (:meth:`write_class_distribution`) in its logs folder.
         progress: progress bars for the slow steps (indexing, building a device cache); ``--logging.progress_bar``.
 
     Attributes:
@@ -98,9 +99,6 @@ class ImageNetDataManager:
         self.manifest_report: Optional[ManifestReport] = None
         if cfg.cleaning_manifest is not None:
             self._apply_cleaning_manifest(Path(cfg.cleaning_manifest))
-        if self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.write_class_distribution(self.run_dir)
 
     def _apply_cleaning_manifest(self, directory: Path) -> None:
         """Remove and relabel training samples as the manifest in ``directory`` says (``--data.cleaning_manifest``).
@@ -232,6 +230,7 @@ class ImageNetDataManager:
         subset, val images), its bar chart ``class_distribution.png`` (bars labelled with the short names), and
         ``subset_indices.npy``; return the CSV."""
         out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
         full = class_counts(self.train_index.labels, self.num_classes)
         sub = class_counts(self.train_labels, self.num_classes)
         val = class_counts(self.val_index.labels[self.val_ids], self.num_classes)

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from core.checkpoint import atomic_write_text
+from core.atomic import atomic_write_text
 from core.label_noise import REMOVAL_FILE, RELABEL_FILE, detection_metrics
 from services.label_review.issues import IssueSet, ReviewInputError, ReviewItem
 
