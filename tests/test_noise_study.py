@@ -16,6 +16,7 @@ from services.noise_study import (CSV_COLUMNS, StudyConfig, add_comparisons, agg
                                   study_experiments, study_runs)
 
 STUDY_SCRIPT = PROJECT_ROOT / "experiments" / "label_noise_study" / "run_study.py"
+KEEP_SCRIPT = PROJECT_ROOT / "experiments" / "label_noise_study" / "keep_results.py"
 ABLATION_SCRIPT = PROJECT_ROOT / "experiments" / "label_noise_study" / "detection_ablation.py"
 
 
@@ -180,6 +181,18 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     assert "flip TTA" in sweep[-1]["scoring"] and (det / "ablation.md").is_file()
     wrong_row = run_script(ABLATION_SCRIPT, args + ["--experiment", "noise20"])
     assert wrong_row.returncode == 2 and "not a cleanlab row" in wrong_row.stderr
+
+    # the small files go to git; on a fresh machine they make the same command skip the finished rows
+    kept, fresh = tmp_path / "kept", tmp_path / "fresh"
+    assert run_script(KEEP_SCRIPT, [str(out), str(kept)]).returncode == 0
+    assert (kept / "noise20_cleanlab" / "detection" / "ablation.csv").is_file()
+    assert not list(kept.rglob("*.pt")) and not list(kept.rglob("*.npy"))
+    assert run_script(KEEP_SCRIPT, [str(fresh), str(kept), "--restore"]).returncode == 0
+    assert sorted(p.relative_to(fresh) for p in fresh.rglob("*")
+                  if p.is_file()) == sorted(p.relative_to(out) for p in out.glob("*/result.json"))
+    skipped = run_script(STUDY_SCRIPT, [*args[:1], str(fresh), *args[2:]])
+    assert skipped.returncode == 0 and skipped.stderr.count("not rerun") == 8, skipped.stderr[-4000:]
+    assert run_script(KEEP_SCRIPT, [str(tmp_path / "nowhere"), str(kept)]).returncode == 2
 
     changed = run_script(STUDY_SCRIPT, args[:-1] + ["4"])
     assert changed.returncode == 2 and "other settings" in changed.stderr
