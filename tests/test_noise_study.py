@@ -168,13 +168,14 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     # the detection ablation rescores the finished fold models with flip TTA and sweeps the rules; nothing trains
     det = out / "noise20_cleanlab" / "detection"
     model_times = sorted(p.stat().st_mtime_ns for p in det.glob("fold_*/models/*.pt"))
-    ablation = run_script(ABLATION_SCRIPT, args + ["--experiment", "noise20_cleanlab", "--hflip"])
+    ablation = run_script(ABLATION_SCRIPT, args + ["--experiment", "noise20_cleanlab", "--hflip", "--in_sample"])
     assert ablation.returncode == 0, ablation.stderr[-4000:]
     assert sorted(p.stat().st_mtime_ns for p in det.glob("fold_*/models/*.pt")) == model_times
     assert len(list(det.glob("fold_*/pred_probs_hflip.npy"))) == 2
     with open(det / "ablation.csv") as f:
         sweep = list(csv.DictReader(f))
-    assert len(sweep) == 2 * (len(FILTER_METHODS) + len(LABEL_QUALITY_SCORES))
+    assert len(sweep) == 4 * (len(FILTER_METHODS) + len(LABEL_QUALITY_SCORES))  # 2 scorings x 2 crops
+    assert sum(r["scoring"].startswith("in-sample (noise20)") for r in sweep) == len(sweep) // 2
     plain_default = next(r for r in sweep if r["rule"] == "filter_by=prune_by_noise_rate")  # the study's own rule
     assert float(plain_default["precision"]) == pytest.approx(metrics_20["precision"])
     assert float(plain_default["recall"]) == pytest.approx(metrics_20["recall"])

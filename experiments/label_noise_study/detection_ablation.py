@@ -2,12 +2,14 @@
 flips of a finished cleanlab row of the label-noise study, on the fold models that row already trained.
 
     python experiments/label_noise_study/detection_ablation.py <the study's own flags> \\
-        --experiment noise20_cleanlab [--hflip]
+        --experiment noise20_cleanlab [--hflip] [--in_sample]
 
 Rebuilds the row's noisy labels exactly as run_study.py does and checks them against the detection folder's
 ``train_ids.npy`` and ``noise_mask.npy``. Scores the plain out-of-sample probabilities and, with ``--hflip``, the
 same fold models with flip TTA (scoring only: the fold models are finished, nothing trains; about 3 min for
-Imagenette on the 2-core CPU). Writes ``<row>/detection/ablation.csv`` and ``ablation.md``: one line per
+Imagenette on the 2-core CPU). ``--in_sample`` also scores the training set with the study's own noisy row at the
+same rate (``noise20`` for ``noise20_cleanlab``): one model trained on all the noisy labels, so in-sample, which
+cleanlab warns against because a model that memorised the noise trusts it; a short schedule may not have. Writes ``<row>/detection/ablation.csv`` and ``ablation.md``: one line per
 (scoring, rule) from :func:`services.label_issues.detection_sweep`. The truth is used only to score.
 """
 
@@ -24,7 +26,7 @@ import numpy as np
 
 from core.data.manager import ImageNetDataManager
 from core.label_noise import inject_symmetric_noise
-from services.label_issues import detection_sweep, out_of_sample_pred_probs
+from services.label_issues import detection_sweep, eval_loader, out_of_sample_pred_probs, predict_proba
 from services.noise_study import parse_study_config, run_config, study_runs
 
 log = logging.getLogger(__name__)
@@ -32,11 +34,42 @@ COLUMNS = ("scoring", "rule", "num_flagged", "precision", "recall", "f1", "meets
            "precision_at_recall", "recall_at_precision", "curve_meets_targets")
 
 
+def in_sample_rows(run_cfg, study, data: ImageNetDataManager, noise_mask: np.ndarray, experiment: str,
+                   noise_rate: float, hflip: bool) -> list[dict]:
+    """Sweep rows for the probabilities that the study's noisy row at ``noise_rate`` (trained on all of ``data``'s
+    labels, finished) gives its own training set, centre crop and, with ``hflip``, flip TTA.
+
+    Raises:
+        FileNotFoundError: that row has not finished (no result.json).
+    """
+    from core.cli import build_trainer
+
+    seed_suffix = experiment[len(experiment.split("_seed")[0]):]  # '' or '_seed1'
+    name = f"noise{noise_rate * 100:g}{seed_suffix}"
+    row_dir = Path(run_cfg.logging.output_dir) / name
+    if not (row_dir / "result.json").is_file():
+        raise FileNotFoundError(f"--in_sample needs the finished {name} row ({row_dir / 'result.json'}); run the "
+                                f"study first")
+    trainer = build_trainer(run_config(run_cfg, row_dir, name, study.group), data=data)
+    trainer.fit()  # complete already: trains nothing, loads the final weights
+    loader = eval_loader(data, data.train_ids, data.train_labels, max(1, 2 * run_cfg.training.batch_size))
+    rows = []
+    for flip in (False, True) if hflip else (False,):
+        probs = predict_proba(trainer.unwrapped_model(), loader, trainer.device, trainer.amp_dtype,
+                              progress=run_cfg.logging.progress_bar, desc=f"scoring with {name}", hflip=flip)
+        scoring = f"in-sample ({name}), {'flip TTA' if flip else 'centre crop'}"
+        rows += [{"scoring": scoring, **r} for r in detection_sweep(data.train_labels, probs, noise_mask)]
+    trainer.close()
+    return rows
+
+
 def run(argv: list[str]) -> int:
     extra = argparse.ArgumentParser(add_help=False)
     extra.add_argument("--experiment", default="noise20_cleanlab",
                        help="the cleanlab row's run folder, e.g. noise20_cleanlab or noise20_cleanlab_seed1")
     extra.add_argument("--hflip", action="store_true", help="also score the fold models with flip TTA")
+    extra.add_argument("--in_sample", action="store_true",
+                       help="also score with the finished noisy row's model (in-sample probabilities)")
     args, rest = extra.parse_known_args(argv)
     cfg, study, cl = parse_study_config(Path(__file__).parent, rest, __doc__)
     runs = {name: (spec, seed) for spec, seed, name in study_runs(study, cfg.training.seed)}
@@ -65,6 +98,10 @@ def run(argv: list[str]) -> int:
         probs = out_of_sample_pred_probs(det_cfg, data, det_dir, cl.folds, cl.fold_seed, hflip=hflip)
         scoring = f"{cl.folds}-fold, {'flip TTA' if hflip else 'centre crop'}"
         rows += [{"scoring": scoring, **r} for r in detection_sweep(data.train_labels, probs, noisy.noise_mask)]
+
+    if args.in_sample:
+        rows += in_sample_rows(run_cfg, study, data, noisy.noise_mask, args.experiment, spec.noise_rate,
+                               args.hflip)
 
     with open(det_dir / "ablation.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
