@@ -9,8 +9,10 @@ Rebuilds the row's noisy labels exactly as run_study.py does and checks them aga
 same fold models with flip TTA (scoring only: the fold models are finished, nothing trains; about 3 min for
 Imagenette on the 2-core CPU). ``--in_sample`` also scores the training set with the study's own noisy row at the
 same rate (``noise20`` for ``noise20_cleanlab``): one model trained on all the noisy labels, so in-sample, which
-cleanlab warns against because a model that memorised the noise trusts it; a short schedule may not have. Writes ``<row>/detection/ablation.csv`` and ``ablation.md``: one line per
-(scoring, rule) from :func:`services.label_issues.detection_sweep`. The truth is used only to score.
+cleanlab warns against because a model that memorised the noise trusts it; a short schedule may not have. With
+more than one scoring, their mean (an ensemble) is swept too. Writes ``<row>/detection/ablation.csv`` and
+``ablation.md``: one line per (scoring, rule) from :func:`services.label_issues.detection_sweep`. The truth is
+used only to score.
 """
 
 from __future__ import annotations
@@ -34,10 +36,10 @@ COLUMNS = ("scoring", "rule", "num_flagged", "precision", "recall", "f1", "meets
            "precision_at_recall", "recall_at_precision", "curve_meets_targets")
 
 
-def in_sample_rows(run_cfg, study, data: ImageNetDataManager, noise_mask: np.ndarray, experiment: str,
-                   noise_rate: float, hflip: bool) -> list[dict]:
-    """Sweep rows for the probabilities that the study's noisy row at ``noise_rate`` (trained on all of ``data``'s
-    labels, finished) gives its own training set, centre crop and, with ``hflip``, flip TTA.
+def in_sample_probs(run_cfg, study, data: ImageNetDataManager, experiment: str, noise_rate: float,
+                    hflip: bool) -> dict[str, np.ndarray]:
+    """The (M, C) probabilities that the study's noisy row at ``noise_rate`` (trained on all of ``data``'s labels,
+    finished) gives its own training set, centre crop and, with ``hflip``, flip TTA, keyed by scoring name.
 
     Raises:
         FileNotFoundError: that row has not finished (no result.json).
@@ -53,14 +55,11 @@ def in_sample_rows(run_cfg, study, data: ImageNetDataManager, noise_mask: np.nda
     trainer = build_trainer(run_config(run_cfg, row_dir, name, study.group), data=data)
     trainer.fit()  # complete already: trains nothing, loads the final weights
     loader = eval_loader(data, data.train_ids, data.train_labels, max(1, 2 * run_cfg.training.batch_size))
-    rows = []
-    for flip in (False, True) if hflip else (False,):
-        probs = predict_proba(trainer.unwrapped_model(), loader, trainer.device, trainer.amp_dtype,
-                              progress=run_cfg.logging.progress_bar, desc=f"scoring with {name}", hflip=flip)
-        scoring = f"in-sample ({name}), {'flip TTA' if flip else 'centre crop'}"
-        rows += [{"scoring": scoring, **r} for r in detection_sweep(data.train_labels, probs, noise_mask)]
+    probs = {f"in-sample ({name}), {'flip TTA' if flip else 'centre crop'}": predict_proba(
+        trainer.unwrapped_model(), loader, trainer.device, trainer.amp_dtype, progress=run_cfg.logging.progress_bar,
+        desc=f"scoring with {name}", hflip=flip) for flip in ((False, True) if hflip else (False,))}
     trainer.close()
-    return rows
+    return probs
 
 
 def run(argv: list[str]) -> int:
@@ -93,15 +92,15 @@ def run(argv: list[str]) -> int:
                          f"the rebuilt ones): pass exactly the study's flags")
 
     det_cfg = run_config(run_cfg, det_dir, f"{args.experiment}-detect", study.group)
-    rows = []
-    for hflip in (False, True) if args.hflip else (False,):
-        probs = out_of_sample_pred_probs(det_cfg, data, det_dir, cl.folds, cl.fold_seed, hflip=hflip)
-        scoring = f"{cl.folds}-fold, {'flip TTA' if hflip else 'centre crop'}"
-        rows += [{"scoring": scoring, **r} for r in detection_sweep(data.train_labels, probs, noisy.noise_mask)]
-
+    scorings = {f"{cl.folds}-fold, {'flip TTA' if hflip else 'centre crop'}":
+                out_of_sample_pred_probs(det_cfg, data, det_dir, cl.folds, cl.fold_seed, hflip=hflip)
+                for hflip in ((False, True) if args.hflip else (False,))}
     if args.in_sample:
-        rows += in_sample_rows(run_cfg, study, data, noisy.noise_mask, args.experiment, spec.noise_rate,
-                               args.hflip)
+        scorings.update(in_sample_probs(run_cfg, study, data, args.experiment, spec.noise_rate, args.hflip))
+    if len(scorings) > 1:  # an ensemble: the mean of every probability set above
+        scorings["mean of the scorings above"] = np.mean(list(scorings.values()), axis=0)
+    rows = [{"scoring": scoring, **r} for scoring, probs in scorings.items()
+            for r in detection_sweep(data.train_labels, probs, noisy.noise_mask)]
 
     with open(det_dir / "ablation.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
