@@ -56,7 +56,7 @@ def make_issues_dir(base: Path) -> Path:
     probs[hard, truth[hard]], probs[hard, other] = probs[hard, other], probs[hard, truth[hard]]
     folds = stratified_folds(data.train_labels, FOLDS, 0)
 
-    def out_of_sample(cfg_, data_, out_dir, k, fold_seed=0):
+    def out_of_sample(cfg_, data_, out_dir, k, fold_seed=0, hflip=False):
         out_dir.mkdir(parents=True, exist_ok=True)
         np.save(out_dir / "folds.npy", folds)
         for f in range(k):
