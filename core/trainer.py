@@ -365,13 +365,14 @@ class ImageNetTrainer:
                 if self._stop_signal is not None:
                     interrupted = True
                     break
-        if self.state.epoch >= t.epochs and not last_eval and self.resumed_from is not None:
+        reopened = self.state.epoch >= t.epochs and not last_eval and self.resumed_from is not None
+        if reopened:
             log.info("the run in %s is already complete (%d/%d epochs)", self.models_dir, self.state.epoch, t.epochs)
         self.close()
         result = {"best_top1": self.state.best_top1, "best_epoch": self.state.best_epoch,
                   "epochs_completed": self.state.epoch, "final": last_eval, "interrupted": interrupted,
                   "stopped_early": stopped_early, "resumed_from": str(self.resumed_from) if self.resumed_from else None}
-        self._finish(result)
+        self._finish(result, keep_summary=reopened)
         return result
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
@@ -619,7 +620,9 @@ class ImageNetTrainer:
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         atomic_write_text(self.logs_dir / "run_info.json", json.dumps(info, indent=2))
 
-    def _finish(self, result: dict[str, Any]) -> None:
+    def _finish(self, result: dict[str, Any], keep_summary: bool = False) -> None:
+        """Curves, summary.json (kept as it is when ``keep_summary`` and it exists: a finished run reopened to
+        score it trained nothing, and its summary holds the final metrics and wall time), loggers closed."""
         if not self.is_main:
             return
         bad = self.data.corrupt_images()
@@ -636,7 +639,8 @@ class ImageNetTrainer:
         except Exception as e:  # a plot is a report, never a reason to fail a finished run
             log.warning("could not draw training curves (%s)", e)
         summary = {**result, "wall_time_s": time.time() - process_start_time()}  # this process, start to end
-        atomic_write_text(self.logs_dir / "summary.json", json.dumps(summary, indent=2))
+        if not (keep_summary and (self.logs_dir / "summary.json").is_file()):
+            atomic_write_text(self.logs_dir / "summary.json", json.dumps(summary, indent=2))
         if self.tensorboard is not None:
             self.tensorboard.close()
         if self.wandb_run is not None:

@@ -150,9 +150,13 @@ def test_early_stopping(tmp_path):
 
 def test_finished_run_resumes_as_complete(tmp_path):
     ImageNetTrainer(tiny_config(tmp_path, training={"epochs": 1})).fit()
+    summary = (tmp_path / "run" / "logs" / "summary.json").read_text()
     result = ImageNetTrainer(tiny_config(tmp_path, training={"epochs": 1, "resume": "auto"})).fit()
     assert result["epochs_completed"] == 1 and result["resumed_from"].endswith("last.pt")
     assert len((tmp_path / "run" / "logs" / "metrics.jsonl").read_text().splitlines()) == 1
+    # reopening a finished run (to score it) trains nothing and keeps its summary: final metrics, wall time
+    assert (tmp_path / "run" / "logs" / "summary.json").read_text() == summary
+    assert json.loads(summary)["final"]["val_top1"] >= 0
 
 
 # --- interruption: real subprocesses ----------------------------------------------------------------------------
