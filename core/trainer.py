@@ -114,7 +114,6 @@ class ImageNetTrainer:
         t = cfg.training
         self.rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         self.world_size = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0")) if self.world_size > 1 else 0
         self.logs_dir, self.models_dir = cfg.logging.logs_dir, cfg.logging.models_dir
         if self.is_main:
             self.logs_dir.mkdir(parents=True, exist_ok=True)

@@ -326,8 +326,9 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
                         original_labels: Optional[np.ndarray] = None) -> LabelIssueResult:
     """The whole detection: K-fold probabilities → cleanlab → manifest, written to ``out_dir``.
 
-    Writes ``pred_probs.npy`` and ``given_labels.npy`` (row i for sample id ``train_ids.npy[i]``), ``label_issues.csv`` (one row per
-    flagged sample: id, path, given, predicted, confidence, action), ``removal_list.txt``, ``relabel_map.json``
+    Writes ``pred_probs.npy`` and ``given_labels.npy`` (row i for sample id ``train_ids.npy[i]``),
+    ``label_issues.csv`` (one row per flagged sample: id, path, given, predicted, confidence, action),
+    ``removal_list.txt``, ``relabel_map.json``
     and, when ``noise_mask`` is given, ``noise_mask.npy`` and ``detection_metrics.json``: precision, recall and
     F1 of the flagged set against the injected noise, overall and per given class ("per_class", with WNIDs), plus
     how many relabels restored the original label.

@@ -26,28 +26,27 @@ from pathlib import Path
 
 import numpy as np
 
+from core.config import ExperimentConfig
 from core.data.manager import ImageNetDataManager
 from core.label_noise import inject_symmetric_noise
 from services.label_issues import detection_sweep, eval_loader, out_of_sample_pred_probs, predict_proba
-from services.noise_study import parse_study_config, run_config, study_runs
+from services.noise_study import StudyConfig, parse_study_config, run_config, study_runs
 
 log = logging.getLogger(__name__)
 COLUMNS = ("scoring", "rule", "num_flagged", "precision", "recall", "f1", "meets_targets", "average_precision",
            "precision_at_recall", "recall_at_precision", "curve_meets_targets")
 
 
-def in_sample_probs(run_cfg, study, data: ImageNetDataManager, experiment: str, noise_rate: float,
+def in_sample_probs(run_cfg: ExperimentConfig, study: StudyConfig, data: ImageNetDataManager, name: str,
                     hflip: bool) -> dict[str, np.ndarray]:
-    """The (M, C) probabilities that the study's noisy row at ``noise_rate`` (trained on all of ``data``'s labels,
-    finished) gives its own training set, centre crop and, with ``hflip``, flip TTA, keyed by scoring name.
+    """The (M, C) probabilities that the study's finished noisy row ``name`` (trained on all of ``data``'s labels)
+    gives its own training set, centre crop and, with ``hflip``, flip TTA, keyed by scoring name.
 
     Raises:
         FileNotFoundError: that row has not finished (no result.json).
     """
     from core.cli import build_trainer
 
-    seed_suffix = experiment[len(experiment.split("_seed")[0]):]  # '' or '_seed1'
-    name = f"noise{noise_rate * 100:g}{seed_suffix}"
     row_dir = Path(run_cfg.logging.output_dir) / name
     if not (row_dir / "result.json").is_file():
         raise FileNotFoundError(f"--in_sample needs the finished {name} row ({row_dir / 'result.json'}); run the "
@@ -96,7 +95,12 @@ def run(argv: list[str]) -> int:
                 out_of_sample_pred_probs(det_cfg, data, det_dir, cl.folds, cl.fold_seed, hflip=hflip)
                 for hflip in ((False, True) if args.hflip else (False,))}
     if args.in_sample:
-        scorings.update(in_sample_probs(run_cfg, study, data, args.experiment, spec.noise_rate, args.hflip))
+        noisy_row = next((name for name, (s, sd) in runs.items() if sd == seed and s.noise_rate == spec.noise_rate
+                          and s.cleaning == "none"), None)  # the same flips, kept: e.g. noise20 for noise20_cleanlab
+        if noisy_row is None:
+            raise ValueError(f"--in_sample: this study has no noisy row at {spec.noise_rate:g} with seed {seed} "
+                             f"(--study.repeat_experiments must include it for seed {seed})")
+        scorings.update(in_sample_probs(run_cfg, study, data, noisy_row, args.hflip))
     if len(scorings) > 1:  # an ensemble: the mean of every probability set above
         scorings["mean of the scorings above"] = np.mean(list(scorings.values()), axis=0)
     rows = [{"scoring": scoring, **r} for scoring, probs in scorings.items()
