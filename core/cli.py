@@ -102,11 +102,13 @@ def build_trainer(cfg: ExperimentConfig, data: Optional[ImageNetDataManager] = N
 
     from core.logger import setup_logging
     from core.lr_finder import lr_finder_before_run
+    from core.step import build_run_data
     from core.trainer import ImageNetTrainer
 
     if cfg.training.lr_finder:  # the sweep's log lines go to the run's train.log, as the training's do
-        setup_logging(cfg.logging.logs_dir, cfg.logging.log_level,
-                      torch.distributed.get_rank() if torch.distributed.is_initialized() else 0)
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        setup_logging(cfg.logging.logs_dir, cfg.logging.log_level, rank)
+        data = data or build_run_data(cfg, rank)  # one manager (one file index) for the sweep and the run
     return ImageNetTrainer(lr_finder_before_run(cfg, data), data=data)
 
 

@@ -104,7 +104,8 @@ class MetricsLogger:
     Keys written by the trainer: epoch (1-based), train_loss, train_top1 (%), val_loss, val_top1 (%),
     val_top5 (%), the same with an ``_ema`` suffix when EMA is on, lr (at the epoch's end), images_per_sec
     (training throughput), epoch_time_s (training only, s), eval_time_s (evaluation, s; epochs that evaluate),
-    wall_time_s (s from this process's start to the epoch's end, :func:`process_start_time`), and
+    wall_time_s (s from this process's start to the epoch's end, :func:`process_start_time`), run_time_s (s of
+    training, evaluation and checkpointing up to the epoch's end, summed over every session of a resumed run), and
     peak_gpu_mem_mb on CUDA. NaN values are written as null.
 
     Args:
@@ -218,6 +219,7 @@ def layer_statistics(model: torch.nn.Module, grad_scale: float = 1.0) -> dict[st
 
 _TENSORBOARD_TAGS = {"lr": "lr", "images_per_sec": "throughput/images_per_sec", "epoch_time_s": "time/epoch_s",
                      "eval_time_s": "time/eval_s", "wall_time_s": "time/wall_s",
+                     "run_time_s": "time/run_s",
                      "peak_gpu_mem_mb": "memory/peak_gpu_mem_mb"}
 
 

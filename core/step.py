@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -12,6 +12,9 @@ import torch.nn as nn
 from core.checkpoint import load_initial_weights
 from core.config import ExperimentConfig, TrainingConfig
 from core.model import build_model
+
+if TYPE_CHECKING:
+    from core.data.manager import ImageNetDataManager
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -159,6 +162,19 @@ def run_num_classes(cfg: ExperimentConfig, classes: Sequence[str]) -> int:
     if num_classes < len(classes):
         raise ValueError(f"--model.num_classes {num_classes} is smaller than the {len(classes)} classes in the data")
     return num_classes
+
+
+def build_run_data(cfg: ExperimentConfig, rank: int = 0) -> "ImageNetDataManager":
+    """The data manager a run trains on, as the trainer and the LR finder before it share it: built from
+    ``cfg.data`` with the run's seed; rank 0 reports unreadable images in ``<output_dir>/logs``.
+
+    Raises:
+        FileNotFoundError / ValueError: a bad ``--data.*`` setting (:class:`core.data.manager.ImageNetDataManager`).
+    """
+    from core.data.manager import ImageNetDataManager
+
+    return ImageNetDataManager(cfg.data, seed=cfg.training.seed, run_dir=cfg.logging.logs_dir if rank == 0 else None,
+                               progress=cfg.logging.progress_bar)
 
 
 def build_run_model(cfg: ExperimentConfig, classes: Sequence[str], model: Optional[nn.Module] = None) -> nn.Module:

@@ -29,9 +29,9 @@ from core.logger import (MetricsLogger, TensorBoardLogger, finish_wandb, git_com
                          process_start_time, progress_bar, setup_logging)
 from core.preprocessing import CHECKPOINT_KEY as PREPROCESSING_KEY, PreprocessingSpec
 from core.schedules import build_scheduler, resolution_at
-from core.step import (build_batch_mix, build_criterion, build_ema, build_optimizer, build_run_model,
-                       configure_determinism, forward_backward, memory_format_for, optimizer_step, resolve_amp,
-                       run_device, run_num_classes)
+from core.step import (build_batch_mix, build_criterion, build_ema, build_optimizer, build_run_data,
+                       build_run_model, configure_determinism, forward_backward, memory_format_for, optimizer_step,
+                       resolve_amp, run_device, run_num_classes)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class TrainState:
     epoch_correct: int = 0
     epoch_seen: int = 0
     epoch_train_time_s: float = 0.0
+    run_time_s: float = 0.0  # fit()'s seconds (train, eval, checkpoints) behind this state, over every session
     epoch_checkpoints: list = field(default_factory=list)  # [[epoch, val_top1], ...] of epoch_NNN.pt files kept
 
 
@@ -125,8 +126,7 @@ class ImageNetTrainer:
         configure_determinism(t.deterministic, self.device)
         torch.manual_seed(t.seed)
 
-        self.data = data or ImageNetDataManager(cfg.data, seed=t.seed, run_dir=self.logs_dir if self.is_main else None,
-                                                progress=cfg.logging.progress_bar)
+        self.data = data or build_run_data(cfg, self.rank)
         if self.is_main:  # what this run trains on: per-class counts, chart, subset ids
             self.data.write_class_distribution(self.logs_dir)
         self.model = build_run_model(cfg, self.data.classes, model)
@@ -163,6 +163,7 @@ class ImageNetTrainer:
         self._stop_signal: Optional[int] = None
         self.resumed_from: Optional[Path] = None
         self._maybe_resume()
+        self._clock = time.perf_counter()  # run_time_s counts from here (fit() restarts it)
 
     # -- properties -------------------------------------------------------------------------------------------
     @property
@@ -258,9 +259,17 @@ class ImageNetTrainer:
             "torch_version": str(torch.__version__),
         }
 
+    def _tick(self) -> float:
+        """Add the seconds since the last tick to ``state.run_time_s`` and return the total."""
+        now = time.perf_counter()
+        self.state.run_time_s += now - self._clock
+        self._clock = now
+        return self.state.run_time_s
+
     def save_last(self) -> Path:
         """Write ``models/last.pt`` atomically (rank 0 only) and return its path."""
         path = self.models_dir / "last.pt"
+        self._tick()  # the checkpoint carries the time spent on the work it holds
         if self.is_main:
             atomic_torch_save(self.checkpoint_dict(), path)
         return path
@@ -324,7 +333,9 @@ class ImageNetTrainer:
 
         Returns:
             {"best_top1", "best_epoch", "epochs_completed", "final" (the last evaluation: val_loss, val_top1,
-            val_top5, and the same with ``_ema`` when EMA is on), "interrupted", "stopped_early", "resumed_from"}.
+            val_top5, and the same with ``_ema`` when EMA is on), "interrupted", "stopped_early", "resumed_from",
+            "run_time_s" (s of training, evaluation and checkpoints over every session of the run, start-ups
+            excluded: a resumed run's real cost, where summary.json's wall_time_s is this process's)}.
 
         Raises:
             NonFiniteLossError: the loss became NaN/Inf (the last good checkpoint is kept).
@@ -348,6 +359,7 @@ class ImageNetTrainer:
                  self.world_size, self.steps_per_epoch)
         interrupted = stopped_early = False
         last_eval: dict[str, float] = {}
+        self._clock = time.perf_counter()
         with self._graceful_stop():
             while self.state.epoch < t.epochs:
                 epoch = self.state.epoch
@@ -370,7 +382,8 @@ class ImageNetTrainer:
         self.close()
         result = {"best_top1": self.state.best_top1, "best_epoch": self.state.best_epoch,
                   "epochs_completed": self.state.epoch, "final": last_eval, "interrupted": interrupted,
-                  "stopped_early": stopped_early, "resumed_from": str(self.resumed_from) if self.resumed_from else None}
+                  "stopped_early": stopped_early, "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+                  "run_time_s": self.state.run_time_s if reopened else self._tick()}
         self._finish(result, keep_summary=reopened)
         return result
 
@@ -559,6 +572,7 @@ class ImageNetTrainer:
                 record.update(val)
             record["eval_time_s"] = time.perf_counter() - eval_start
         record["wall_time_s"] = time.time() - process_start_time()  # time-to-accuracy counts from process start
+        record["run_time_s"] = self._tick()  # the same over every session of a resumed run, start-ups excluded
         if self.device.type == "cuda":
             record["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 20
         # the model a user would deploy is judged: the EMA weights when they exist

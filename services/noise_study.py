@@ -27,8 +27,10 @@ log = logging.getLogger(__name__)
 RESULT_FILE = "result.json"
 CSV_COLUMNS = ("experiment", "description", "noise_rate", "cleaning", "train_images", "flipped", "restored",
                "removed", "relabelled", "wrong_labels", "top1", "top5", "best_top1", "drop_from_clean",
-               "recovered", "precision", "recall", "f1", "train_time_s", "seeds", "top1_spread")
-"""results.csv: one row per experiment; numbers are means over its seeds, top1_spread the half-range of top-1."""
+               "recovered", "precision", "recall", "f1", "train_time_s", "run_time_s", "seeds", "top1_spread")
+"""results.csv: one row per experiment; numbers are means over its seeds, top1_spread the half-range of top-1.
+train_time_s is the wall time of the process that finished the row (detection and training; less when it resumed
+an interrupted row), run_time_s the final model's training, evaluation and checkpoints over every session."""
 RUN_COLUMNS = ("run", "seed") + CSV_COLUMNS[:-2]
 """runs.csv: one row per training run (experiment and seed)."""
 
@@ -201,6 +203,14 @@ def _conflicts(saved: Any, now: Any, path: str = "") -> list[str]:
     return [] if saved == now else [f"{path.lstrip('/')}: {saved!r} -> {now!r}"]
 
 
+def study_noise(base: ImageNetDataManager, rate: float, study: StudyConfig) -> NoisyLabels:
+    """The study's flips at ``rate``: symmetric noise over ``base``'s training labels drawn with
+    ``--study.noise_seed``, the same for every row and training seed at that rate (:func:`inject_symmetric_noise`)."""
+    noisy = inject_symmetric_noise(base.train_labels, rate, base.num_classes, study.noise_seed)
+    assert noisy.num_flipped == exact_count(rate, base.train_labels.size)
+    return noisy
+
+
 def run_config(cfg: ExperimentConfig, run_dir: Path, name: str, group: str) -> ExperimentConfig:
     """``cfg`` writing to ``run_dir`` as run '<group>-<name>' (a study row, or its detection's fold runs)."""
     return dataclasses.replace(cfg, logging=dataclasses.replace(
@@ -280,7 +290,7 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
                                f"continue")
     final = result["final"] or trainer.evaluate()  # empty when the run had already finished (resumed complete)
     row.update(top1=final["val_top1"], top5=final["val_top5"], best_top1=result["best_top1"],
-               train_time_s=round(time.perf_counter() - started, 1))
+               train_time_s=round(time.perf_counter() - started, 1), run_time_s=round(result["run_time_s"], 1))
     tmp = run_dir / f".{RESULT_FILE}.tmp"
     tmp.write_text(json.dumps({"fingerprint": fingerprint, "row": row}, indent=2) + "\n")
     tmp.replace(result_file)
@@ -347,10 +357,7 @@ def run_study(cfg: ExperimentConfig, study: StudyConfig, cl: ConfidentLearningCo
     if base.using_bundled_sample:
         log.warning("label-noise study on the BUNDLED SAMPLE (%d train / %d val images): a smoke run; pass "
                     "--data.root for a real one", len(base.train_ids), len(base.val_ids))
-    noisy = {rate: inject_symmetric_noise(base.train_labels, rate, base.num_classes, study.noise_seed)
-             for rate in (*study.noise_rates, *study.noise_only_rates)}
-    for rate, n in noisy.items():
-        assert n.num_flipped == exact_count(rate, base.train_labels.size)
+    noisy = {rate: study_noise(base, rate, study) for rate in (*study.noise_rates, *study.noise_only_rates)}
     runs: list[dict[str, Any]] = []
     for spec, seed, name in study_runs(study, cfg.training.seed):
         log.info("=== %s: %s, seed %d ===", name, spec.description, seed)

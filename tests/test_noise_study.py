@@ -128,6 +128,7 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
         assert int(r["flipped"]) == flipped.get(rate, 0), r
         assert int(r["restored"]) == expected_restored.get(r["experiment"], 0), r
         assert 0 <= float(r["top1"]) <= float(r["top5"]) <= 100
+        assert 0 < float(r["run_time_s"]) < float(r["train_time_s"])  # one session: training within the row's time
         run = out / r["experiment"]
         ids, labels = np.load(run / "train_ids.npy"), np.load(run / "train_labels.npy")
         info = json.loads((run / "labels.json").read_text())

@@ -12,6 +12,7 @@ import torch
 from conftest import PROJECT_ROOT, run_script, tiny_config
 from core.checkpoint import atomic_torch_save, load_checkpoint
 from core.cli import build_trainer, experiment_config, with_default_init
+from core.data.manager import ImageNetDataManager
 from core.trainer import ImageNetTrainer
 
 EXPERIMENTS = PROJECT_ROOT / "experiments"
@@ -97,9 +98,13 @@ def test_label_mapping_repair(tmp_path, phase1_best):
     assert missing.returncode == 2 and "--checkpoint" in missing.stderr
 
 
-def test_lr_finder_before_a_fresh_run(tmp_path, phase1_best):
+def test_lr_finder_before_a_fresh_run(tmp_path, phase1_best, monkeypatch):
     cfg = tiny_config(tmp_path, training={"epochs": 1, "init_from": phase1_best, "lr_finder": True, "lr": 1.0})
+    built = []
+    init = ImageNetDataManager.__init__
+    monkeypatch.setattr(ImageNetDataManager, "__init__", lambda self, *a, **k: built.append(1) or init(self, *a, **k))
     trainer = build_trainer(cfg)  # the entry points' set-up: the sweep first, then the trainer
+    assert len(built) == 1  # one data manager (one file index) serves the sweep and the run
     start = load_checkpoint(phase1_best)["model"]
     for k, v in trainer.unwrapped_model().state_dict().items():  # the sweep left the loaded weights alone
         assert torch.equal(v, start[k]), k

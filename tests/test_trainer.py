@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import os
 import signal
 import subprocess
@@ -157,6 +156,8 @@ def test_finished_run_resumes_as_complete(tmp_path):
     # reopening a finished run (to score it) trains nothing and keeps its summary: final metrics, wall time
     assert (tmp_path / "run" / "logs" / "summary.json").read_text() == summary
     assert json.loads(summary)["final"]["val_top1"] >= 0
+    # its stored time (to the last checkpoint, so a little under the summary's), not 0 nor a new count
+    assert result["run_time_s"] == pytest.approx(json.loads(summary)["run_time_s"], rel=0.2)
 
 
 # --- interruption: real subprocesses ----------------------------------------------------------------------------
@@ -243,6 +244,11 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
                              text=True, timeout=300)
     assert resumed.returncode == 0 and "resumed from" in resumed.stderr
     assert load_checkpoint(tmp_path / "spot" / "models" / "last.pt")["epoch"] == 2
+    # run_time_s carries the first session's time on: the whole run's cost, not the resumed process's
+    first = saved["train_state"]["run_time_s"]
+    summary = json.loads((tmp_path / "spot" / "logs" / "summary.json").read_text())
+    records = [json.loads(line) for line in (tmp_path / "spot" / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert 0.5 < first < records[-1]["run_time_s"] <= summary["run_time_s"]
 
 
 def test_monitoring_tensorboard_wandb_and_curves(tmp_path, monkeypatch, one_torch_thread):
@@ -341,6 +347,8 @@ def test_channels_last_on_the_cpu_and_metrics_carry_wall_time(tmp_path):
     record = json.loads((tmp_path / "run" / "logs" / "metrics.jsonl").read_text().splitlines()[0])
     summary = json.loads((tmp_path / "run" / "logs" / "summary.json").read_text())
     assert 0 < record["eval_time_s"] < record["wall_time_s"] <= summary["wall_time_s"]
+    assert record["eval_time_s"] < record["run_time_s"] < record["wall_time_s"]  # fit() only, start-up excluded
+    assert record["run_time_s"] <= summary["run_time_s"] < summary["wall_time_s"]
     off = tiny_config(tmp_path / "off", model={"channels_last": False})
     assert ImageNetTrainer(off).memory_format == torch.preserve_format
 

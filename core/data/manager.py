@@ -219,9 +219,9 @@ class ImageNetDataManager:
         return other
 
     def with_train_subset(self, sample_ids: np.ndarray, labels: Optional[np.ndarray] = None,
-                          run_dir: Optional[Path] = None) -> "ImageNetDataManager":
-        """:meth:`clone`, then :meth:`set_train_subset` (``sample_ids``, ``labels``) on the clone."""
-        other = self.clone(run_dir)
+                          run_dir: Optional[Path] = None, seed: Optional[int] = None) -> "ImageNetDataManager":
+        """:meth:`clone` (``run_dir``, ``seed``), then :meth:`set_train_subset` (``sample_ids``, ``labels``) on it."""
+        other = self.clone(run_dir, seed)
         other.set_train_subset(sample_ids, labels)
         return other
 

@@ -28,9 +28,8 @@ import numpy as np
 
 from core.config import ExperimentConfig
 from core.data.manager import ImageNetDataManager
-from core.label_noise import inject_symmetric_noise
 from services.label_issues import detection_sweep, eval_loader, out_of_sample_pred_probs, predict_proba
-from services.noise_study import StudyConfig, parse_study_config, run_config, study_runs
+from services.noise_study import StudyConfig, parse_study_config, run_config, study_noise, study_runs
 
 log = logging.getLogger(__name__)
 COLUMNS = ("scoring", "rule", "num_flagged", "precision", "recall", "f1", "meets_targets", "average_precision",
@@ -82,9 +81,8 @@ def run(argv: list[str]) -> int:
                                 f"row first (run_study.py with the same flags)")
     run_cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, seed=seed))
     base = ImageNetDataManager(cfg.data, seed=seed, progress=cfg.logging.progress_bar)
-    noisy = inject_symmetric_noise(base.train_labels, spec.noise_rate, base.num_classes, study.noise_seed)
-    data = base.clone(seed=seed)
-    data.set_train_subset(base.train_ids, noisy.labels)
+    noisy = study_noise(base, spec.noise_rate, study)
+    data = base.with_train_subset(base.train_ids, noisy.labels, seed=seed)
     if not (np.array_equal(np.load(det_dir / "train_ids.npy"), data.train_ids)
             and np.array_equal(np.load(det_dir / "noise_mask.npy"), noisy.noise_mask)):
         raise ValueError(f"{det_dir} was not made with these flags (its train_ids.npy or noise_mask.npy differ from "
