@@ -288,7 +288,8 @@ def detection_sweep(labels: np.ndarray, pred_probs: np.ndarray, noise_mask: np.n
 def manifest_from_issues(sample_ids: np.ndarray, labels: np.ndarray, pred_probs: np.ndarray, issues: np.ndarray,
                          relabel_threshold: float) -> CleaningManifest:
     """Relabel a flagged sample to its predicted class when ``pred_probs[i, predicted] >= relabel_threshold`` and
-    the prediction differs from the given label; remove every other flagged sample.
+    the prediction differs from the given label; remove every other flagged sample. ``relabel_threshold`` 1.0
+    relabels nothing (the remove-only policy), even where float32 probabilities saturate at exactly 1.
 
     Args:
         sample_ids: (M,) full-split ids; labels: (M,) given labels; pred_probs: (M, C); issues: (M,) bool.
@@ -298,7 +299,7 @@ def manifest_from_issues(sample_ids: np.ndarray, labels: np.ndarray, pred_probs:
     """
     pred = pred_probs.argmax(1)
     conf = pred_probs[np.arange(len(pred)), pred]
-    relabel = issues & (pred != labels) & (conf >= relabel_threshold)
+    relabel = issues & (pred != labels) & (conf >= relabel_threshold) & (relabel_threshold < 1.0)
     remove = issues & ~relabel
     return CleaningManifest(remove=np.sort(sample_ids[remove]), relabel_ids=sample_ids[relabel],
                             relabel_to=pred[relabel])
@@ -323,7 +324,8 @@ class LabelIssueResult:
 
 def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_dir: Path,
                         cl: ConfidentLearningConfig, noise_mask: Optional[np.ndarray] = None,
-                        original_labels: Optional[np.ndarray] = None) -> LabelIssueResult:
+                        original_labels: Optional[np.ndarray] = None, folds_dir: Optional[Path] = None
+                        ) -> LabelIssueResult:
     """The whole detection: K-fold probabilities → cleanlab → manifest, written to ``out_dir``.
 
     Writes ``pred_probs.npy`` and ``given_labels.npy`` (row i for sample id ``train_ids.npy[i]``),
@@ -341,9 +343,14 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
         cl: folds, filter and relabel threshold.
         noise_mask: (M,) bool injected flips, for evaluation only (never seen by the detector).
         original_labels: (M,) labels before injection, to score relabels.
+        folds_dir: where the K fold runs live (default ``out_dir``): another detection's folder shares its fold
+            models and probabilities (:func:`out_of_sample_pred_probs` reuses finished folds), e.g. to apply a
+            second cleaning policy to the same detection.
     """
     out_dir = Path(out_dir)
-    probs = out_of_sample_pred_probs(cfg, data, out_dir, cl.folds, cl.fold_seed, hflip=cl.tta_hflip)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    probs = out_of_sample_pred_probs(cfg, data, Path(folds_dir or out_dir), cl.folds, cl.fold_seed,
+                                     hflip=cl.tta_hflip)
     np.save(out_dir / "pred_probs.npy", probs)
     np.save(out_dir / "train_ids.npy", data.train_ids)  # row i of pred_probs.npy is sample id train_ids[i]
     np.save(out_dir / "given_labels.npy", data.train_labels)  # the labels checked: detection_sweep can rerun

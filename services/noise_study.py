@@ -48,6 +48,10 @@ class StudyConfig:
     """Seed of the noise injection and of the simulated cleaning."""
     cleanlab: bool = True
     """Run the cleanlab-cleaned experiments (K fold models + one training per noise rate)."""
+    cleanlab_remove_only: bool = False
+    """Also train each cleanlab row under the other cleaning policy: every flagged sample removed, none relabelled
+    (rows '<noise>_cleanlab_remove'). They reuse the K fold models of the threshold rule's row at the same rate and
+    seed (one detection, two policies), so each costs one training."""
     noise_only_rates: tuple[float, ...] = ()
     """More symmetric-noise rates, each trained without cleaning (e.g. 0.05 and 0.5, the Noisy Imagenette
     baselines' rates); each in (0, 1) and not in noise_rates."""
@@ -90,11 +94,12 @@ class ExperimentSpec:
     noise_rate: float = 0.0
     detection_rate: Optional[float] = None  # simulated cleaning
     cleanlab: bool = False
+    remove_only: bool = False  # cleanlab rows: remove every flagged sample instead of the relabel threshold rule
 
     @property
     def cleaning(self) -> str:
         if self.cleanlab:
-            return "cleanlab"
+            return "cleanlab, remove only" if self.remove_only else "cleanlab"
         return f"simulated {self.detection_rate:.0%}" if self.detection_rate is not None else "none"
 
 
@@ -102,7 +107,8 @@ def study_experiments(study: StudyConfig) -> list[ExperimentSpec]:
     """The experiments in table order: clean; per rate, noisy then simulated cleaning; per rate, cleanlab.
 
     With the defaults these are the issue's seven: clean, 20 %, 20 % + 80 % simulated, 40 %, 40 % + 60 %
-    simulated, 20 % + cleanlab, 40 % + cleanlab. ``noise_only_rates`` add noisy rows in rate order.
+    simulated, 20 % + cleanlab, 40 % + cleanlab. ``noise_only_rates`` add noisy rows in rate order;
+    ``cleanlab_remove_only`` puts each cleanlab row's remove-only twin after it.
     """
     specs = [ExperimentSpec("clean", "clean labels")]
     detection = dict(zip(study.noise_rates, study.simulated_detection_rates))
@@ -118,6 +124,9 @@ def study_experiments(study: StudyConfig) -> list[ExperimentSpec]:
             pct = f"{rate * 100:g}"
             specs.append(ExperimentSpec(f"noise{pct}_cleanlab", f"{pct} % noise, cleanlab manifest", rate,
                                         cleanlab=True))
+            if study.cleanlab_remove_only:
+                specs.append(ExperimentSpec(f"noise{pct}_cleanlab_remove", f"{pct} % noise, cleanlab, flagged "
+                                            f"removed", rate, cleanlab=True, remove_only=True))
     return specs
 
 
@@ -211,6 +220,13 @@ def study_noise(base: ImageNetDataManager, rate: float, study: StudyConfig) -> N
     return noisy
 
 
+def detection_folds_dir(out: Path, name: str) -> Path:
+    """Where the K fold runs of cleanlab row ``name`` live: its own ``detection/`` folder, or for a remove-only row
+    ('noise20_cleanlab_remove[_seedS]') the threshold rule's row's ('noise20_cleanlab[_seedS]'): one detection per
+    noise rate and seed, whichever policy row runs first trains it."""
+    return Path(out) / name.replace("_cleanlab_remove", "_cleanlab") / "detection"
+
+
 def run_config(cfg: ExperimentConfig, run_dir: Path, name: str, group: str) -> ExperimentConfig:
     """``cfg`` writing to ``run_dir`` as run '<group>-<name>' (a study row, or its detection's fold runs)."""
     return dataclasses.replace(cfg, logging=dataclasses.replace(
@@ -270,13 +286,16 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
         provenance["simulated_detection_rate"] = spec.detection_rate
     if spec.cleanlab:
         det_dir = run_dir / "detection"
-        det = detect_label_issues(run_config(cfg, det_dir, f"{name}-detect", study.group), data, det_dir, cl,
-                                  noise_mask=noisy.noise_mask, original_labels=clean_labels)
+        row_cl = dataclasses.replace(cl, relabel_threshold=1.0) if spec.remove_only else cl  # 1.0: no relabels
+        folds_dir = detection_folds_dir(out, name)
+        det = detect_label_issues(run_config(cfg, folds_dir, f"{folds_dir.parent.name}-detect", study.group), data,
+                                  det_dir, row_cl, noise_mask=noisy.noise_mask, original_labels=clean_labels,
+                                  folds_dir=folds_dir)
         setup_logging(out, cfg.logging.log_level)
         report = apply_manifest_to(data, det.manifest)
         row["removed"], row["relabelled"] = report.num_removed, report.num_relabelled
         row.update({k: det.metrics[k] for k in ("precision", "recall", "f1")})
-        provenance.update(manifest=str(det_dir), cleanlab=dataclasses.asdict(cl), **report.as_dict())
+        provenance.update(manifest=str(det_dir), cleanlab=dataclasses.asdict(row_cl), **report.as_dict())
     wrong = data.train_labels != base.train_index.labels[data.train_ids]
     row["train_images"] = int(data.train_ids.size)
     row["wrong_labels"] = int(wrong.sum())
@@ -435,7 +454,7 @@ def plot_study(rows: list[dict[str, Any]], out_path: Path, title: str = "Label-n
     names = [r["description"] for r in rows]
     top1 = np.array([r["top1"] for r in rows], dtype=float)
     colours = ["C2" if r["noise_rate"] == 0 else "C3" if r["cleaning"] == "none" else
-               "C0" if r["cleaning"] == "cleanlab" else "C1" for r in rows]
+               "C0" if r["cleaning"].startswith("cleanlab") else "C1" for r in rows]
     fig = _new_figure((8.0, 0.5 * len(rows) + 1.8))
     ax = fig.subplots()
     y = np.arange(len(rows))[::-1]

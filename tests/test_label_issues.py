@@ -82,6 +82,9 @@ def test_manifest_relabels_confident_issues_and_removes_the_rest():
     never = manifest_from_issues(ids, noisy.labels, probs, issues, relabel_threshold=1.0)
     assert never.num_relabel == 0 and never.num_remove == issues.sum()
     np.testing.assert_array_equal(never.remove, np.sort(ids[issues]))
+    saturated = np.eye(probs.shape[1], dtype=np.float32)[probs.argmax(1)]  # float32 softmax can reach exactly 1
+    assert manifest_from_issues(ids, noisy.labels, saturated, issues, relabel_threshold=1.0).num_relabel == 0
+    assert manifest_from_issues(ids, noisy.labels, saturated, issues, relabel_threshold=0.99).num_relabel > 0
 
 
 def test_confident_learning_config_is_validated():

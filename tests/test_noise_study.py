@@ -28,6 +28,10 @@ def test_default_study_is_the_seven_experiments_of_the_issue():
     assert [s.cleaning for s in specs] == ["none", "none", "simulated 80%", "none", "simulated 60%", "cleanlab",
                                            "cleanlab"]
     assert len(study_experiments(StudyConfig(cleanlab=False))) == 5
+    both = study_experiments(StudyConfig(cleanlab_remove_only=True))  # the other policy, each after its twin
+    assert [s.name for s in both[5:]] == ["noise20_cleanlab", "noise20_cleanlab_remove", "noise40_cleanlab",
+                                          "noise40_cleanlab_remove"]
+    assert [s.cleaning for s in both[5:7]] == ["cleanlab", "cleanlab, remove only"]
 
 
 def test_noise_only_rates_and_further_seeds():
@@ -87,8 +91,9 @@ def test_cpu_study_config_is_the_speedrun_recipe_with_two_seeds(tmp_path):
                                                                                               "linear")
     assert cfg.data.progressive_resizing and (cfg.data.start_image_size, cfg.data.image_size) == (64, 128)
     runs = study_runs(study, cfg.training.seed)
-    assert len(runs) == 12 and cl.folds == 4
-    assert {name for _, _, name in runs} >= {"noise5", "noise50", "clean_seed1", "noise20_cleanlab_seed1"}
+    assert len(runs) == 14 and cl.folds == 4
+    assert {name for _, _, name in runs} >= {"noise5", "noise50", "clean_seed1", "noise20_cleanlab_seed1",
+                                             "noise20_cleanlab_remove", "noise40_cleanlab_remove"}
 
 
 def test_comparisons_drop_and_recovered_fraction():
@@ -184,6 +189,21 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     assert sweep[-1]["scoring"] == "mean of the scorings above" and (det / "ablation.md").is_file()
     wrong_row = run_script(ABLATION_SCRIPT, args + ["--experiment", "noise20"])
     assert wrong_row.returncode == 2 and "not a cleanlab row" in wrong_row.stderr
+
+    # the other cleaning policy on the same detections: every flagged sample removed, no fold model retrained
+    policies = run_script(STUDY_SCRIPT, args + ["--study.cleanlab_remove_only", "true"])
+    assert policies.returncode == 0, policies.stderr[-4000:]
+    assert policies.stderr.count("not rerun") == 8
+    assert sorted(p.stat().st_mtime_ns for p in det.glob("fold_*/models/*.pt")) == model_times
+    with open(out / "results.csv") as f:
+        by_name = {r["experiment"]: r for r in csv.DictReader(f)}
+    for pct in ("20", "40"):
+        rule, remove = by_name[f"noise{pct}_cleanlab"], by_name[f"noise{pct}_cleanlab_remove"]
+        assert int(remove["relabelled"]) == 0 and remove["cleaning"] == "cleanlab, remove only"
+        assert int(remove["removed"]) == int(rule["removed"]) + int(rule["relabelled"])
+        assert (remove["precision"], remove["recall"]) == (rule["precision"], rule["recall"])
+        assert int(remove["train_images"]) == n - int(remove["removed"])
+        assert not list((out / f"noise{pct}_cleanlab_remove" / "detection").glob("fold_*"))
 
     # the small files go to git; on a fresh machine they make the same command skip the finished rows
     kept, fresh = tmp_path / "kept", tmp_path / "fresh"

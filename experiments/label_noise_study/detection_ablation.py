@@ -29,7 +29,8 @@ import numpy as np
 from core.config import ExperimentConfig
 from core.data.manager import ImageNetDataManager
 from services.label_issues import detection_sweep, eval_loader, out_of_sample_pred_probs, predict_proba
-from services.noise_study import StudyConfig, parse_study_config, run_config, study_noise, study_runs
+from services.noise_study import (StudyConfig, detection_folds_dir, parse_study_config, run_config, study_noise,
+                                  study_runs)
 
 log = logging.getLogger(__name__)
 COLUMNS = ("scoring", "rule", "num_flagged", "precision", "recall", "f1", "meets_targets", "average_precision",
@@ -88,9 +89,10 @@ def run(argv: list[str]) -> int:
         raise ValueError(f"{det_dir} was not made with these flags (its train_ids.npy or noise_mask.npy differ from "
                          f"the rebuilt ones): pass exactly the study's flags")
 
-    det_cfg = run_config(run_cfg, det_dir, f"{args.experiment}-detect", study.group)
+    folds_dir = detection_folds_dir(cfg.logging.output_dir, args.experiment)
+    det_cfg = run_config(run_cfg, folds_dir, f"{folds_dir.parent.name}-detect", study.group)
     scorings = {f"{cl.folds}-fold, {'flip TTA' if hflip else 'centre crop'}":
-                out_of_sample_pred_probs(det_cfg, data, det_dir, cl.folds, cl.fold_seed, hflip=hflip)
+                out_of_sample_pred_probs(det_cfg, data, folds_dir, cl.folds, cl.fold_seed, hflip=hflip)
                 for hflip in ((False, True) if args.hflip else (False,))}
     if args.in_sample:
         noisy_row = next((name for name, (s, sd) in runs.items() if sd == seed and s.noise_rate == spec.noise_rate
