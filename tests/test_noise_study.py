@@ -204,6 +204,16 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
         assert (remove["precision"], remove["recall"]) == (rule["precision"], rule["recall"])
         assert int(remove["train_images"]) == n - int(remove["removed"])
         assert not list((out / f"noise{pct}_cleanlab_remove" / "detection").glob("fold_*"))
+    # an ensemble over rows on the same flips (here the remove-only twin: the same fold models, so the same scores)
+    ensemble = run_script(ABLATION_SCRIPT, args + ["--study.cleanlab_remove_only", "true", "--experiment",
+                                                   "noise20_cleanlab", "--ensemble", "noise20_cleanlab_remove"])
+    assert ensemble.returncode == 0, ensemble.stderr[-4000:]
+    with open(det / "ablation.csv") as f:
+        sweep = list(csv.DictReader(f))
+    assert len(sweep) == 3 * per_scoring and "x 2 seeds" in sweep[per_scoring]["scoring"]
+    assert [r["precision"] for r in sweep[:per_scoring]] == [r["precision"] for r in sweep[per_scoring:2 * per_scoring]]
+    other_rate = run_script(ABLATION_SCRIPT, args + ["--ensemble", "noise40_cleanlab"])
+    assert other_rate.returncode == 2 and "not a cleanlab row at noise rate 0.2" in other_rate.stderr
 
     # the small files go to git; on a fresh machine they make the same command skip the finished rows
     kept, fresh = tmp_path / "kept", tmp_path / "fresh"

@@ -2,15 +2,17 @@
 flips of a finished cleanlab row of the label-noise study, on the fold models that row already trained.
 
     python experiments/label_noise_study/detection_ablation.py <the study's own flags> \\
-        --experiment noise20_cleanlab [--hflip] [--in_sample]
+        --experiment noise20_cleanlab [--hflip] [--in_sample] [--ensemble noise20_cleanlab_seed1 ...]
 
 Rebuilds the row's noisy labels exactly as run_study.py does and checks them against the detection folder's
 ``train_ids.npy`` and ``noise_mask.npy``. Scores the plain out-of-sample probabilities and, with ``--hflip``, the
 same fold models with flip TTA (scoring only: the fold models are finished, nothing trains; about 3 min for
 Imagenette on the 2-core CPU). ``--in_sample`` also scores the training set with the study's own noisy row at the
 same rate (``noise20`` for ``noise20_cleanlab``): one model trained on all the noisy labels, so in-sample, which
-cleanlab warns against because a model that memorised the noise trusts it; a short schedule may not have. With
-more than one scoring, their mean (an ensemble) is swept too. Writes ``<row>/detection/ablation.csv`` and
+cleanlab warns against because a model that memorised the noise trusts it; a short schedule may not have.
+``--ensemble`` averages the row's out-of-sample probabilities with those of other finished cleanlab rows on the same
+flips (the further seeds' detections, e.g. ``noise20_cleanlab_seed1``): each sample is then scored by one fold
+model per seed, none of which saw it, at no training cost. With more than one scoring, their mean is swept too. Writes ``<row>/detection/ablation.csv`` and
 ``ablation.md``: one line per (scoring, rule) from :func:`services.label_issues.detection_sweep`. The truth is
 used only to score.
 """
@@ -28,7 +30,8 @@ import numpy as np
 
 from core.config import ExperimentConfig
 from core.data.manager import ImageNetDataManager
-from services.label_issues import detection_sweep, eval_loader, out_of_sample_pred_probs, predict_proba
+from services.label_issues import (ConfidentLearningConfig, detection_sweep, eval_loader, out_of_sample_pred_probs,
+                                   predict_proba)
 from services.noise_study import (StudyConfig, detection_folds_dir, parse_study_config, run_config, study_noise,
                                   study_runs)
 
@@ -61,6 +64,32 @@ def in_sample_probs(run_cfg: ExperimentConfig, study: StudyConfig, data: ImageNe
     return probs
 
 
+def fold_probs(cfg: ExperimentConfig, study: StudyConfig, cl: ConfidentLearningConfig, data: ImageNetDataManager,
+               noise_mask: np.ndarray, row: str, seed: int, hflip: bool) -> dict[str, np.ndarray]:
+    """The (M, C) out-of-sample probabilities of cleanlab row ``row``'s finished fold models (trained with training
+    seed ``seed``) on ``data``, centre crop and, with ``hflip``, flip TTA (rescoring the fold models once),
+    keyed 'centre crop' / 'flip TTA'.
+
+    Raises:
+        FileNotFoundError: the row's detection has not finished.
+        ValueError: its detection was made on other samples or flips than ``data`` / ``noise_mask``.
+    """
+    det_dir = Path(cfg.logging.output_dir) / row / "detection"
+    if not (det_dir / "pred_probs.npy").is_file():
+        raise FileNotFoundError(f"{det_dir / 'pred_probs.npy'} does not exist: run the study's {row} row first "
+                                f"(run_study.py with the same flags)")
+    if not (np.array_equal(np.load(det_dir / "train_ids.npy"), data.train_ids)
+            and np.array_equal(np.load(det_dir / "noise_mask.npy"), noise_mask)):
+        raise ValueError(f"{det_dir} was not made with these flags (its train_ids.npy or noise_mask.npy differ from "
+                         f"the rebuilt ones): pass exactly the study's flags")
+    folds_dir = detection_folds_dir(cfg.logging.output_dir, row)
+    row_cfg = run_config(dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, seed=seed)), folds_dir,
+                         f"{folds_dir.parent.name}-detect", study.group)
+    return {"flip TTA" if flip else "centre crop": out_of_sample_pred_probs(row_cfg, data, folds_dir, cl.folds,
+                                                                            cl.fold_seed, hflip=flip)
+            for flip in ((False, True) if hflip else (False,))}
+
+
 def run(argv: list[str]) -> int:
     extra = argparse.ArgumentParser(add_help=False)
     extra.add_argument("--experiment", default="noise20_cleanlab",
@@ -68,6 +97,8 @@ def run(argv: list[str]) -> int:
     extra.add_argument("--hflip", action="store_true", help="also score the fold models with flip TTA")
     extra.add_argument("--in_sample", action="store_true",
                        help="also score with the finished noisy row's model (in-sample probabilities)")
+    extra.add_argument("--ensemble", nargs="+", default=[], metavar="ROW",
+                       help="other finished cleanlab rows on the same flips whose fold models join an ensemble")
     args, rest = extra.parse_known_args(argv)
     cfg, study, cl = parse_study_config(Path(__file__).parent, rest, __doc__)
     runs = {name: (spec, seed) for spec, seed, name in study_runs(study, cfg.training.seed)}
@@ -76,30 +107,28 @@ def run(argv: list[str]) -> int:
         raise ValueError(f"--experiment {args.experiment!r} is not a cleanlab row of this study; pass one of "
                          f"{', '.join(cleanlab_rows)}")
     spec, seed = runs[args.experiment]
-    det_dir = Path(cfg.logging.output_dir) / args.experiment / "detection"
-    if not (det_dir / "pred_probs.npy").is_file():
-        raise FileNotFoundError(f"{det_dir / 'pred_probs.npy'} does not exist: run the study's {args.experiment} "
-                                f"row first (run_study.py with the same flags)")
-    run_cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, seed=seed))
+    for other in args.ensemble:
+        if other not in runs or not runs[other][0].cleanlab or runs[other][0].noise_rate != spec.noise_rate:
+            raise ValueError(f"--ensemble {other!r} is not a cleanlab row at noise rate {spec.noise_rate:g} of this "
+                             f"study; pass rows such as {args.experiment}_seed1")
     base = ImageNetDataManager(cfg.data, seed=seed, progress=cfg.logging.progress_bar)
     noisy = study_noise(base, spec.noise_rate, study)
     data = base.with_train_subset(base.train_ids, noisy.labels, seed=seed)
-    if not (np.array_equal(np.load(det_dir / "train_ids.npy"), data.train_ids)
-            and np.array_equal(np.load(det_dir / "noise_mask.npy"), noisy.noise_mask)):
-        raise ValueError(f"{det_dir} was not made with these flags (its train_ids.npy or noise_mask.npy differ from "
-                         f"the rebuilt ones): pass exactly the study's flags")
-
-    folds_dir = detection_folds_dir(cfg.logging.output_dir, args.experiment)
-    det_cfg = run_config(run_cfg, folds_dir, f"{folds_dir.parent.name}-detect", study.group)
-    scorings = {f"{cl.folds}-fold, {'flip TTA' if hflip else 'centre crop'}":
-                out_of_sample_pred_probs(det_cfg, data, folds_dir, cl.folds, cl.fold_seed, hflip=hflip)
-                for hflip in ((False, True) if args.hflip else (False,))}
+    det_dir = Path(cfg.logging.output_dir) / args.experiment / "detection"
+    rows_probs = {row: fold_probs(cfg, study, cl, data, noisy.noise_mask, row, runs[row][1], args.hflip)
+                  for row in (args.experiment, *args.ensemble)}
+    scorings = {f"{cl.folds}-fold, {flip}": probs for flip, probs in rows_probs[args.experiment].items()}
+    if args.ensemble:
+        for flip in rows_probs[args.experiment]:
+            scorings[f"{cl.folds}-fold x {len(rows_probs)} seeds ({', '.join(rows_probs)}), {flip}"] = np.mean(
+                [p[flip] for p in rows_probs.values()], axis=0)
     if args.in_sample:
         noisy_row = next((name for name, (s, sd) in runs.items() if sd == seed and s.noise_rate == spec.noise_rate
                           and s.cleaning == "none"), None)  # the same flips, kept: e.g. noise20 for noise20_cleanlab
         if noisy_row is None:
             raise ValueError(f"--in_sample: this study has no noisy row at {spec.noise_rate:g} with seed {seed} "
                              f"(--study.repeat_experiments must include it for seed {seed})")
+        run_cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, seed=seed))
         scorings.update(in_sample_probs(run_cfg, study, data, noisy_row, args.hflip))
     if len(scorings) > 1:  # an ensemble: the mean of every probability set above
         scorings["mean of the scorings above"] = np.mean(list(scorings.values()), axis=0)
