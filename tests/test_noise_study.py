@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+import yaml
 
 from conftest import run_script
 from core.config import PROJECT_ROOT
@@ -94,6 +95,15 @@ def test_cpu_study_config_is_the_speedrun_recipe_with_two_seeds(tmp_path):
     assert len(runs) == 14 and cl.folds == 4
     assert {name for _, _, name in runs} >= {"noise5", "noise50", "clean_seed1", "noise20_cleanlab_seed1",
                                              "noise20_cleanlab_remove", "noise40_cleanlab_remove"}
+    # the long setting (>= 85 % clean) layered on it is the speedrun's 60-minute recipe, schedule and all
+    speedrun_long = yaml.safe_load((PROJECT_ROOT / "experiments" / "imagenette_speedrun" / "long.yaml").read_text())
+    long_yaml = cpu.with_name("imagenette_long.yaml")
+    long_cfg, long_study, _ = parse_study_config(STUDY_SCRIPT.parent, ["--data.root", str(tmp_path), "--config",
+                                                                       str(cpu), "--config", str(long_yaml)])
+    assert long_cfg.training.epochs == speedrun_long["training"]["epochs"] == 30
+    assert (long_cfg.data.ramp_start_epoch, long_cfg.data.ramp_end_epoch) == (
+        speedrun_long["data"]["ramp_start_epoch"], speedrun_long["data"]["ramp_end_epoch"])
+    assert long_cfg.training.label_smoothing == 0 and long_study == study
 
 
 def test_comparisons_drop_and_recovered_fraction():
