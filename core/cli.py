@@ -74,7 +74,7 @@ def run_entry(body: Callable[[], int]) -> int:
     """
     from core.distributed import destroy_distributed, init_distributed
     from core.logger import setup_logging
-    from core.trainer import NonFiniteLossError
+    from core.trainer import NonFiniteLossError, RunInterrupted
 
     try:
         ctx = init_distributed()
@@ -86,6 +86,9 @@ def run_entry(body: Callable[[], int]) -> int:
     except NonFiniteLossError as e:
         log.error("%s", e)
         return EXIT_FAILED
+    except RunInterrupted as e:  # a fold or study row stopped by SIGTERM, its checkpoint saved
+        print(str(e), file=sys.stderr)
+        return EXIT_OK
     finally:
         destroy_distributed()
 

@@ -40,6 +40,12 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or Inf; the run stops and keeps its last good checkpoint."""
 
 
+class RunInterrupted(RuntimeError):
+    """A run inside a larger job (a K-fold detection, a study row) was stopped by a signal with its checkpoint
+    saved: the job stops too, and the same command continues it. :func:`core.cli.run_entry` exits 0 with the
+    message, as for a stopped single run."""
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The trainer
 # ----------------------------------------------------------------------------------------------------------------
@@ -63,6 +69,7 @@ class TrainState:
     epoch_seen: int = 0
     epoch_train_time_s: float = 0.0
     run_time_s: float = 0.0  # fit()'s seconds (train, eval, checkpoints) behind this state, over every session
+    # (NaN when resumed from a checkpoint older than this field: unknown, not 0)
     epoch_checkpoints: list = field(default_factory=list)  # [[epoch, val_top1], ...] of epoch_NNN.pt files kept
 
 
@@ -214,6 +221,8 @@ class ImageNetTrainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         saved = ckpt["train_state"]
         self.state = TrainState(**{k: saved[k] for k in TrainState.__dataclass_fields__ if k in saved})
+        if "run_time_s" not in saved:  # written before the field existed: the earlier sessions' time is unknown
+            self.state.run_time_s = math.nan
         if self.state.micro_batch > self.sampler.micro_batches_per_epoch:
             raise ValueError(f"{path} stopped at micro-batch {self.state.micro_batch} of an epoch that now has "
                              f"{self.sampler.micro_batches_per_epoch}: the data or batch size changed since; "
@@ -258,6 +267,15 @@ class ImageNetTrainer:
             "wandb_id": getattr(self.wandb_run, "id", None) or getattr(self, "_wandb_id", None),
             "torch_version": str(torch.__version__),
         }
+
+    def _stored_run_time(self) -> float:
+        """A reopened finished run's run_time_s: its summary.json's (which counts the last save and the close
+        after it), else the checkpoint's."""
+        summary = self.logs_dir / "summary.json"
+        if summary.is_file():
+            stored = json.loads(summary.read_text()).get("run_time_s")
+            return math.nan if stored is None else float(stored)
+        return self.state.run_time_s
 
     def _tick(self) -> float:
         """Add the seconds since the last tick to ``state.run_time_s`` and return the total."""
@@ -334,8 +352,10 @@ class ImageNetTrainer:
         Returns:
             {"best_top1", "best_epoch", "epochs_completed", "final" (the last evaluation: val_loss, val_top1,
             val_top5, and the same with ``_ema`` when EMA is on), "interrupted", "stopped_early", "resumed_from",
-            "run_time_s" (s of training, evaluation and checkpoints over every session of the run, start-ups
-            excluded: a resumed run's real cost, where summary.json's wall_time_s is this process's)}.
+            "run_time_s" (s of training, evaluation and checkpoints behind the final state, over every session
+            of the run: start-ups and work lost after a killed session's last checkpoint are not counted;
+            summary.json's wall_time_s is this process's alone; None when resumed from a checkpoint older than
+            the field)}.
 
         Raises:
             NonFiniteLossError: the loss became NaN/Inf (the last good checkpoint is kept).
@@ -383,7 +403,9 @@ class ImageNetTrainer:
         result = {"best_top1": self.state.best_top1, "best_epoch": self.state.best_epoch,
                   "epochs_completed": self.state.epoch, "final": last_eval, "interrupted": interrupted,
                   "stopped_early": stopped_early, "resumed_from": str(self.resumed_from) if self.resumed_from else None,
-                  "run_time_s": self.state.run_time_s if reopened else self._tick()}
+                  "run_time_s": self._stored_run_time() if reopened else self._tick()}
+        if not math.isfinite(result["run_time_s"]):
+            result["run_time_s"] = None  # unknown (a checkpoint older than the field); JSON has no NaN
         self._finish(result, keep_summary=reopened)
         return result
 

@@ -180,7 +180,11 @@ def out_of_sample_pred_probs(cfg: ExperimentConfig, data: ImageNetDataManager, o
             cfg.logging, output_dir=fold_dir, run_name=f"{name}-fold{k}"))
         log.info("fold %d/%d: training on %d samples, scoring %d", k + 1, folds, int((~held).sum()), int(held.sum()))
         trainer = build_trainer(fold_cfg, data=fold_data)
-        trainer.fit()
+        if trainer.fit()["interrupted"]:  # a half-trained fold model must not score its fold as if finished
+            from core.trainer import RunInterrupted
+
+            raise RunInterrupted(f"fold {k + 1}/{folds} was stopped by a signal; its checkpoint is in "
+                                 f"{fold_dir / 'models'}: rerun the same command to continue the detection")
         loader = eval_loader(data, data.train_ids[held], data.train_labels[held], max(1, 2 * cfg.training.batch_size))
         p = predict_proba(trainer.unwrapped_model(), loader, trainer.device, trainer.amp_dtype,
                           progress=cfg.logging.progress_bar, desc=f"scoring fold {k + 1}/{folds}", hflip=hflip)
@@ -191,6 +195,21 @@ def out_of_sample_pred_probs(cfg: ExperimentConfig, data: ImageNetDataManager, o
         probs[held] = p
         setup_logging(out_dir, cfg.logging.log_level)
     return probs
+
+
+def link_fold_runs(folds_dir: Path, out_dir: Path, folds: int) -> None:
+    """Make ``out_dir`` read like the detection folder ``folds_dir`` whose fold runs it shares: ``folds.npy`` copied,
+    ``fold_k`` as relative symbolic links to ``folds_dir/fold_k`` (replacing what was there)."""
+    import shutil
+
+    shutil.copyfile(folds_dir / "folds.npy", out_dir / "folds.npy")
+    for k in range(folds):
+        link = out_dir / f"fold_{k}"
+        if link.is_symlink() or link.is_file():
+            link.unlink()
+        elif link.is_dir():
+            shutil.rmtree(link)
+        link.symlink_to(os.path.relpath(folds_dir / f"fold_{k}", out_dir), target_is_directory=True)
 
 
 def find_label_issues(labels: np.ndarray, pred_probs: np.ndarray,
@@ -349,8 +368,10 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    probs = out_of_sample_pred_probs(cfg, data, Path(folds_dir or out_dir), cl.folds, cl.fold_seed,
-                                     hflip=cl.tta_hflip)
+    folds_dir = Path(folds_dir or out_dir)
+    probs = out_of_sample_pred_probs(cfg, data, folds_dir, cl.folds, cl.fold_seed, hflip=cl.tta_hflip)
+    if folds_dir.resolve() != out_dir.resolve():  # the label review finds the fold models (Grad-CAM) via out_dir
+        link_fold_runs(folds_dir, out_dir, cl.folds)
     np.save(out_dir / "pred_probs.npy", probs)
     np.save(out_dir / "train_ids.npy", data.train_ids)  # row i of pred_probs.npy is sample id train_ids[i]
     np.save(out_dir / "given_labels.npy", data.train_labels)  # the labels checked: detection_sweep can rerun

@@ -20,6 +20,7 @@ from core.data.manager import ImageNetDataManager
 from core.label_noise import (NoisyLabels, apply_manifest_to, exact_count, inject_symmetric_noise, simulate_cleaning,
                               write_training_labels)
 from core.logger import setup_logging
+from core.trainer import RunInterrupted
 from services.label_issues import ConfidentLearningConfig, detect_label_issues
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,7 @@ def parse_study_config(script_dir: Path, argv: Optional[Sequence[str]] = None, d
 # Running
 # ----------------------------------------------------------------------------------------------------------------
 
-class StudyInterrupted(RuntimeError):
+class StudyInterrupted(RunInterrupted):
     """A training run was stopped by a signal (its checkpoint is saved); rerun the study to continue."""
 
 
@@ -254,7 +255,8 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
     out = Path(cfg.logging.output_dir)
     name = name or spec.name
     run_dir = out / name
-    fingerprint = _fingerprint(cfg, spec, study, cl)
+    row_cl = dataclasses.replace(cl, relabel_threshold=1.0) if spec.remove_only else cl  # 1.0: no relabels
+    fingerprint = _fingerprint(cfg, spec, study, row_cl)
     result_file = run_dir / RESULT_FILE
     if result_file.is_file() and cfg.training.resume != "none":
         saved = json.loads(result_file.read_text())
@@ -286,11 +288,12 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
         provenance["simulated_detection_rate"] = spec.detection_rate
     if spec.cleanlab:
         det_dir = run_dir / "detection"
-        row_cl = dataclasses.replace(cl, relabel_threshold=1.0) if spec.remove_only else cl  # 1.0: no relabels
         folds_dir = detection_folds_dir(out, name)
-        det = detect_label_issues(run_config(cfg, folds_dir, f"{folds_dir.parent.name}-detect", study.group), data,
-                                  det_dir, row_cl, noise_mask=noisy.noise_mask, original_labels=clean_labels,
-                                  folds_dir=folds_dir)
+        fold_cfg = run_config(cfg, folds_dir, f"{folds_dir.parent.name}-detect", study.group)
+        if spec.remove_only:  # the threshold row's folds, trained before it in table order (even under resume none)
+            fold_cfg = dataclasses.replace(fold_cfg, training=dataclasses.replace(fold_cfg.training, resume="auto"))
+        det = detect_label_issues(fold_cfg, data, det_dir, row_cl, noise_mask=noisy.noise_mask,
+                                  original_labels=clean_labels, folds_dir=folds_dir)
         setup_logging(out, cfg.logging.log_level)
         report = apply_manifest_to(data, det.manifest)
         row["removed"], row["relabelled"] = report.num_removed, report.num_relabelled
@@ -309,7 +312,8 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
                                f"continue")
     final = result["final"] or trainer.evaluate()  # empty when the run had already finished (resumed complete)
     row.update(top1=final["val_top1"], top5=final["val_top5"], best_top1=result["best_top1"],
-               train_time_s=round(time.perf_counter() - started, 1), run_time_s=round(result["run_time_s"], 1))
+               train_time_s=round(time.perf_counter() - started, 1),
+               run_time_s=math.nan if result["run_time_s"] is None else round(result["run_time_s"], 1))
     tmp = run_dir / f".{RESULT_FILE}.tmp"
     tmp.write_text(json.dumps({"fingerprint": fingerprint, "row": row}, indent=2) + "\n")
     tmp.replace(result_file)
@@ -320,18 +324,28 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
 
 def aggregate_seeds(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per experiment (in first-seen order) from the per-run rows: numeric fields averaged over the seeds
-    that ran it, ``seeds`` the seeds ('0 1'), ``top1_spread`` half the range of top-1 (0 for one seed)."""
+    that ran it (NaN when some of them lack the field, e.g. rows written before it existed: no mean of a subset
+    passed off as the mean), ``seeds`` the seeds ('0 1'), ``top1_spread`` half the range of top-1 (0 for one
+    seed)."""
+    def number(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
     by_name: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
         by_name.setdefault(r["experiment"], []).append(r)
     rows = []
     for group in by_name.values():
-        row = {k: v for k, v in group[0].items() if k not in ("run", "seed")}
-        for k, v in group[0].items():
+        keys = list(dict.fromkeys(k for g in group for k in g))  # every seed's fields, first-seen order
+        row = {k: next((g[k] for g in group if g.get(k) is not None), None) for k in keys if k not in ("run", "seed")}
+        for k in keys:
             values = [g.get(k) for g in group]
-            if k not in ("run", "seed", "noise_rate") and isinstance(v, (int, float)) and not isinstance(v, bool) \
-                    and all(isinstance(x, (int, float)) for x in values):
-                row[k] = float(np.mean(values)) if isinstance(v, float) or len(set(values)) > 1 else v
+            if k in ("run", "seed", "noise_rate") or not any(number(x) for x in values):
+                continue
+            if all(number(x) for x in values):
+                row[k] = float(np.mean(values)) if any(isinstance(x, float) for x in values) or len(set(values)) > 1 \
+                    else values[0]
+            else:
+                row[k] = math.nan
         top1 = [g["top1"] for g in group]
         row["seeds"] = " ".join(str(g.get("seed", "")) for g in group).strip()
         row["top1_spread"] = (max(top1) - min(top1)) / 2
@@ -492,17 +506,11 @@ def log_study_to_wandb(rows: list[dict[str, Any]], out_dir: Path, cfg: Experimen
 def main(script_file: str, argv: Optional[Sequence[str]] = None, description: str = "") -> int:
     """Parse, run the study, print the table; returns the exit code through :func:`core.cli.run_entry` (0 done
     or stopped by a signal with checkpoints saved, 1 a training diverged, 2 bad input)."""
-    import sys
-
     from core.cli import run_entry
 
     def body() -> int:
         cfg, study, cl = parse_study_config(Path(script_file).parent, argv, description)
-        try:
-            rows = run_study(cfg, study, cl)
-        except StudyInterrupted as e:
-            print(str(e), file=sys.stderr)
-            return 0
+        rows = run_study(cfg, study, cl)  # stopped by a signal: StudyInterrupted, exit 0 (run_entry)
         out = Path(cfg.logging.output_dir)
         print((out / "results.md").read_text())
         log.info("study done: %d experiments; results.csv, results.md and results.png in %s", len(rows), out)

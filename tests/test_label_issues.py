@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from core.config import PROJECT_ROOT
+from conftest import tiny_config
+from core.config import PROJECT_ROOT, DataConfig
+from core.data.manager import ImageNetDataManager
 from core.label_noise import detection_metrics, inject_symmetric_noise, read_manifest
 from services.fastdup_manifest import relative_to_split, removal_entries, write_manifest
+from core.trainer import RunInterrupted
 from services.label_issues import (FILTER_METHODS, LABEL_QUALITY_SCORES, ConfidentLearningConfig, detection_sweep,
-                                   find_label_issues, manifest_from_issues, predict_proba, stratified_folds)
+                                   find_label_issues, manifest_from_issues, out_of_sample_pred_probs, predict_proba,
+                                   stratified_folds)
 
 
 def test_stratified_folds_are_balanced_per_class_and_seeded():
@@ -92,6 +97,38 @@ def test_confident_learning_config_is_validated():
         ConfidentLearningConfig(folds=1, relabel_threshold=0.0, filter_by="nope")
     for flag in ("--cl.folds", "--cl.relabel_threshold", "--cl.filter_by"):
         assert flag in str(e.value)
+
+
+class _FoldStoppedAtSecond:
+    """Stands in for ImageNetTrainer in the K-fold loop: a fixed linear model; the second fold's fit() reports a
+    stop signal, as SIGTERM mid-fold does."""
+
+    fits = 0
+
+    def __init__(self, cfg, data):
+        Path(cfg.logging.output_dir).mkdir(parents=True, exist_ok=True)
+        self.device, self.amp_dtype = torch.device("cpu"), None
+        self.model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                         torch.nn.Linear(3, data.num_classes))
+
+    def fit(self) -> dict:
+        type(self).fits += 1
+        return {"interrupted": type(self).fits == 2}
+
+    def unwrapped_model(self) -> torch.nn.Module:
+        return self.model
+
+
+def test_a_fold_stopped_by_a_signal_is_not_scored_as_finished(tmp_path, monkeypatch):
+    import core.trainer
+
+    monkeypatch.setattr(core.trainer, "ImageNetTrainer", _FoldStoppedAtSecond)
+    data = ImageNetDataManager(DataConfig(image_size=32, val_image_size=32, num_workers=0, fraction=0.1,
+                                          index_cache_dir=tmp_path / "cache"), seed=0)
+    with pytest.raises(RunInterrupted, match="fold 2/3 was stopped"):
+        out_of_sample_pred_probs(tiny_config(tmp_path), data, tmp_path / "cl", folds=3)
+    assert (tmp_path / "cl" / "fold_0" / "pred_probs.npy").is_file()  # finished folds are kept for the rerun
+    assert not (tmp_path / "cl" / "fold_1" / "pred_probs.npy").exists()  # the stopped one is not taken as done
 
 
 def test_predict_proba_returns_rows_summing_to_one():

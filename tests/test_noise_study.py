@@ -12,7 +12,7 @@ import yaml
 
 from conftest import run_script
 from core.config import PROJECT_ROOT
-from services.label_issues import FILTER_METHODS, LABEL_QUALITY_SCORES
+from services.label_issues import FILTER_METHODS, LABEL_QUALITY_SCORES, detection_sweep
 from services.noise_study import (CSV_COLUMNS, StudyConfig, add_comparisons, aggregate_seeds, parse_study_config,
                                   study_experiments, study_runs)
 
@@ -56,9 +56,9 @@ def test_noise_only_rates_and_further_seeds():
 
 def test_seeds_are_averaged_per_experiment():
     runs = [dict(run="clean", seed=0, experiment="clean", noise_rate=0.0, cleaning="none", top1=80.0, removed=0,
-                 precision=None),
+                 precision=None, run_time_s=100.0),
             dict(run="noise20", seed=0, experiment="noise20", noise_rate=0.2, cleaning="none", top1=70.0, removed=0,
-                 precision=None),
+                 precision=None, run_time_s=50.0),
             dict(run="clean_seed1", seed=1, experiment="clean", noise_rate=0.0, cleaning="none", top1=83.0,
                  removed=0, precision=None)]
     rows = aggregate_seeds(runs)
@@ -66,6 +66,7 @@ def test_seeds_are_averaged_per_experiment():
     assert rows[0]["top1"] == pytest.approx(81.5) and rows[0]["top1_spread"] == pytest.approx(1.5)
     assert rows[0]["seeds"] == "0 1" and rows[1]["seeds"] == "0" and rows[1]["top1_spread"] == 0
     assert rows[0]["removed"] == 0 and "run" not in rows[0]
+    assert math.isnan(rows[0]["run_time_s"]) and rows[1]["run_time_s"] == 50.0  # seed 1 lacks it: no false mean
     assert add_comparisons(rows)[1]["drop_from_clean"] == pytest.approx(11.5)
 
 
@@ -196,7 +197,7 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     plain_default = next(r for r in sweep if r["rule"] == "filter_by=prune_by_noise_rate")  # the study's own rule
     assert float(plain_default["precision"]) == pytest.approx(metrics_20["precision"])
     assert float(plain_default["recall"]) == pytest.approx(metrics_20["recall"])
-    assert sweep[-1]["scoring"] == "mean of the scorings above" and (det / "ablation.md").is_file()
+    assert sweep[-1]["scoring"] == "mean of every probability set above" and (det / "ablation.md").is_file()
     wrong_row = run_script(ABLATION_SCRIPT, args + ["--experiment", "noise20"])
     assert wrong_row.returncode == 2 and "not a cleanlab row" in wrong_row.stderr
 
@@ -213,15 +214,29 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
         assert int(remove["removed"]) == int(rule["removed"]) + int(rule["relabelled"])
         assert (remove["precision"], remove["recall"]) == (rule["precision"], rule["recall"])
         assert int(remove["train_images"]) == n - int(remove["removed"])
-        assert not list((out / f"noise{pct}_cleanlab_remove" / "detection").glob("fold_*"))
-    # an ensemble over rows on the same flips (here the remove-only twin: the same fold models, so the same scores)
-    ensemble = run_script(ABLATION_SCRIPT, args + ["--study.cleanlab_remove_only", "true", "--experiment",
-                                                   "noise20_cleanlab", "--ensemble", "noise20_cleanlab_remove"])
+        rule_det = out / f"noise{pct}_cleanlab" / "detection"
+        remove_det = out / f"noise{pct}_cleanlab_remove" / "detection"
+        links = sorted(remove_det.glob("fold_*"))  # the twin's fold runs, linked: the label review finds its models
+        assert len(links) == 2 and all(p.is_symlink() for p in links)
+        assert (remove_det / "fold_1" / "models").resolve() == (rule_det / "fold_1" / "models").resolve()
+        np.testing.assert_array_equal(np.load(remove_det / "folds.npy"), np.load(rule_det / "folds.npy"))
+    # a second seed's detection on the same flips joins an ensemble; the remove-only twin (the same folds) may not
+    seeded = args + ["--study.repeat_experiments", "[clean, noise20_cleanlab]"]
+    assert run_script(STUDY_SCRIPT, seeded).returncode == 0  # trains noise20_cleanlab_seed1 alone
+    ensemble = run_script(ABLATION_SCRIPT, seeded + ["--experiment", "noise20_cleanlab", "--ensemble",
+                                                     "noise20_cleanlab_seed1"])
     assert ensemble.returncode == 0, ensemble.stderr[-4000:]
     with open(det / "ablation.csv") as f:
         sweep = list(csv.DictReader(f))
     assert len(sweep) == 3 * per_scoring and "x 2 seeds" in sweep[per_scoring]["scoring"]
-    assert [r["precision"] for r in sweep[:per_scoring]] == [r["precision"] for r in sweep[per_scoring:2 * per_scoring]]
+    both = np.mean([np.load(det / "pred_probs.npy"),
+                    np.load(out / "noise20_cleanlab_seed1" / "detection" / "pred_probs.npy")], axis=0)
+    expected = detection_sweep(np.load(det / "given_labels.npy"), both, np.load(det / "noise_mask.npy"))
+    for got in (sweep[per_scoring:2 * per_scoring], sweep[2 * per_scoring:]):  # the ensemble; the overall mean
+        assert [float(r["precision"]) for r in got] == pytest.approx([e["precision"] for e in expected])
+    twin = run_script(ABLATION_SCRIPT, args + ["--study.cleanlab_remove_only", "true", "--ensemble",
+                                               "noise20_cleanlab_remove"])
+    assert twin.returncode == 2 and "shares its fold models" in twin.stderr
     other_rate = run_script(ABLATION_SCRIPT, args + ["--ensemble", "noise40_cleanlab"])
     assert other_rate.returncode == 2 and "not a cleanlab row at noise rate 0.2" in other_rate.stderr
 

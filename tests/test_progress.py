@@ -108,7 +108,7 @@ class _FoldTrainer:
         self.model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, data.num_classes))
 
     def fit(self) -> dict:
-        return {}
+        return {"interrupted": False}
 
     def unwrapped_model(self) -> nn.Module:
         return self.model

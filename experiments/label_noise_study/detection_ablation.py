@@ -12,9 +12,9 @@ same rate (``noise20`` for ``noise20_cleanlab``): one model trained on all the n
 cleanlab warns against because a model that memorised the noise trusts it; a short schedule may not have.
 ``--ensemble`` averages the row's out-of-sample probabilities with those of other finished cleanlab rows on the same
 flips (the further seeds' detections, e.g. ``noise20_cleanlab_seed1``): each sample is then scored by one fold
-model per seed, none of which saw it, at no training cost. With more than one scoring, their mean is swept too. Writes ``<row>/detection/ablation.csv`` and
-``ablation.md``: one line per (scoring, rule) from :func:`services.label_issues.detection_sweep`. The truth is
-used only to score.
+model per seed, none of which saw it, at no training cost. With more than one probability set, their mean (each set
+once) is swept too. Writes ``<row>/detection/ablation.csv`` and ``ablation.md``: one line per (scoring, rule) from
+:func:`services.label_issues.detection_sweep`. The truth is used only to score.
 """
 
 from __future__ import annotations
@@ -107,10 +107,17 @@ def run(argv: list[str]) -> int:
         raise ValueError(f"--experiment {args.experiment!r} is not a cleanlab row of this study; pass one of "
                          f"{', '.join(cleanlab_rows)}")
     spec, seed = runs[args.experiment]
+    out = Path(cfg.logging.output_dir)
+    folds_of = {args.experiment: detection_folds_dir(out, args.experiment)}
     for other in args.ensemble:
         if other not in runs or not runs[other][0].cleanlab or runs[other][0].noise_rate != spec.noise_rate:
             raise ValueError(f"--ensemble {other!r} is not a cleanlab row at noise rate {spec.noise_rate:g} of this "
                              f"study; pass rows such as {args.experiment}_seed1")
+        twin = next((row for row, d in folds_of.items() if d == detection_folds_dir(out, other)), None)
+        if twin is not None:
+            raise ValueError(f"--ensemble {other!r} shares its fold models with {twin!r} (the same detection): pass "
+                             f"rows of other seeds, such as {args.experiment}_seed1")
+        folds_of[other] = detection_folds_dir(out, other)
     base = ImageNetDataManager(cfg.data, seed=seed, progress=cfg.logging.progress_bar)
     noisy = study_noise(base, spec.noise_rate, study)
     data = base.with_train_subset(base.train_ids, noisy.labels, seed=seed)
@@ -118,7 +125,9 @@ def run(argv: list[str]) -> int:
     rows_probs = {row: fold_probs(cfg, study, cl, data, noisy.noise_mask, row, runs[row][1], args.hflip)
                   for row in (args.experiment, *args.ensemble)}
     scorings = {f"{cl.folds}-fold, {flip}": probs for flip, probs in rows_probs[args.experiment].items()}
+    independent = list(scorings.values())  # each probability set once, for the overall mean below
     if args.ensemble:
+        independent += [p for row in args.ensemble for p in rows_probs[row].values()]
         for flip in rows_probs[args.experiment]:
             scorings[f"{cl.folds}-fold x {len(rows_probs)} seeds ({', '.join(rows_probs)}), {flip}"] = np.mean(
                 [p[flip] for p in rows_probs.values()], axis=0)
@@ -129,9 +138,11 @@ def run(argv: list[str]) -> int:
             raise ValueError(f"--in_sample: this study has no noisy row at {spec.noise_rate:g} with seed {seed} "
                              f"(--study.repeat_experiments must include it for seed {seed})")
         run_cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, seed=seed))
-        scorings.update(in_sample_probs(run_cfg, study, data, noisy_row, args.hflip))
-    if len(scorings) > 1:  # an ensemble: the mean of every probability set above
-        scorings["mean of the scorings above"] = np.mean(list(scorings.values()), axis=0)
+        in_sample = in_sample_probs(run_cfg, study, data, noisy_row, args.hflip)
+        scorings.update(in_sample)
+        independent += list(in_sample.values())
+    if len(independent) > 1:  # an ensemble: the mean of every probability set above, each counted once
+        scorings["mean of every probability set above"] = np.mean(independent, axis=0)
     rows = [{"scoring": scoring, **r} for scoring, probs in scorings.items()
             for r in detection_sweep(data.train_labels, probs, noisy.noise_mask)]
 
