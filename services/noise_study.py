@@ -63,6 +63,9 @@ class StudyConfig:
     """The experiments that the further seeds run again (names as in results.csv)."""
     group: str = "label-noise-study"
     """W&B group of the study's runs, and the prefix of their names."""
+    report_only: bool = False
+    """Train nothing: write the tables and chart from the rows already finished with these settings (e.g. while
+    another process runs the study, or on a fresh machine after keep_results.py --restore)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -234,6 +237,30 @@ def run_config(cfg: ExperimentConfig, run_dir: Path, name: str, group: str) -> E
         cfg.logging, output_dir=run_dir, run_name=f"{group}-{name}", wandb_group=cfg.logging.wandb_group or group))
 
 
+def _row_cl(spec: ExperimentSpec, cl: ConfidentLearningConfig) -> ConfidentLearningConfig:
+    """The confident-learning settings a row uses: a remove-only row's relabel threshold is 1.0 (no relabels)."""
+    return dataclasses.replace(cl, relabel_threshold=1.0) if spec.remove_only else cl
+
+
+def finished_row(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConfig, cl: ConfidentLearningConfig,
+                 name: str) -> Optional[dict[str, Any]]:
+    """Run ``name``'s row from its result.json when it finished with these settings, else None (not finished, or
+    ``--training.resume none``).
+
+    Raises:
+        ValueError: result.json exists but was made with other settings.
+    """
+    result_file = Path(cfg.logging.output_dir) / name / RESULT_FILE
+    if not result_file.is_file() or cfg.training.resume == "none":
+        return None
+    saved = json.loads(result_file.read_text())
+    conflicts = _conflicts(saved.get("fingerprint", {}), _fingerprint(cfg, spec, study, _row_cl(spec, cl)))
+    if conflicts:
+        raise ValueError(f"{result_file} was made with other settings ({', '.join(conflicts[:5])}); use another "
+                         f"--logging.output_dir, or --training.resume none to redo the study")
+    return {"run": name, "seed": cfg.training.seed, **saved["row"]}
+
+
 def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConfig, cl: ConfidentLearningConfig,
                    base: ImageNetDataManager, noisy: Optional[NoisyLabels], name: Optional[str] = None
                    ) -> dict[str, Any]:
@@ -255,17 +282,13 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
     out = Path(cfg.logging.output_dir)
     name = name or spec.name
     run_dir = out / name
-    row_cl = dataclasses.replace(cl, relabel_threshold=1.0) if spec.remove_only else cl  # 1.0: no relabels
+    row_cl = _row_cl(spec, cl)
     fingerprint = _fingerprint(cfg, spec, study, row_cl)
     result_file = run_dir / RESULT_FILE
-    if result_file.is_file() and cfg.training.resume != "none":
-        saved = json.loads(result_file.read_text())
-        conflicts = _conflicts(saved.get("fingerprint", {}), fingerprint)
-        if conflicts:
-            raise ValueError(f"{result_file} was made with other settings ({', '.join(conflicts[:5])}); use another "
-                             f"--logging.output_dir, or --training.resume none to redo the study")
-        log.info("%s: finished earlier (top-1 %.2f %%), not rerun", name, saved["row"]["top1"])
-        return {"run": name, "seed": cfg.training.seed, **saved["row"]}
+    saved_row = finished_row(spec, cfg, study, cl, name)
+    if saved_row is not None:
+        log.info("%s: finished earlier (top-1 %.2f %%), not rerun", name, saved_row["top1"])
+        return saved_row
 
     started = time.perf_counter()
     clean_ids, clean_labels = base.train_ids, base.train_labels
@@ -369,7 +392,9 @@ def add_comparisons(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run_study(cfg: ExperimentConfig, study: StudyConfig, cl: ConfidentLearningConfig) -> list[dict[str, Any]]:
-    """Run every experiment of :func:`study_experiments` (skipping finished ones) and write the reports.
+    """Run every experiment of :func:`study_experiments` (skipping finished ones) and write the reports; with
+    ``--study.report_only``, only the reports, from the finished rows. The tables written after each row include
+    the rows finished earlier that the loop has not reached yet.
 
     Returns:
         The table rows, one per experiment, averaged over its seeds (see :data:`CSV_COLUMNS`).
@@ -391,12 +416,22 @@ def run_study(cfg: ExperimentConfig, study: StudyConfig, cl: ConfidentLearningCo
         log.warning("label-noise study on the BUNDLED SAMPLE (%d train / %d val images): a smoke run; pass "
                     "--data.root for a real one", len(base.train_ids), len(base.val_ids))
     noisy = {rate: study_noise(base, rate, study) for rate in (*study.noise_rates, *study.noise_only_rates)}
+    planned = [(spec, dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, seed=seed)), name)
+               for spec, seed, name in study_runs(study, cfg.training.seed)]
+    done = {name: row for spec, run_cfg, name in planned
+            if (row := finished_row(spec, run_cfg, study, cl, name)) is not None}  # settings checked up front
     runs: list[dict[str, Any]] = []
-    for spec, seed, name in study_runs(study, cfg.training.seed):
-        log.info("=== %s: %s, seed %d ===", name, spec.description, seed)
-        run_cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, seed=seed))
+    for i, (spec, run_cfg, name) in enumerate(planned):
+        if study.report_only:
+            if name in done:
+                runs.append(done[name])
+            else:
+                log.info("%s: not finished, left out of the tables (--study.report_only)", name)
+            continue
+        log.info("=== %s: %s, seed %d ===", name, spec.description, run_cfg.training.seed)
         runs.append(run_experiment(spec, run_cfg, study, cl, base, noisy.get(spec.noise_rate), name))
-        write_reports(add_comparisons(aggregate_seeds(runs)), out, cfg, runs)  # partial tables while it runs
+        partial = runs + [done[n] for _, _, n in planned[i + 1:] if n in done]  # and finished rows not reached yet
+        write_reports(add_comparisons(aggregate_seeds(partial)), out, cfg, partial)  # partial tables while it runs
     rows = add_comparisons(aggregate_seeds(runs))
     write_reports(rows, out, cfg, runs)
     if cfg.logging.wandb:
