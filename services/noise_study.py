@@ -406,9 +406,10 @@ def run_study(cfg: ExperimentConfig, study: StudyConfig, cl: ConfidentLearningCo
     out = Path(cfg.logging.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     setup_logging(out, cfg.logging.log_level)
-    cfg.save_yaml(out / "config.yaml")
-    (out / "study.json").write_text(json.dumps({"study": dataclasses.asdict(study), "cl": dataclasses.asdict(cl)},
-                                               indent=2) + "\n")
+    if not study.report_only:  # a report leaves the record of the study's own settings alone
+        cfg.save_yaml(out / "config.yaml")
+        (out / "study.json").write_text(json.dumps({"study": dataclasses.asdict(study), "cl": dataclasses.asdict(cl)},
+                                                   indent=2) + "\n")
     base = ImageNetDataManager(cfg.data, seed=cfg.training.seed, run_dir=out / "data",
                                progress=cfg.logging.progress_bar)
     base.write_class_distribution(out / "data")

@@ -252,10 +252,12 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     assert skipped.returncode == 0 and skipped.stderr.count("not rerun") == 8, skipped.stderr[-4000:]
     # the tables alone, from the kept result.json files (no model there), leaving out a row that never ran
     (fresh / "results.csv").unlink()
+    settings = (fresh / "study.json").read_text()
     reported = run_script(STUDY_SCRIPT, [*args[:1], str(fresh), *args[2:], "--study.report_only", "true",
                                          "--study.noise_only_rates", "[0.5]"])
     assert reported.returncode == 0 and "noise50: not finished" in reported.stderr, reported.stderr[-4000:]
     assert not (fresh / "noise50").exists() and not list(fresh.rglob("*.pt"))
+    assert (fresh / "study.json").read_text() == settings  # the study's own record is left alone
     with open(fresh / "results.csv") as f:
         assert [r["top1"] for r in csv.DictReader(f)] == [r["top1"] for r in rows]
     assert run_script(KEEP_SCRIPT, [str(tmp_path / "nowhere"), str(kept)]).returncode == 2
