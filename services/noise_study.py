@@ -237,6 +237,18 @@ def run_config(cfg: ExperimentConfig, run_dir: Path, name: str, group: str) -> E
         cfg.logging, output_dir=run_dir, run_name=f"{group}-{name}", wandb_group=cfg.logging.wandb_group or group))
 
 
+def with_seed(cfg: ExperimentConfig, seed: int) -> ExperimentConfig:
+    """``cfg`` with training seed ``seed`` (one of ``--study.seeds``: init, augmentation, order)."""
+    return dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, seed=seed))
+
+
+def detection_config(cfg: ExperimentConfig, name: str, group: str) -> tuple[Path, ExperimentConfig]:
+    """Cleanlab row ``name``'s K-fold runs: their folder (:func:`detection_folds_dir`) and config ``cfg`` writing
+    there as '<group>-<row that owns the folds>-detect'."""
+    folds_dir = detection_folds_dir(cfg.logging.output_dir, name)
+    return folds_dir, run_config(cfg, folds_dir, f"{folds_dir.parent.name}-detect", group)
+
+
 def _row_cl(spec: ExperimentSpec, cl: ConfidentLearningConfig) -> ConfidentLearningConfig:
     """The confident-learning settings a row uses: a remove-only row's relabel threshold is 1.0 (no relabels)."""
     return dataclasses.replace(cl, relabel_threshold=1.0) if spec.remove_only else cl
@@ -282,13 +294,13 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
     out = Path(cfg.logging.output_dir)
     name = name or spec.name
     run_dir = out / name
-    row_cl = _row_cl(spec, cl)
-    fingerprint = _fingerprint(cfg, spec, study, row_cl)
-    result_file = run_dir / RESULT_FILE
     saved_row = finished_row(spec, cfg, study, cl, name)
     if saved_row is not None:
         log.info("%s: finished earlier (top-1 %.2f %%), not rerun", name, saved_row["top1"])
         return saved_row
+    row_cl = _row_cl(spec, cl)
+    fingerprint = _fingerprint(cfg, spec, study, row_cl)
+    result_file = run_dir / RESULT_FILE
 
     started = time.perf_counter()
     clean_ids, clean_labels = base.train_ids, base.train_labels
@@ -311,8 +323,7 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
         provenance["simulated_detection_rate"] = spec.detection_rate
     if spec.cleanlab:
         det_dir = run_dir / "detection"
-        folds_dir = detection_folds_dir(out, name)
-        fold_cfg = run_config(cfg, folds_dir, f"{folds_dir.parent.name}-detect", study.group)
+        folds_dir, fold_cfg = detection_config(cfg, name, study.group)
         if spec.remove_only:  # the threshold row's folds, trained before it in table order (even under resume none)
             fold_cfg = dataclasses.replace(fold_cfg, training=dataclasses.replace(fold_cfg.training, resume="auto"))
         det = detect_label_issues(fold_cfg, data, det_dir, row_cl, noise_mask=noisy.noise_mask,
@@ -417,8 +428,7 @@ def run_study(cfg: ExperimentConfig, study: StudyConfig, cl: ConfidentLearningCo
         log.warning("label-noise study on the BUNDLED SAMPLE (%d train / %d val images): a smoke run; pass "
                     "--data.root for a real one", len(base.train_ids), len(base.val_ids))
     noisy = {rate: study_noise(base, rate, study) for rate in (*study.noise_rates, *study.noise_only_rates)}
-    planned = [(spec, dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, seed=seed)), name)
-               for spec, seed, name in study_runs(study, cfg.training.seed)]
+    planned = [(spec, with_seed(cfg, seed), name) for spec, seed, name in study_runs(study, cfg.training.seed)]
     done = {name: row for spec, run_cfg, name in planned
             if (row := finished_row(spec, run_cfg, study, cl, name)) is not None}  # settings checked up front
     runs: list[dict[str, Any]] = []

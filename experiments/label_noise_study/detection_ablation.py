@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -32,8 +31,8 @@ from core.config import ExperimentConfig
 from core.data.manager import ImageNetDataManager
 from services.label_issues import (ConfidentLearningConfig, detection_sweep, eval_loader, out_of_sample_pred_probs,
                                    predict_proba)
-from services.noise_study import (StudyConfig, detection_folds_dir, parse_study_config, run_config, study_noise,
-                                  study_runs)
+from services.noise_study import (StudyConfig, detection_config, detection_folds_dir, parse_study_config, run_config,
+                                  study_noise, study_runs, with_seed)
 
 log = logging.getLogger(__name__)
 COLUMNS = ("scoring", "rule", "num_flagged", "precision", "recall", "f1", "meets_targets", "average_precision",
@@ -82,9 +81,7 @@ def fold_probs(cfg: ExperimentConfig, study: StudyConfig, cl: ConfidentLearningC
             and np.array_equal(np.load(det_dir / "noise_mask.npy"), noise_mask)):
         raise ValueError(f"{det_dir} was not made with these flags (its train_ids.npy or noise_mask.npy differ from "
                          f"the rebuilt ones): pass exactly the study's flags")
-    folds_dir = detection_folds_dir(cfg.logging.output_dir, row)
-    row_cfg = run_config(dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, seed=seed)), folds_dir,
-                         f"{folds_dir.parent.name}-detect", study.group)
+    folds_dir, row_cfg = detection_config(with_seed(cfg, seed), row, study.group)
     return {"flip TTA" if flip else "centre crop": out_of_sample_pred_probs(row_cfg, data, folds_dir, cl.folds,
                                                                             cl.fold_seed, hflip=flip)
             for flip in ((False, True) if hflip else (False,))}
@@ -121,7 +118,7 @@ def run(argv: list[str]) -> int:
     base = ImageNetDataManager(cfg.data, seed=seed, progress=cfg.logging.progress_bar)
     noisy = study_noise(base, spec.noise_rate, study)
     data = base.with_train_subset(base.train_ids, noisy.labels, seed=seed)
-    det_dir = Path(cfg.logging.output_dir) / args.experiment / "detection"
+    det_dir = out / args.experiment / "detection"
     rows_probs = {row: fold_probs(cfg, study, cl, data, noisy.noise_mask, row, runs[row][1], args.hflip)
                   for row in (args.experiment, *args.ensemble)}
     scorings = {f"{cl.folds}-fold, {flip}": probs for flip, probs in rows_probs[args.experiment].items()}
@@ -137,8 +134,7 @@ def run(argv: list[str]) -> int:
         if noisy_row is None:
             raise ValueError(f"--in_sample: this study has no noisy row at {spec.noise_rate:g} with seed {seed} "
                              f"(--study.repeat_experiments must include it for seed {seed})")
-        run_cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, seed=seed))
-        in_sample = in_sample_probs(run_cfg, study, data, noisy_row, args.hflip)
+        in_sample = in_sample_probs(with_seed(cfg, seed), study, data, noisy_row, args.hflip)
         scorings.update(in_sample)
         independent += list(in_sample.values())
     if len(independent) > 1:  # an ensemble: the mean of every probability set above, each counted once
