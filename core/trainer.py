@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -151,7 +152,9 @@ class ImageNetTrainer:
             # dynamic=False: one graph per crop size, no slower dynamic-shape kernels under progressive resizing
             self.model = torch.compile(self.model, mode=cfg.model.compile_mode, dynamic=False)
 
-        self.train_loader = self.data.train_loader(t.batch_size, t.grad_accum_steps, self.resolution_at,
+        # a plain function, not self.resolution_at: a loader holding the trainer is a cycle that outlives the run
+        self.train_loader = self.data.train_loader(t.batch_size, t.grad_accum_steps,
+                                                   functools.partial(resolution_at, cfg=cfg.data),
                                                    self.world_size, self.rank, self.device)
         self.val_loader = self.data.val_loader(max(1, t.batch_size * 2), self.world_size, self.rank)
         self.sampler = self.train_loader.sampler
@@ -554,12 +557,21 @@ class ImageNetTrainer:
 
     def close(self) -> None:
         """Shut down the loaders' persistent worker processes (also done by garbage collection; explicit here
-        so that a finished run exits at once)."""
+        so that a finished run exits at once), and under DDP drop the DDP wrapper, leaving ``self.model`` the bare
+        model (enough to evaluate or export; ``fit()`` is not meant to be called again).
+
+        The wrapper's reducer holds the process group; one still alive when the group is destroyed is torn down at
+        interpreter exit, the likely cause of the rare gloo abort seen there (SIGABRT, "terminate called without
+        an active exception"). The trainer itself can outlive its run: matplotlib's pyparsing cache keeps the frames of the
+        last font or mathtext parse, so a plot drawn inside a trainer method pins that trainer.
+        """
         for loader in (self.train_loader, self.val_loader):
             it = getattr(loader, "_iterator", None)
             if it is not None and hasattr(it, "_shutdown_workers"):
                 it._shutdown_workers()
             loader._iterator = None
+        if isinstance(getattr(self.model, "_orig_mod", self.model), nn.parallel.DistributedDataParallel):
+            self.model = self.unwrapped_model()
 
     def _stop_requested(self) -> bool:
         """Whether any process received SIGTERM/SIGINT; under DDP all ranks must stop at the same step."""
