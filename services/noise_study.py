@@ -281,12 +281,11 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
 
     The run folder ``<output_dir>/<name>/`` (``name`` defaults to ``spec.name``) gets ``train_ids.npy``,
     ``train_labels.npy``, ``noise_mask.npy`` and ``labels.json`` (what it trained on), ``logs/`` and ``models/``
-    (the trainer's), ``detection/`` for cleanlab rows, and ``result.json``. A row whose result.json matches the
-    current settings is returned without training; an unfinished one resumes from ``models/last.pt`` (unless
-    ``--training.resume none``).
+    (the trainer's), ``detection/`` for cleanlab rows, and ``result.json``. An unfinished row resumes from
+    ``models/last.pt`` (unless ``--training.resume none``); a finished one is not looked up here: :func:`run_study`
+    skips it (:func:`finished_row`).
 
     Raises:
-        ValueError: result.json exists but was made with other settings.
         StudyInterrupted: the training was stopped by a signal.
     """
     from core.cli import build_trainer
@@ -294,10 +293,6 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
     out = Path(cfg.logging.output_dir)
     name = name or spec.name
     run_dir = out / name
-    saved_row = finished_row(spec, cfg, study, cl, name)
-    if saved_row is not None:
-        log.info("%s: finished earlier (top-1 %.2f %%), not rerun", name, saved_row["top1"])
-        return saved_row
     row_cl = _row_cl(spec, cl)
     fingerprint = _fingerprint(cfg, spec, study, row_cl)
     result_file = run_dir / RESULT_FILE
@@ -404,15 +399,16 @@ def add_comparisons(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def run_study(cfg: ExperimentConfig, study: StudyConfig, cl: ConfidentLearningConfig) -> list[dict[str, Any]]:
     """Run every experiment of :func:`study_experiments` (skipping finished ones) and write the reports; with
-    ``--study.report_only``, only the reports, from the finished rows. The tables written after each row include
-    the rows finished earlier that the loop has not reached yet.
+    ``--study.report_only``, only the reports, from the finished rows. The tables written after each trained row
+    include the rows finished earlier that the loop has not reached yet.
 
     Returns:
         The table rows, one per experiment, averaged over its seeds (see :data:`CSV_COLUMNS`).
 
     Raises:
         StudyInterrupted: a run was stopped by a signal.
-        ValueError: --study.repeat_experiments names an experiment the study does not have.
+        ValueError: --study.repeat_experiments names an experiment the study does not have, or a finished row's
+            result.json was made with other settings (:func:`finished_row`, checked before anything trains).
     """
     out = Path(cfg.logging.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -433,11 +429,12 @@ def run_study(cfg: ExperimentConfig, study: StudyConfig, cl: ConfidentLearningCo
             if (row := finished_row(spec, run_cfg, study, cl, name)) is not None}  # settings checked up front
     runs: list[dict[str, Any]] = []
     for i, (spec, run_cfg, name) in enumerate(planned):
+        if name in done:
+            log.info("%s: finished earlier (top-1 %.2f %%), not rerun", name, done[name]["top1"])
+            runs.append(done[name])
+            continue
         if study.report_only:
-            if name in done:
-                runs.append(done[name])
-            else:
-                log.info("%s: not finished, left out of the tables (--study.report_only)", name)
+            log.info("%s: not finished, left out of the tables (--study.report_only)", name)
             continue
         log.info("=== %s: %s, seed %d ===", name, spec.description, run_cfg.training.seed)
         runs.append(run_experiment(spec, run_cfg, study, cl, base, noisy.get(spec.noise_rate), name))
