@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+import yaml
 
 from core.config import ExperimentConfig, build_parser, parse_sections
 from core.data.manager import ImageNetDataManager
@@ -63,6 +64,12 @@ class StudyConfig:
     """The experiments that the further seeds run again (names as in results.csv)."""
     group: str = "label-noise-study"
     """W&B group of the study's runs, and the prefix of their names."""
+    fold_config: Optional[str] = None
+    """A YAML file of data/model/training settings layered over each cleanlab row's config for its K fold models
+    only (the detection), e.g. a longer schedule. cleanlab takes any model's out-of-sample probabilities and can
+    find a flip only where the model disagrees with it, so a stronger fold model is a better detector, while the
+    cleaned row's own training keeps the study's recipe and its top-1 compares with the other rows'. The data subset
+    and labels stay the row's. None: the folds train with the row's config."""
     report_only: bool = False
     """Train nothing: write the tables and chart from the rows already finished with these settings (e.g. while
     another process runs the study, or on a fresh machine after keep_results.py --restore)."""
@@ -85,6 +92,9 @@ class StudyConfig:
                             f"got {extra}")
         if len(set(self.seeds)) != len(self.seeds):
             problems.append(f"--study.seeds must be distinct, got {list(self.seeds)}")
+        if self.fold_config is not None and not Path(self.fold_config).is_file():
+            problems.append(f"--study.fold_config {self.fold_config} is not a file; give the path of a YAML with "
+                            f"data:/model:/training: sections")
         if problems:
             raise ValueError("invalid study configuration:\n  - " + "\n  - ".join(problems))
 
@@ -202,17 +212,27 @@ def _fingerprint(cfg: ExperimentConfig, spec: ExperimentSpec, study: StudyConfig
         out["noise_seed"] = study.noise_seed
     if spec.cleanlab:
         out["cl"] = dataclasses.asdict(cl)
+        if study.fold_config is not None:  # the fold models' own settings, by content (absent without a fold config)
+            out["fold_config"] = fold_overrides(study)
     return json.loads(json.dumps(out))
 
 
 def _conflicts(saved: Any, now: Any, path: str = "") -> list[str]:
     """Settings that differ between a saved fingerprint and the current one, as 'section/field: old -> new'.
 
-    Keys present on one side only are not conflicts: a config field added to the library since (with its default)
-    must not invalidate finished runs.
+    Below the top level, keys present on one side only are not conflicts: a config field added to the library
+    since (with its default) must not invalidate finished runs. At the top level they are: those keys say what
+    decided the row (noise seed, cleanlab settings, ``--study.fold_config``), so one set on one side only is a
+    change.
     """
     if isinstance(saved, dict) and isinstance(now, dict):
-        return [c for k in sorted(set(saved) & set(now)) for c in _conflicts(saved[k], now[k], f"{path}/{k}")]
+        def state(d: dict, key: str) -> str:
+            return "(set)" if key in d else "(none)"
+
+        one_sided = [] if path else [f"{k}: {state(saved, k)} -> {state(now, k)}"
+                                     for k in sorted(set(saved) ^ set(now))]
+        both = sorted(set(saved) & set(now))
+        return one_sided + [c for k in both for c in _conflicts(saved[k], now[k], f"{path}/{k}")]
     return [] if saved == now else [f"{path.lstrip('/')}: {saved!r} -> {now!r}"]
 
 
@@ -242,11 +262,50 @@ def with_seed(cfg: ExperimentConfig, seed: int) -> ExperimentConfig:
     return dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, seed=seed))
 
 
-def detection_config(cfg: ExperimentConfig, name: str, group: str) -> tuple[Path, ExperimentConfig]:
-    """Cleanlab row ``name``'s K-fold runs: their folder (:func:`detection_folds_dir`) and config ``cfg`` writing
-    there as '<group>-<row that owns the folds>-detect'."""
+FOLD_SECTIONS = ("data", "model", "training")
+"""The config sections a ``--study.fold_config`` may set (logging stays the study's)."""
+
+
+def fold_overrides(study: StudyConfig) -> dict[str, dict[str, Any]]:
+    """The settings of ``--study.fold_config``, as {section: {field: value}}; {} without one.
+
+    Raises:
+        ValueError: the YAML is not a mapping of sections, or names a section other than data/model/training
+            (its fields and values are checked when layered: :func:`detection_config`).
+    """
+    if study.fold_config is None:
+        return {}
+    path = Path(study.fold_config)
+    d = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(d, dict) or not all(isinstance(v, dict) for v in d.values()):
+        raise ValueError(f"--study.fold_config {path} must be a mapping of sections (data:, model:, training:) to "
+                         f"settings")
+    bad = sorted(set(d) - set(FOLD_SECTIONS))
+    if bad:
+        raise ValueError(f"--study.fold_config {path} sets sections {bad}; only {list(FOLD_SECTIONS)} apply to the "
+                         f"fold models")
+    return d
+
+
+def detection_config(cfg: ExperimentConfig, name: str, study: StudyConfig) -> tuple[Path, ExperimentConfig]:
+    """Cleanlab row ``name``'s K-fold runs: their folder (:func:`detection_folds_dir`) and config: ``cfg`` with
+    ``--study.fold_config`` layered over it (:func:`fold_overrides`), writing there as
+    '<group>-<row that owns the folds>-detect'.
+
+    Raises:
+        ValueError: the fold config is invalid, alone or layered over ``cfg``.
+    """
     folds_dir = detection_folds_dir(cfg.logging.output_dir, name)
-    return folds_dir, run_config(cfg, folds_dir, f"{folds_dir.parent.name}-detect", group)
+    overrides = fold_overrides(study)
+    if overrides:
+        d = cfg.to_dict()
+        for section, values in overrides.items():
+            d[section].update(values)
+        try:
+            cfg = ExperimentConfig.from_dict(d)
+        except ValueError as e:
+            raise ValueError(f"--study.fold_config {study.fold_config} over the study's config: {e}") from None
+    return folds_dir, run_config(cfg, folds_dir, f"{folds_dir.parent.name}-detect", study.group)
 
 
 def _row_cl(spec: ExperimentSpec, cl: ConfidentLearningConfig) -> ConfidentLearningConfig:
@@ -318,7 +377,7 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
         provenance["simulated_detection_rate"] = spec.detection_rate
     if spec.cleanlab:
         det_dir = run_dir / "detection"
-        folds_dir, fold_cfg = detection_config(cfg, name, study.group)
+        folds_dir, fold_cfg = detection_config(cfg, name, study)
         if spec.remove_only:  # the threshold row's folds, trained before it in table order (even under resume none)
             fold_cfg = dataclasses.replace(fold_cfg, training=dataclasses.replace(fold_cfg.training, resume="auto"))
         det = detect_label_issues(fold_cfg, data, det_dir, row_cl, noise_mask=noisy.noise_mask,
@@ -407,8 +466,9 @@ def run_study(cfg: ExperimentConfig, study: StudyConfig, cl: ConfidentLearningCo
 
     Raises:
         StudyInterrupted: a run was stopped by a signal.
-        ValueError: --study.repeat_experiments names an experiment the study does not have, or a finished row's
-            result.json was made with other settings (:func:`finished_row`, checked before anything trains).
+        ValueError: --study.repeat_experiments names an experiment the study does not have, a finished row's
+            result.json was made with other settings (:func:`finished_row`), or --study.fold_config is invalid
+            (:func:`detection_config`); all checked before anything trains.
     """
     out = Path(cfg.logging.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -425,6 +485,8 @@ def run_study(cfg: ExperimentConfig, study: StudyConfig, cl: ConfidentLearningCo
                     "--data.root for a real one", len(base.train_ids), len(base.val_ids))
     noisy = {rate: study_noise(base, rate, study) for rate in (*study.noise_rates, *study.noise_only_rates)}
     planned = [(spec, with_seed(cfg, seed), name) for spec, seed, name in study_runs(study, cfg.training.seed)]
+    if study.fold_config is not None and any(spec.cleanlab for spec, _, _ in planned):
+        detection_config(cfg, "noise_cleanlab", study)  # a bad fold config fails now, not hours into the study
     done = {name: row for spec, run_cfg, name in planned
             if (row := finished_row(spec, run_cfg, study, cl, name)) is not None}  # settings checked up front
     runs: list[dict[str, Any]] = []

@@ -76,6 +76,36 @@ def test_study_config_is_validated():
     assert "--study.simulated_detection_rates" in str(e.value) and "--study.noise_rates" in str(e.value)
 
 
+def test_fold_config_is_layered_over_the_row_config_for_the_folds_only(tmp_path):
+    from services.noise_study import detection_config
+
+    cfg, _, _ = parse_study_config(STUDY_SCRIPT.parent, ["--data.root", str(tmp_path), "--config",
+                                                         str(STUDY_SCRIPT.parent / "imagenette_cpu.yaml")])
+    folds15 = STUDY_SCRIPT.parent / "folds_15ep.yaml"
+    folds_dir, fold_cfg = detection_config(cfg, "noise20_cleanlab_remove", StudyConfig(fold_config=str(folds15)))
+    assert folds_dir == cfg.logging.output_dir / "noise20_cleanlab" / "detection"
+    assert (fold_cfg.training.epochs, fold_cfg.data.ramp_start_epoch, fold_cfg.data.ramp_end_epoch) == (15, 7, 11)
+    assert (cfg.training.epochs, cfg.data.ramp_start_epoch) == (8, 4)  # the row's own config is left alone
+    assert fold_cfg.training.lr == cfg.training.lr and fold_cfg.data.root == cfg.data.root  # the rest is the row's
+    _, plain = detection_config(cfg, "noise20_cleanlab", StudyConfig())
+    assert plain.training.epochs == 8 and plain.logging.output_dir == folds_dir
+
+    with pytest.raises(ValueError, match="--study.fold_config .* is not a file"):
+        StudyConfig(fold_config=str(tmp_path / "missing.yaml"))
+    bad_section = tmp_path / "bad_section.yaml"
+    bad_section.write_text("logging:\n  wandb: true\n")
+    with pytest.raises(ValueError, match=r"sets sections \['logging'\]"):
+        detection_config(cfg, "noise20_cleanlab", StudyConfig(fold_config=str(bad_section)))
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("training:\n  epoch: 15\n")
+    with pytest.raises(ValueError, match="fold_config .*unknown fields in section 'training': \\['epoch'\\]"):
+        detection_config(cfg, "noise20_cleanlab", StudyConfig(fold_config=str(typo)))
+    inconsistent = tmp_path / "inconsistent.yaml"
+    inconsistent.write_text("data:\n  ramp_start_epoch: 9\n")  # past the row's ramp_end_epoch 6
+    with pytest.raises(ValueError, match="data.ramp_end_epoch"):
+        detection_config(cfg, "noise20_cleanlab", StudyConfig(fold_config=str(inconsistent)))
+
+
 def test_sample_settings_apply_only_without_a_data_root(tmp_path):
     script_dir = STUDY_SCRIPT.parent
     cfg, study, cl = parse_study_config(script_dir, [])
@@ -265,6 +295,26 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     changed = run_script(STUDY_SCRIPT, args[:-1] + ["4"])
     assert changed.returncode == 2 and "other settings" in changed.stderr
 
+    # stronger fold models for the detection only (--study.fold_config): a cleanlab row made without it is refused;
+    # redone, its folds train 2 epochs while the row itself (and every other row, skipped) keeps 1
+    fold_yaml = tmp_path / "folds.yaml"
+    fold_yaml.write_text("training:\n  epochs: 2\n")
+    with_folds = [*args[:1], str(fresh), *args[2:], "--study.fold_config", str(fold_yaml),
+                  "--study.noise_rates", "[0.2]", "--study.simulated_detection_rates", "[0.8]"]
+    refused = run_script(STUDY_SCRIPT, with_folds)
+    assert refused.returncode == 2 and "fold_config: (none) -> (set)" in refused.stderr, refused.stderr[-4000:]
+    (fresh / "noise20_cleanlab" / "result.json").unlink()
+    folds = run_script(STUDY_SCRIPT, with_folds)
+    assert folds.returncode == 0 and folds.stderr.count("not rerun") == 4, folds.stderr[-4000:]
+    det15 = fresh / "noise20_cleanlab" / "detection"
+    for k in range(2):
+        assert yaml.safe_load((det15 / f"fold_{k}" / "logs" / "config.yaml").read_text())["training"]["epochs"] == 2
+        assert len((det15 / f"fold_{k}" / "logs" / "metrics.jsonl").read_text().splitlines()) >= 2
+    row_cfg = yaml.safe_load((fresh / "noise20_cleanlab" / "logs" / "config.yaml").read_text())
+    assert row_cfg["training"]["epochs"] == 1
+    saved = json.loads((fresh / "noise20_cleanlab" / "result.json").read_text())
+    assert saved["fingerprint"]["fold_config"] == {"training": {"epochs": 2}}
+
 
 def test_a_finished_run_is_reused_unless_a_setting_it_used_changed():
     from services.noise_study import _conflicts
@@ -273,3 +323,5 @@ def test_a_finished_run_is_reused_unless_a_setting_it_used_changed():
     assert _conflicts(saved, {"config": {"training": {"lr": 0.1, "epochs": 3, "new_field": None}}, "noise_seed": 0}) == []
     assert _conflicts(saved, {"config": {"training": {"lr": 0.2, "epochs": 3}}, "noise_seed": 0}) == [
         "config/training/lr: 0.1 -> 0.2"]
+    # a top-level key on one side only (here a --study.fold_config the saved row was not made with) is a change
+    assert _conflicts(saved, {**saved, "fold_config": {"training": {"epochs": 15}}}) == ["fold_config: (none) -> (set)"]

@@ -81,7 +81,7 @@ def fold_probs(cfg: ExperimentConfig, study: StudyConfig, cl: ConfidentLearningC
             and np.array_equal(np.load(det_dir / "noise_mask.npy"), noise_mask)):
         raise ValueError(f"{det_dir} was not made with these flags (its train_ids.npy or noise_mask.npy differ from "
                          f"the rebuilt ones): pass exactly the study's flags")
-    folds_dir, row_cfg = detection_config(with_seed(cfg, seed), row, study.group)
+    folds_dir, row_cfg = detection_config(with_seed(cfg, seed), row, study)
     return {"flip TTA" if flip else "centre crop": out_of_sample_pred_probs(row_cfg, data, folds_dir, cl.folds,
                                                                             cl.fold_seed, hflip=flip)
             for flip in ((False, True) if hflip else (False,))}
