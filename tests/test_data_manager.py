@@ -68,6 +68,11 @@ def test_subset_of_real_sample_and_cache_reuse(tmp_path):
     assert "tench" in report[1] and report[1].endswith(",60,30,18")
     assert (run / "class_distribution.png").stat().st_size > 0
     assert np.array_equal(np.load(run / "subset_indices.npy"), m.train_ids)
+    # written through a temporary file and replaced (a killed run leaves the old record, not half of one)
+    m.write_class_distribution(run)
+    assert sorted(p.name for p in run.iterdir()) == ["class_distribution.csv", "class_distribution.png",
+                                                     "subset_indices.npy"]
+    assert (run / "class_distribution.csv").read_bytes().count(b"\r\n") == 11  # csv's own line ends, as before
 
 
 # --- classes ----------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import json
 import logging
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from core.atomic import atomic_write, atomic_write_text
 from core.config import BUNDLED_SAMPLE_ROOT, DataConfig
 from core.data import loaders
 from core.data.dataset import FolderReader, ImageClassificationDataset, ImageReader
@@ -234,13 +236,13 @@ class ImageNetDataManager:
         full = class_counts(self.train_index.labels, self.num_classes)
         sub = class_counts(self.train_labels, self.num_classes)
         val = class_counts(self.val_index.labels[self.val_ids], self.num_classes)
-        path = out_dir / "class_distribution.csv"
-        with open(path, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["class_index", "wnid", "name", "short_name", "train_images", "subset_images", "val_images"])
-            for i, (wnid, name, short) in enumerate(zip(self.classes, self.class_names, self.short_names)):
-                w.writerow([i, wnid, name, short, int(full[i]), int(sub[i]), int(val[i])])
-        np.save(out_dir / "subset_indices.npy", self.train_ids)
+        text = io.StringIO(newline="")
+        w = csv.writer(text)
+        w.writerow(["class_index", "wnid", "name", "short_name", "train_images", "subset_images", "val_images"])
+        for i, (wnid, name, short) in enumerate(zip(self.classes, self.class_names, self.short_names)):
+            w.writerow([i, wnid, name, short, int(full[i]), int(sub[i]), int(val[i])])
+        path = atomic_write_text(out_dir / "class_distribution.csv", text.getvalue())  # rewritten by every run
+        atomic_write(out_dir / "subset_indices.npy", lambda f: np.save(f, self.train_ids))
         try:
             from utils.visualization import plot_class_distribution
 
