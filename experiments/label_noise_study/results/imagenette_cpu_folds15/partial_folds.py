@@ -1,5 +1,7 @@
 """Detection at 20 % noise on the finished folds only: the 15-epoch fold models against the study's 8-epoch ones
 on the same held-out samples (same flips, same fold assignment). Run from the repository root."""
+import os
+
 import numpy as np
 from services.label_issues import detection_sweep
 
@@ -13,7 +15,7 @@ given, true = np.load(f"{R}/noise20/train_labels.npy"), np.load(f"{R}/clean/trai
 assert np.array_equal(given != true, mask)
 folds = np.load(f"{old}/folds.npy")
 assert np.array_equal(folds, np.load(f"{new}/folds.npy"))
-done = [k for k in range(4) if __import__("os").path.exists(f"{new}/fold_{k}/pred_probs.npy")]
+done = [k for k in range(4) if os.path.exists(f"{new}/fold_{k}/pred_probs.npy")]
 sel = np.concatenate([np.flatnonzero(folds == k) for k in done])
 p15 = np.concatenate([np.load(f"{new}/fold_{k}/pred_probs.npy") for k in done])
 assert np.array_equal(np.concatenate([np.load(f"{new}/fold_{k}/scored_ids.npy") for k in done]), ids[sel])
