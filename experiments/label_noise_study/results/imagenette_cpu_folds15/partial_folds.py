@@ -20,12 +20,14 @@ sel = np.concatenate([np.flatnonzero(folds == k) for k in done])
 p15 = np.concatenate([np.load(f"{new}/fold_{k}/pred_probs.npy") for k in done])
 assert np.array_equal(np.concatenate([np.load(f"{new}/fold_{k}/scored_ids.npy") for k in done]), ids[sel])
 print(f"finished folds {done}: {sel.size} samples, {mask[sel].sum()} flips")
-print("| fold models | agreement with true labels | rule | flagged | precision | recall | F1 | AP | best precision at recall >= 0.8 |")
+print("| fold models | agreement with true labels | rule | flagged | precision | recall | F1 | AP "
+      "| best precision at recall >= 0.8 |")
 print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
 for name, p in (("8 epochs (the study's)", probs8[sel]), ("15 epochs (folds_15ep.yaml)", p15)):
     agree = (p.argmax(1) == true[sel]).mean()
     for r in detection_sweep(given[sel], p, mask[sel]):
-        if r["rule"] in ("filter_by=prune_by_noise_rate", "filter_by=both", "filter_by=low_self_confidence") or r["rule"].startswith("rank=self_confidence"):
+        shown = r["rule"] in ("filter_by=prune_by_noise_rate", "filter_by=both", "filter_by=low_self_confidence")
+        if shown or r["rule"].startswith("rank=self_confidence"):
             ap = "" if np.isnan(r["average_precision"]) else f"{r['average_precision']:.3f}"
             bp = "" if np.isnan(r["precision_at_recall"]) else f"{r['precision_at_recall']:.3f}"
             print(f"| {name} | {agree:.3f} | {r['rule']} | {r['num_flagged']:,} | {r['precision']:.3f} | "
