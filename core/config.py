@@ -355,6 +355,17 @@ class ExperimentConfig:
         ``torch.load(weights_only=True)``."""
         return _plain(dataclasses.asdict(self))
 
+    def result_settings(self) -> dict[str, Any]:
+        """The settings that decide what a run computes: :meth:`to_dict` without ``logging``, ``training.resume`` and
+        ``data.num_workers`` (where outputs go, how a run restarts and how many processes load data change nothing
+        computed: each sample's augmentation is seeded by itself). Finished results are reused only under equal
+        settings (:func:`settings_conflicts`)."""
+        d = self.to_dict()
+        d.pop("logging")
+        d["training"].pop("resume", None)
+        d["data"].pop("num_workers", None)
+        return d
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
         """Inverse of :meth:`to_dict`; unknown keys raise ValueError naming them.
@@ -396,6 +407,24 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def settings_conflicts(saved: Any, now: Any, path: str = "") -> list[str]:
+    """Settings that differ between a saved settings record and the current one, as 'section/field: old -> new'.
+
+    Below the top level, keys present on one side only are not conflicts: a config field added to the library
+    since (with its default) must not invalidate finished runs. At the top level they are: those keys say what
+    decided a result (a noise seed, cleanlab settings, a fold config), so one set on one side only is a change.
+    """
+    if isinstance(saved, dict) and isinstance(now, dict):
+        def state(d: dict, key: str) -> str:
+            return "(set)" if key in d else "(none)"
+
+        one_sided = [] if path else [f"{k}: {state(saved, k)} -> {state(now, k)}"
+                                     for k in sorted(set(saved) ^ set(now))]
+        both = sorted(set(saved) & set(now))
+        return one_sided + [c for k in both for c in settings_conflicts(saved[k], now[k], f"{path}/{k}")]
+    return [] if saved == now else [f"{path.lstrip('/')}: {saved!r} -> {now!r}"]
 
 
 def build_parser(description: str = "Train a ResNet on ImageNet-style data."):

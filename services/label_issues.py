@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -30,7 +31,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from core.config import ExperimentConfig
+from core.atomic import atomic_write_text
+from core.config import ExperimentConfig, settings_conflicts
 from core.data.dataset import ImageClassificationDataset
 from core.data.manager import ImageNetDataManager
 from core.data.transforms import build_eval_transform
@@ -140,7 +142,9 @@ def out_of_sample_pred_probs(cfg: ExperimentConfig, data: ImageNetDataManager, o
     Fold k's model trains on the other folds (with their current, possibly noisy, labels) in
     ``out_dir/fold_k/`` (logs/, models/) and scores fold k with the evaluation pipeline. Each fold's
     probabilities are saved as ``fold_k/pred_probs.npy``: an interrupted detection resumes at the first fold
-    without them (and, with ``--training.resume auto``, mid-fold from its last checkpoint). With
+    without them (and, with ``--training.resume auto``, mid-fold from its last checkpoint). Each fold's
+    ``fold_settings.json``, written before it trains, records what decides its model and probabilities
+    (:func:`fold_settings`): a saved fold (checkpoints or probabilities) is reused only under equal settings. With
     ``--logging.progress_bar`` a bar counts the folds (ETA of the whole detection) above each fold's training
     and scoring bars. A fold whose model finished earlier but lacks the probabilities asked for (e.g. flip TTA
     on a detection scored without it) is only rescored: the trainer resumes it complete and trains nothing.
@@ -155,6 +159,10 @@ def out_of_sample_pred_probs(cfg: ExperimentConfig, data: ImageNetDataManager, o
 
     Returns:
         (M, C) float32 probabilities, row i for ``data.train_ids[i]``.
+
+    Raises:
+        ValueError: a fold folder holds a model made with other settings (another fold config, other labels or
+            samples); it is never resumed or mixed in: use a new ``--logging.output_dir`` or delete that folder.
     """
     from core.logger import setup_logging
     from core.cli import build_trainer
@@ -169,15 +177,27 @@ def out_of_sample_pred_probs(cfg: ExperimentConfig, data: ImageNetDataManager, o
         fold_dir = out_dir / f"fold_{k}"
         probs_file = fold_dir / ("pred_probs_hflip.npy" if hflip else "pred_probs.npy")
         ids_file = fold_dir / "scored_ids.npy"
-        if cfg.training.resume != "none" and probs_file.is_file() and ids_file.is_file() \
-                and np.array_equal(np.load(ids_file), data.train_ids[held]):
-            probs[held] = np.load(probs_file)
-            log.info("fold %d/%d: reusing %s", k + 1, folds, probs_file)
-            continue
-        fold_data = data.with_train_subset(data.train_ids[~held], data.train_labels[~held], run_dir=fold_dir / "logs")
         name = cfg.logging.run_name or cfg.model.name
         fold_cfg = dataclasses.replace(cfg, logging=dataclasses.replace(
             cfg.logging, output_dir=fold_dir, run_name=f"{name}-fold{k}"))
+        settings = fold_settings(fold_cfg, data.train_ids[~held], data.train_labels[~held], data.train_ids[held])
+        settings_file = fold_dir / "fold_settings.json"
+        resume = cfg.training.resume != "none"
+        saved = json.loads(settings_file.read_text()) if resume and settings_file.is_file() else None
+        if saved is not None and (conflicts := settings_conflicts(saved, settings)):
+            raise ValueError(f"{fold_dir} holds a fold model made with other settings ({'; '.join(conflicts[:3])}); "
+                             f"use a new --logging.output_dir, or delete {fold_dir} to train that fold again")
+        if resume and probs_file.is_file() and ids_file.is_file() \
+                and np.array_equal(np.load(ids_file), data.train_ids[held]):
+            if saved is None:  # made before fold_settings.json existed
+                log.warning("fold %d/%d: %s has no %s; reusing it unchecked", k + 1, folds, probs_file,
+                            settings_file.name)
+            probs[held] = np.load(probs_file)
+            log.info("fold %d/%d: reusing %s", k + 1, folds, probs_file)
+            continue
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(settings_file, json.dumps(settings, indent=2) + "\n")  # vouches for the checkpoints too
+        fold_data = data.with_train_subset(data.train_ids[~held], data.train_labels[~held], run_dir=fold_dir / "logs")
         log.info("fold %d/%d: training on %d samples, scoring %d", k + 1, folds, int((~held).sum()), int(held.sum()))
         trainer = build_trainer(fold_cfg, data=fold_data)
         if trainer.fit()["interrupted"]:  # a half-trained fold model must not score its fold as if finished
@@ -195,6 +215,18 @@ def out_of_sample_pred_probs(cfg: ExperimentConfig, data: ImageNetDataManager, o
         probs[held] = p
         setup_logging(out_dir, cfg.logging.log_level)
     return probs
+
+
+def fold_settings(fold_cfg: ExperimentConfig, train_ids: np.ndarray, train_labels: np.ndarray,
+                  scored_ids: np.ndarray) -> dict:
+    """What decides a fold model and its out-of-sample probabilities: ``fold_cfg``'s result settings
+    (:meth:`ExperimentConfig.result_settings`) and SHA-256 digests of the (N,) int ids and labels it trains on and
+    of the (M,) ids it scores (one pass over the arrays' bytes, not per sample), as plain JSON types."""
+    def digest(a: np.ndarray) -> str:
+        return hashlib.sha256(np.ascontiguousarray(a, dtype=np.int64).tobytes()).hexdigest()
+
+    return json.loads(json.dumps({"config": fold_cfg.result_settings(), "train_ids": digest(train_ids),
+                                  "train_labels": digest(train_labels), "scored_ids": digest(scored_ids)}))
 
 
 def link_fold_runs(folds_dir: Path, out_dir: Path, folds: int) -> None:

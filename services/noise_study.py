@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import yaml
 
-from core.config import ExperimentConfig, build_parser, parse_sections
+from core.config import ExperimentConfig, build_parser, parse_sections, settings_conflicts
 from core.data.manager import ImageNetDataManager
 from core.label_noise import (NoisyLabels, apply_manifest_to, exact_count, inject_symmetric_noise, simulate_cleaning,
                               write_training_labels)
@@ -203,11 +203,7 @@ class StudyInterrupted(RunInterrupted):
 def _fingerprint(cfg: ExperimentConfig, spec: ExperimentSpec, study: StudyConfig,
                  cl: ConfidentLearningConfig) -> dict[str, Any]:
     """Everything that decides a row's result; a saved result.json is reused only when this matches."""
-    d = cfg.to_dict()
-    d.pop("logging")
-    d["training"].pop("resume", None)
-    d["data"].pop("num_workers", None)  # loading parallelism does not change the result
-    out = {"config": d, "experiment": dataclasses.asdict(spec)}
+    out = {"config": cfg.result_settings(), "experiment": dataclasses.asdict(spec)}
     if spec.noise_rate > 0:
         out["noise_seed"] = study.noise_seed
     if spec.cleanlab:
@@ -215,25 +211,6 @@ def _fingerprint(cfg: ExperimentConfig, spec: ExperimentSpec, study: StudyConfig
         if study.fold_config is not None:  # the fold models' own settings, by content (absent without a fold config)
             out["fold_config"] = fold_overrides(study)
     return json.loads(json.dumps(out))
-
-
-def _conflicts(saved: Any, now: Any, path: str = "") -> list[str]:
-    """Settings that differ between a saved fingerprint and the current one, as 'section/field: old -> new'.
-
-    Below the top level, keys present on one side only are not conflicts: a config field added to the library
-    since (with its default) must not invalidate finished runs. At the top level they are: those keys say what
-    decided the row (noise seed, cleanlab settings, ``--study.fold_config``), so one set on one side only is a
-    change.
-    """
-    if isinstance(saved, dict) and isinstance(now, dict):
-        def state(d: dict, key: str) -> str:
-            return "(set)" if key in d else "(none)"
-
-        one_sided = [] if path else [f"{k}: {state(saved, k)} -> {state(now, k)}"
-                                     for k in sorted(set(saved) ^ set(now))]
-        both = sorted(set(saved) & set(now))
-        return one_sided + [c for k in both for c in _conflicts(saved[k], now[k], f"{path}/{k}")]
-    return [] if saved == now else [f"{path.lstrip('/')}: {saved!r} -> {now!r}"]
 
 
 def study_noise(base: ImageNetDataManager, rate: float, study: StudyConfig) -> NoisyLabels:
@@ -325,7 +302,7 @@ def finished_row(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConfig
     if not result_file.is_file() or cfg.training.resume == "none":
         return None
     saved = json.loads(result_file.read_text())
-    conflicts = _conflicts(saved.get("fingerprint", {}), _fingerprint(cfg, spec, study, _row_cl(spec, cl)))
+    conflicts = settings_conflicts(saved.get("fingerprint", {}), _fingerprint(cfg, spec, study, _row_cl(spec, cl)))
     if conflicts:
         raise ValueError(f"{result_file} was made with other settings ({', '.join(conflicts[:5])}); use another "
                          f"--logging.output_dir, or --training.resume none to redo the study")

@@ -131,6 +131,47 @@ def test_a_fold_stopped_by_a_signal_is_not_scored_as_finished(tmp_path, monkeypa
     assert not (tmp_path / "cl" / "fold_1" / "pred_probs.npy").exists()  # the stopped one is not taken as done
 
 
+class _FoldCounter(_FoldStoppedAtSecond):
+    """The same stand-in, every fit() finishing."""
+
+    def fit(self) -> dict:
+        type(self).fits += 1
+        return {"interrupted": False}
+
+
+def test_saved_fold_probabilities_are_reused_only_under_the_settings_they_were_made_with(tmp_path, monkeypatch,
+                                                                                           caplog):
+    import core.trainer
+
+    monkeypatch.setattr(core.trainer, "ImageNetTrainer", _FoldCounter)
+    monkeypatch.setattr(_FoldCounter, "fits", 0)
+    data = ImageNetDataManager(DataConfig(image_size=32, val_image_size=32, num_workers=0, fraction=0.1,
+                                          index_cache_dir=tmp_path / "cache"), seed=0)
+    cfg = tiny_config(tmp_path, training={"resume": "auto"})
+    first = out_of_sample_pred_probs(cfg, data, tmp_path / "cl", folds=2)
+    assert _FoldCounter.fits == 2 and (tmp_path / "cl" / "fold_1" / "fold_settings.json").is_file()
+    # the same settings (another output dir and worker count change nothing computed): reused, nothing trains
+    same = tiny_config(tmp_path, training={"resume": "auto"}, data={"num_workers": 1},
+                       logging={"output_dir": tmp_path / "elsewhere"})
+    np.testing.assert_array_equal(out_of_sample_pred_probs(same, data, tmp_path / "cl", folds=2), first)
+    assert _FoldCounter.fits == 2
+    # another recipe, or other labels for the same samples, is refused instead of mixed in
+    with pytest.raises(ValueError, match=r"fold_0 holds a fold model made with other settings "
+                                         r"\(config/training/epochs: 2 -> 3\).*--logging.output_dir"):
+        out_of_sample_pred_probs(tiny_config(tmp_path, training={"resume": "auto", "epochs": 3}), data,
+                                 tmp_path / "cl", folds=2)
+    relabelled = data.train_labels.copy()
+    relabelled[0] = (relabelled[0] + 1) % data.num_classes
+    with pytest.raises(ValueError, match="train_labels"):
+        out_of_sample_pred_probs(cfg, data.with_train_subset(data.train_ids, relabelled), tmp_path / "cl", folds=2)
+    assert _FoldCounter.fits == 2
+    # probabilities saved before the settings record existed are still reused, with a warning
+    (tmp_path / "cl" / "fold_0" / "fold_settings.json").unlink()
+    with caplog.at_level("WARNING", logger="services.label_issues"):
+        np.testing.assert_array_equal(out_of_sample_pred_probs(cfg, data, tmp_path / "cl", folds=2), first)
+    assert "reusing it unchecked" in caplog.text and _FoldCounter.fits == 2
+
+
 def test_predict_proba_returns_rows_summing_to_one():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 6))
     ds = torch.utils.data.TensorDataset(torch.randn(10, 3, 4, 4), torch.zeros(10, dtype=torch.long))

@@ -318,11 +318,13 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
 
 
 def test_a_finished_run_is_reused_unless_a_setting_it_used_changed():
-    from services.noise_study import _conflicts
+    from core.config import settings_conflicts
 
     saved = {"config": {"training": {"lr": 0.1, "epochs": 3}}, "noise_seed": 0}
-    assert _conflicts(saved, {"config": {"training": {"lr": 0.1, "epochs": 3, "new_field": None}}, "noise_seed": 0}) == []
-    assert _conflicts(saved, {"config": {"training": {"lr": 0.2, "epochs": 3}}, "noise_seed": 0}) == [
+    assert settings_conflicts(saved, {"config": {"training": {"lr": 0.1, "epochs": 3, "new_field": None}},
+                                      "noise_seed": 0}) == []
+    assert settings_conflicts(saved, {"config": {"training": {"lr": 0.2, "epochs": 3}}, "noise_seed": 0}) == [
         "config/training/lr: 0.1 -> 0.2"]
     # a top-level key on one side only (here a --study.fold_config the saved row was not made with) is a change
-    assert _conflicts(saved, {**saved, "fold_config": {"training": {"epochs": 15}}}) == ["fold_config: (none) -> (set)"]
+    assert settings_conflicts(saved, {**saved, "fold_config": {"training": {"epochs": 15}}}) == [
+        "fold_config: (none) -> (set)"]

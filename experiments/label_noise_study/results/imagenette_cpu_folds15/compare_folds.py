@@ -1,5 +1,6 @@
-"""Detection at 20 % noise on the finished folds only: the 15-epoch fold models against the study's 8-epoch ones
-on the same held-out samples (same flips, same fold assignment). Run from the repository root."""
+"""Detection at 20 % noise on the finished folds: the 15-epoch fold models against the study's 8-epoch ones, and the
+mean of both (two fold models per sample, neither of which saw it), on the same held-out samples (same flips, same
+fold assignment). Run from the repository root; it needs both runs' folders (``runs/`` is not kept in git)."""
 import os
 
 import numpy as np
@@ -23,7 +24,9 @@ print(f"finished folds {done}: {sel.size} samples, {mask[sel].sum()} flips")
 print("| fold models | agreement with true labels | rule | flagged | precision | recall | F1 | AP "
       "| best precision at recall >= 0.8 |")
 print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
-for name, p in (("8 epochs (the study's)", probs8[sel]), ("15 epochs (folds_15ep.yaml)", p15)):
+runs = (("8 epochs (the study's)", probs8[sel]), ("15 epochs (folds_15ep.yaml)", p15),
+        ("mean of the 8- and 15-epoch probabilities", (probs8[sel] + p15) / 2))
+for name, p in runs:
     agree = (p.argmax(1) == true[sel]).mean()
     for r in detection_sweep(given[sel], p, mask[sel]):
         shown = r["rule"] in ("filter_by=prune_by_noise_rate", "filter_by=both", "filter_by=low_self_confidence")
