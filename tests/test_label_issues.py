@@ -170,6 +170,12 @@ def test_saved_fold_probabilities_are_reused_only_under_the_settings_they_were_m
     with caplog.at_level("WARNING", logger="services.label_issues"):
         np.testing.assert_array_equal(out_of_sample_pred_probs(cfg, data, tmp_path / "cl", folds=2), first)
     assert "reusing it unchecked" in caplog.text and _FoldCounter.fits == 2
+    # a fold stopped before scoring (its settings and checkpoints, no probabilities) is not resumed under others
+    (tmp_path / "cl" / "fold_1" / "pred_probs.npy").unlink()
+    with pytest.raises(ValueError, match="fold_1 holds a fold model made with other settings"):
+        out_of_sample_pred_probs(tiny_config(tmp_path, training={"resume": "auto", "epochs": 3}), data,
+                                 tmp_path / "cl", folds=2)
+    assert _FoldCounter.fits == 2
 
 
 def test_predict_proba_returns_rows_summing_to_one():
