@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -274,10 +275,24 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     kept, fresh = tmp_path / "kept", tmp_path / "fresh"
     assert run_script(KEEP_SCRIPT, [str(out), str(kept)]).returncode == 0
     assert (kept / "noise20_cleanlab" / "detection" / "ablation.csv").is_file()
-    assert not list(kept.rglob("*.pt")) and not list(kept.rglob("*.npy"))
+    assert not list(kept.rglob("*.pt"))
+    # each detection's fold probabilities travel too (not the models, nor the remove-only twins' links to them)
+    real_folds = [f for f in out.glob("*/detection/fold_*") if not f.is_symlink()]
+    assert len(real_folds) == 6  # noise20_cleanlab, noise40_cleanlab, noise20_cleanlab_seed1: 2 folds each
+    kept_folds = sorted(p.relative_to(out) for f in real_folds for p in f.iterdir()
+                        if p.suffix == ".npy" or p.name == "fold_settings.json")
+    assert sorted(p.relative_to(kept) for p in kept.glob("*/detection/fold_*/*")) == kept_folds
+    assert sorted(p.relative_to(kept) for p in kept.rglob("*.npy")) == [p for p in kept_folds if p.suffix == ".npy"]
+    assert len(kept_folds) == 6 * 3 + 2  # settings, ids, probabilities; and the flip-TTA probabilities of the ablation
+    np.testing.assert_array_equal(np.load(kept / "noise20_cleanlab" / "detection" / "fold_1" / "pred_probs.npy"),
+                                  np.load(det / "fold_1" / "pred_probs.npy"))
+    capped = run_script(KEEP_SCRIPT, [str(out), str(tmp_path / "capped"), "--max_fold_mb", "0.001"])
+    assert capped.returncode == 0 and capped.stdout.count("left out") == 6, capped.stdout  # a fold goes whole or not
+    assert not list((tmp_path / "capped").glob("*/detection/fold_*"))
+    assert (tmp_path / "capped" / "noise20_cleanlab" / "result.json").is_file()
     assert run_script(KEEP_SCRIPT, [str(fresh), str(kept), "--restore"]).returncode == 0
-    assert sorted(p.relative_to(fresh) for p in fresh.rglob("*")
-                  if p.is_file()) == sorted(p.relative_to(out) for p in out.glob("*/result.json"))
+    assert sorted(p.relative_to(fresh) for p in fresh.rglob("*") if p.is_file()) == \
+        sorted([*(p.relative_to(out) for p in out.glob("*/result.json")), *kept_folds])
     skipped = run_script(STUDY_SCRIPT, [*args[:1], str(fresh), *args[2:]])
     assert skipped.returncode == 0 and skipped.stderr.count("not rerun") == 8, skipped.stderr[-4000:]
     # the tables alone, from the kept result.json files (no model there), leaving out a row that never ran
@@ -294,6 +309,13 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
 
     changed = run_script(STUDY_SCRIPT, args[:-1] + ["4"])
     assert changed.returncode == 2 and "other settings" in changed.stderr
+    # a cleanlab row redone on the fresh machine (no fold model there) reuses the kept fold probabilities
+    (fresh / "noise20_cleanlab" / "result.json").unlink()
+    redone = run_script(STUDY_SCRIPT, [*args[:1], str(fresh), *args[2:]])
+    assert redone.returncode == 0 and redone.stderr.count("/2: reusing") == 2, redone.stderr[-4000:]
+    assert "unchecked" not in redone.stderr and not list((fresh / "noise20_cleanlab" / "detection").rglob("*.pt"))
+    assert json.loads((fresh / "noise20_cleanlab" / "result.json").read_text())["row"]["precision"] == \
+        pytest.approx(metrics_20["precision"])
 
     # stronger fold models for the detection only (--study.fold_config): a cleanlab row made without it is refused;
     # redone, its folds train 2 epochs while the row itself (and every other row, skipped) keeps 1
@@ -304,6 +326,9 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     refused = run_script(STUDY_SCRIPT, with_folds)
     assert refused.returncode == 2 and "fold_config: (none) -> (set)" in refused.stderr, refused.stderr[-4000:]
     (fresh / "noise20_cleanlab" / "result.json").unlink()
+    stale = run_script(STUDY_SCRIPT, with_folds)  # the kept folds' records say 1 epoch: not reused for 2
+    assert stale.returncode == 2 and "made with other settings" in stale.stderr, stale.stderr[-4000:]
+    shutil.rmtree(fresh / "noise20_cleanlab" / "detection")
     folds = run_script(STUDY_SCRIPT, with_folds)
     assert folds.returncode == 0 and folds.stderr.count("not rerun") == 4, folds.stderr[-4000:]
     det15 = fresh / "noise20_cleanlab" / "detection"

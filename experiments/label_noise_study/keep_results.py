@@ -6,8 +6,14 @@
 A study's run folder (``--logging.output_dir``) holds checkpoints and fold models of about 100 MB per run; what a
 table, a later session or a reader needs is a few kB per row: ``result.json`` (the row and the settings
 fingerprint that lets run_study.py skip it), ``labels.json`` (label counts and digest), the training curve and
-summary, and for cleanlab rows the detection metrics, the ablation and the manifest. ``--restore`` copies the
-``result.json`` files back: run_study.py with the same flags then skips those rows and runs the rest.
+summary, and for cleanlab rows the detection metrics, the ablation and the manifest. For each finished fold of a
+detection it also keeps the out-of-sample probabilities with their ids and settings record (``fold_k/pred_probs.npy``,
+``scored_ids.npy``, ``fold_settings.json``: about 95 kB a fold on Imagenette), unless one is larger than
+``--max_fold_mb`` (an ILSVRC fold's (320k, 1000) float32 probabilities are 1.3 GB: those stay out of git, and the list
+of what was left out is printed). ``--restore`` copies the ``result.json`` files and the kept fold files back:
+run_study.py with the same flags then skips the finished rows, and a cleanlab row rerun with another rule
+(``--cl.filter_by``, ``--cl.relabel_threshold``; delete its ``result.json`` first) reuses the fold probabilities
+instead of training the fold models again.
 """
 
 from __future__ import annotations
@@ -22,10 +28,31 @@ ROW_FILES = ("result.json", "labels.json", "logs/metrics.jsonl", "logs/summary.j
              "logs/config.yaml", "logs/curves.png", "detection/detection_metrics.json", "detection/ablation.csv",
              "detection/ablation.md", "detection/removal_list.txt", "detection/relabel_map.json",
              "detection/label_issues.csv")
+FOLD_FILES = ("fold_settings.json", "scored_ids.npy", "pred_probs.npy", "pred_probs_hflip.npy")
+"""What :func:`services.label_issues.out_of_sample_pred_probs` needs to reuse a finished fold without its model."""
+MAX_FOLD_MB = 10.0
 
 
-def keep(runs: Path, kept: Path) -> list[Path]:
-    """Copy the study's and each row's small files from ``runs`` to ``kept`` (same layout); return the copies.
+def fold_files(runs: Path, max_mb: float) -> tuple[list[Path], list[Path]]:
+    """The files to keep of every finished detection fold in ``runs`` (:data:`FOLD_FILES`), and the fold folders
+    left out whole because one of their files is larger than ``max_mb`` MB. A fold folder that is a link (a
+    remove-only row sharing its twin's folds) is skipped: its target is kept."""
+    wanted, too_big = [], []
+    for fold in sorted(runs.glob("*/detection/fold_*")):
+        files = [fold / f for f in FOLD_FILES if (fold / f).is_file()]
+        if fold.is_symlink() or not any(f.name.startswith("pred_probs") for f in files):  # a link, or unfinished
+            continue
+        if any(f.stat().st_size > max_mb * 2**20 for f in files):
+            too_big.append(fold)
+        else:
+            wanted += files
+    return wanted, too_big
+
+
+def keep(runs: Path, kept: Path, max_fold_mb: float = MAX_FOLD_MB) -> list[Path]:
+    """Copy the study's and each row's small files, and the fold files of :func:`fold_files`, from ``runs`` to
+    ``kept`` (same layout); return the copies. A fold with a file over ``max_fold_mb`` is named on stdout and left
+    out.
 
     Raises:
         FileNotFoundError: ``runs`` is not a study folder (no study.json).
@@ -34,6 +61,12 @@ def keep(runs: Path, kept: Path) -> list[Path]:
         raise FileNotFoundError(f"{runs} has no study.json: pass the study's --logging.output_dir")
     wanted = [runs / f for f in STUDY_FILES]
     wanted += [row / f for row in sorted(p for p in runs.iterdir() if (p / "labels.json").is_file()) for f in ROW_FILES]
+    folds, too_big = fold_files(runs, max_fold_mb)
+    for fold in too_big:
+        size = max(f.stat().st_size for f in fold.glob("*.npy")) / 2**20
+        print(f"left out {fold} (a {size:.1f} MB file > --max_fold_mb {max_fold_mb:g}): that fold trains again on a "
+              f"fresh machine")
+    wanted += folds
     copied = []
     for src in wanted:
         if src.is_file():
@@ -45,10 +78,11 @@ def keep(runs: Path, kept: Path) -> list[Path]:
 
 
 def restore(kept: Path, runs: Path) -> list[Path]:
-    """Copy every kept ``<row>/result.json`` into ``runs/<row>/`` (existing ones are left alone); return the new
-    files. run_study.py with the same flags then skips those rows."""
+    """Copy every kept ``<row>/result.json`` and fold file (:data:`FOLD_FILES`) into ``runs`` (existing ones are left
+    alone); return the new files. run_study.py with the same flags then skips those rows, and reuses those folds."""
     restored = []
-    for src in sorted(kept.glob("*/result.json")):
+    folds = (p for f in FOLD_FILES for p in kept.glob(f"*/detection/fold_*/{f}"))
+    for src in sorted([*kept.glob("*/result.json"), *folds]):
         dst = runs / src.relative_to(kept)
         if not dst.exists():
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -61,10 +95,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", type=Path, help="the study's --logging.output_dir")
     parser.add_argument("kept", type=Path, help="the folder kept in git")
-    parser.add_argument("--restore", action="store_true", help="copy kept result.json files back into runs")
+    parser.add_argument("--restore", action="store_true", help="copy the kept result.json and fold files back")
+    parser.add_argument("--max_fold_mb", type=float, default=MAX_FOLD_MB,
+                        help="leave out a fold file larger than this many MB (default %(default)s)")
     args = parser.parse_args(argv)
     try:
-        files = restore(args.kept, args.runs) if args.restore else keep(args.runs, args.kept)
+        files = restore(args.kept, args.runs) if args.restore else keep(args.runs, args.kept, args.max_fold_mb)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
