@@ -138,7 +138,7 @@ def time_training(mode: str, model_name: str, size: int, num_classes: int, args:
     }[args.channels_last]
     channels_last = memory_format == torch.channels_last
     compile_model = args.compile and not reference_step
-    model = build_model(model_name, num_classes=num_classes)
+    model = build_model(model_name, num_classes=num_classes, blurpool=args.blurpool and not reference_step)
     model.to(device, memory_format=memory_format)
     model.train()
     optimizer = build_optimizer(model, TrainingConfig(lr=0.01))
@@ -171,6 +171,7 @@ def time_training(mode: str, model_name: str, size: int, num_classes: int, args:
     median = statistics.median(step_s)
     return {"mode": mode, "model": model_name, "image_size": size, "batch_size": args.batch_size,
             "compile": compile_model,
+            "blurpool": args.blurpool and not reference_step,
             "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off", "channels_last": channels_last,
             "steps": args.steps, "warmup": args.warmup,
             "images_per_s": args.batch_size / median,
@@ -294,6 +295,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    help="(c)'s step: 'reference' = torchvision's defaults (fp32, NCHW, eager), as a user of the "
                         "reference script gets; 'same' = (b)'s --amp/--channels-last/--compile, isolating the loader")
     p.add_argument("--compile", action="store_true", help="torch.compile the model, as --model.compile does")
+    p.add_argument("--blurpool", action="store_true", help="BlurPool on the strided convs, as --model.blurpool does")
     p.add_argument("--compile-mode", default="default", choices=["default", "reduce-overhead", "max-autotune"])
     p.add_argument("--color-jitter", type=float, default=0.0,
                    help="the pipeline's ColorJitter strength (0 = the same augmentation as the baseline)")

@@ -113,6 +113,8 @@ class ModelConfig:
     """3x3 stride-1 stem without max-pool, for images of 64 px or less (Tiny ImageNet)."""
     zero_init_residual: bool = True
     """Zero the last BatchNorm gamma of each residual block (Goyal et al. 2017)."""
+    blurpool: bool = False
+    """Low-pass (3x3 binomial, depthwise) the input of each strided conv with >= 16 input channels (BlurPool: Zhang 2019; FFCV's ImageNet configs). The state_dict keys are torchvision's either way; a checkpoint is evaluated and exported with the setting it was trained with."""
     channels_last: bool = True
     """Use the channels_last memory format for the model and its inputs, on CUDA (tensor-core convolutions) and on the CPU (oneDNN's blocked kernels; BENCHMARKS.md has the measured gain); ignored on MPS."""
     compile: bool = False

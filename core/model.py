@@ -1,10 +1,12 @@
-"""ResNet-18/34/50/101/152 classifiers built on ``torchvision.models.resnet``, with a small-input stem and a name-based factory."""
+"""ResNet-18/34/50/101/152 classifiers built on ``torchvision.models.resnet``, with a small-input stem, optional
+BlurPool and a name-based factory."""
 
 from __future__ import annotations
 
 from typing import Callable, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.models.resnet import ResNet as TorchvisionResNet
@@ -14,12 +16,61 @@ __all__ = [
     "Bottleneck",
     "ResNet",
     "MODEL_REGISTRY",
+    "apply_blurpool",
     "available_models",
     "build_model",
     "count_parameters",
 ]
 
 Block = Union[type[BasicBlock], type[Bottleneck]]
+
+
+# --------------------------------------------------------------------------- helpers
+
+# The 3x3 binomial low-pass filter [1, 2, 1] x [1, 2, 1] / 16 ("Tri-3" of Zhang 2019, the one FFCV's ImageNet
+# example uses). Only strided convolutions with at least this many input channels are blurred: the RGB stem is not.
+_BLUR_KERNEL = (1.0, 2.0, 1.0)
+BLURPOOL_MIN_CHANNELS = 16
+
+
+def _blur_input(conv: nn.Conv2d, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Forward pre-hook of a blurred conv: (N, C, H, W) -> the same shape, each channel low-passed (zero padding)."""
+    (x,) = args
+    kernel = conv.blur_kernel.to(dtype=x.dtype)
+    return (F.conv2d(x, kernel, padding=1, groups=conv.in_channels),)
+
+
+def apply_blurpool(model: nn.Module) -> int:
+    """Blur the input of every strided convolution that has >= 16 input channels, in place (BlurPool: Zhang 2019,
+    "Making Convolutional Networks Shift-Invariant Again", ICML; as FFCV's ImageNet example applies it, with
+    ``blurpool: 1`` in all of its ResNet configs).
+
+    Each such conv keeps its stride and its weights; a forward pre-hook first convolves its input, channel by
+    channel, with the 3x3 binomial filter [1, 2, 1] x [1, 2, 1] / 16 (stride 1, zero padding 1), so the stride-2
+    sampling that follows sees a low-passed map. In a ResNet these are the first conv and the 1x1 downsample conv of
+    layer2-4's first block; the stem (3 input channels) is left alone. The filter is a non-persistent buffer: the
+    state_dict keys and values are unchanged, so torchvision weights load and a BlurPool model's weights load into
+    a plain one (whose logits then differ: rebuild it with BlurPool to evaluate it). Costs one depthwise 3x3
+    convolution per blurred conv (measured in ``experiments/imagenette_speedrun/RESULTS.md``).
+
+    Returns:
+        the number of convolutions blurred (6 for every torchvision ResNet).
+
+    Raises:
+        ValueError: ``model`` has BlurPool already (a second pass would blur twice).
+    """
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and max(m.stride) > 1
+             and m.in_channels >= BLURPOOL_MIN_CHANNELS]
+    if any(hasattr(m, "blur_kernel") for m in convs):
+        raise ValueError("this model has BlurPool already; apply_blurpool must run once per model")
+    k = torch.tensor(_BLUR_KERNEL)
+    kernel = (k[:, None] * k[None, :]) / (k.sum() ** 2)  # (3, 3), sums to 1
+    for conv in convs:
+        w = conv.weight
+        conv.register_buffer("blur_kernel", kernel.to(w.device, w.dtype).expand(conv.in_channels, 1, 3, 3).clone(),
+                             persistent=False)  # (C, 1, 3, 3): one filter per channel (groups = C)
+        conv.register_forward_pre_hook(_blur_input)
+    return len(convs)
 
 
 # --------------------------------------------------------------------------- network
@@ -166,6 +217,7 @@ def build_model(
     num_classes: int = 1000,
     small_input: bool = False,
     zero_init_residual: bool = True,
+    blurpool: bool = False,
 ) -> ResNet:
     """Build a randomly initialised ResNet by name (He et al. 2016, "Deep Residual Learning").
 
@@ -174,6 +226,8 @@ def build_model(
         num_classes: classifier outputs; the model maps (N, 3, H, W) -> (N, num_classes) logits.
         small_input: 3x3 stride-1 stem without max-pool, for images of 64 px or less (see ``ResNet``).
         zero_init_residual: zero each block's last BN gamma (Goyal et al. 2017).
+        blurpool: low-pass the input of the strided convolutions (:func:`apply_blurpool`; Zhang 2019, FFCV).
+            The weights are drawn as without it and the state_dict keys are the same.
 
     Returns:
         A ``ResNet`` (a ``torchvision.models.ResNet``) whose state_dict keys match ``torchvision.models.<name>``.
@@ -184,9 +238,12 @@ def build_model(
     """
     if name not in MODEL_REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(available_models())}")
-    return MODEL_REGISTRY[name](
+    model = MODEL_REGISTRY[name](
         num_classes=num_classes, small_input=small_input, zero_init_residual=zero_init_residual
     )
+    if blurpool:
+        apply_blurpool(model)
+    return model
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

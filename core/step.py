@@ -193,7 +193,7 @@ def build_run_model(cfg: ExperimentConfig, classes: Sequence[str], model: Option
     num_classes = run_num_classes(cfg, classes)
     if model is None:
         model = build_model(cfg.model.name, num_classes=num_classes, small_input=cfg.model.small_input,
-                            zero_init_residual=cfg.model.zero_init_residual)
+                            zero_init_residual=cfg.model.zero_init_residual, blurpool=cfg.model.blurpool)
     if t.init_from is not None:
         load_initial_weights(model, Path(t.init_from), cfg.model.name, list(classes), t.reinit_head)
     if t.freeze_backbone:

@@ -106,7 +106,8 @@ def load_model(checkpoint: Union[str, Path], device: Union[str, torch.device] = 
     weights = "model_ema" if ckpt.get("model_ema") else "model"
     state = ckpt[weights]
     model = build_model(cfg.model.name, num_classes=int(state["fc.weight"].shape[0]),
-                        small_input=cfg.model.small_input, zero_init_residual=cfg.model.zero_init_residual)
+                        small_input=cfg.model.small_input, zero_init_residual=cfg.model.zero_init_residual,
+                        blurpool=cfg.model.blurpool)
     model.load_state_dict(state)
     model.to(select_device(str(device))).eval()
     classes = [str(c) for c in ckpt["classes"]]
