@@ -60,16 +60,26 @@ class InputImageError(ValueError):
 # The network
 # --------------------------------------------------------------------------------------------------------------
 
-def build_network(architecture: str, num_classes: int, small_input: bool) -> nn.Module:
+def build_network(architecture: str, num_classes: int, small_input: bool, blurpool: bool = False) -> nn.Module:
     """The exported network, untrained: ``torchvision.models.<architecture>``, the training code's model.
 
     ``small_input`` swaps the stem as ``core.model`` does (a 3x3 stride-1 conv, no max-pool), so the exported
-    state_dict loads with ``strict=True``. Maps (N, 3, H, W) normalised images -> (N, num_classes) logits.
+    state_dict loads with ``strict=True``; ``blurpool`` low-passes the input of the strided convs as
+    ``core.model.apply_blurpool`` does (the Space ships without ``core``, so the few lines are repeated here and a
+    test holds the two to the same logits). Maps (N, 3, H, W) normalised images -> (N, num_classes) logits.
     """
     model = get_model(architecture, weights=None, num_classes=num_classes)
     if small_input:
         model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         model.maxpool = nn.Identity()
+    if blurpool:  # Zhang 2019: a 3x3 binomial filter, channel by channel, before each strided conv of >= 16 channels
+        k = torch.tensor([1.0, 2.0, 1.0])
+        kernel = (k[:, None] * k[None, :]) / 16
+        for conv in [m for m in model.modules() if isinstance(m, nn.Conv2d) and max(m.stride) > 1
+                     and m.in_channels >= 16]:
+            conv.register_buffer("blur_kernel", kernel.expand(conv.in_channels, 1, 3, 3).clone(), persistent=False)
+            conv.register_forward_pre_hook(lambda c, args: (nn.functional.conv2d(
+                args[0], c.blur_kernel.to(args[0].dtype), padding=1, groups=c.in_channels),))
     return model
 
 
@@ -222,7 +232,7 @@ class Predictor:
         self.labels = [c.get("short_name") or c["name"] for c in self.classes]
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = build_network(self.config["architecture"], self.config["num_classes"],
-                                   self.config["small_input"])
+                                   self.config["small_input"], self.config.get("blurpool", False))
         # safetensors only: no pickle is ever loaded, so a tampered weights file cannot run code
         self.model.load_state_dict(load_file(str(model_dir / "model.safetensors")), strict=True)
         self.model.eval().to(self.device)

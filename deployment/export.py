@@ -184,6 +184,7 @@ def build_export_config(ckpt: dict[str, Any], checkpoint_path: Path, weights: st
         "architecture": m.name,
         "num_classes": int(ckpt["model"]["fc.weight"].shape[0]),
         "small_input": m.small_input,
+        "blurpool": m.blurpool,
         "weights": weights,
         # input_size (px, the square centre crop), resize_size (px, the short side before it), crop_ratio,
         # interpolation, mean and std (of [0, 1] RGB pixels): the checkpoint's own spec
@@ -220,7 +221,8 @@ def model_card(config: dict[str, Any], classes: list[dict[str, Any]]) -> str:
         "## Model card",
         "",
         f"- **Architecture**: {pretty} (He et al. 2016), {params:,} parameters, {config['num_classes']} classes"
-        + (", small-input stem" if config["small_input"] else "") + ".",
+        + (", small-input stem" if config["small_input"] else "")
+        + (", BlurPool (Zhang 2019) before its strided convolutions" if config.get("blurpool") else "") + ".",
         f"- **Input**: RGB, short side resized to {pre['resize_size']} px, centre crop {pre['input_size']} px, "
         f"normalised with mean {pre['mean']} and std {pre['std']}.",
         f"- **Weights**: {'EMA of the weights' if config['weights'] == 'ema' else 'the trained weights'} "
@@ -264,9 +266,12 @@ def write_card_section(readme: Path, card: str) -> Path:
 @torch.no_grad()
 def _check_round_trip(ckpt: dict[str, Any], weights_path: Path, config: dict[str, Any], which: str) -> float:
     """Max |logit difference| between the checkpoint's weights in core's model and the exported file."""
-    reference = build_model(config["architecture"], config["num_classes"], config["small_input"]).eval()
+    blurpool = config.get("blurpool", False)
+    reference = build_model(config["architecture"], config["num_classes"], config["small_input"],
+                            blurpool=blurpool).eval()
     reference.load_state_dict(ckpt["model_ema"] if which == "ema" else ckpt["model"])
-    exported = build_model(config["architecture"], config["num_classes"], config["small_input"]).eval()
+    exported = build_model(config["architecture"], config["num_classes"], config["small_input"],
+                           blurpool=blurpool).eval()
     exported.load_state_dict(load_file(str(weights_path)))
     size = config["preprocessing"]["input_size"]
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))

@@ -107,6 +107,27 @@ def test_exported_model_gives_the_checkpoints_logits_on_real_photos(space):
         torch.testing.assert_close(exported(x), reference(x), rtol=0, atol=0)
 
 
+def test_a_blurpool_checkpoint_exports_and_the_space_rebuilds_it(space, tmp_path):
+    ckpt = load_checkpoint(checkpoint_of(space))
+    ckpt["config"]["model"]["blurpool"] = True  # same keys and weights: only the network's graph changes
+    torch.save(ckpt, tmp_path / "blur.pt")
+    export_checkpoint(tmp_path / "blur.pt", tmp_path / "model")
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["blurpool"] is True
+    assert "BlurPool" in (tmp_path / "model" / "model_card.md").read_text()
+    space_app = _import_file(space / "app.py", "space_app_blurpool")
+    served = space_app.Predictor(tmp_path / "model", device="cpu").model
+    reference = build_model("resnet18", 10, False, blurpool=True).eval()
+    reference.load_state_dict(ckpt["model"])
+    cfg = ExperimentConfig.from_dict(ckpt["config"])
+    transform = build_eval_transform(cfg.data, cfg.data.val_image_size)
+    x = torch.stack([transform(image=decode_image(p))["image"] for p in _real_photos()])  # (10, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(served(x), reference(x), rtol=0, atol=0)
+        plain = build_model("resnet18", 10, False).eval()
+        plain.load_state_dict(ckpt["model"])
+        assert (plain(x) - reference(x)).abs().max() > 1e-3  # the blur is really there
+
+
 def test_export_prefers_ema_weights(space, tmp_path):
     ckpt = load_checkpoint(checkpoint_of(space))
     ckpt["model_ema"] = {k: v.clone() for k, v in ckpt["model"].items()}
@@ -142,12 +163,14 @@ def test_export_refuses_a_class_list_that_does_not_fit_the_head(space, tmp_path)
 
 # ---------------------------------------------------------------------------------------------- the Space's network
 
-@pytest.mark.parametrize("small_input", [False, True], ids=["imagenet_stem", "small_input"])
+@pytest.mark.parametrize("small_input,blurpool", [(False, False), (True, False), (False, True)],
+                         ids=["imagenet_stem", "small_input", "blurpool"])
 @pytest.mark.parametrize("name", available_models())
-def test_space_network_matches_core(name, small_input):
+def test_space_network_matches_core(name, small_input, blurpool):
     assert not (DEPLOYMENT_DIR / "model.py").exists()  # no generated copy: the Space imports torchvision
-    ours = build_model(name, num_classes=7, small_input=small_input, zero_init_residual=False).eval()
-    theirs = build_network(name, 7, small_input).eval()
+    ours = build_model(name, num_classes=7, small_input=small_input, zero_init_residual=False,
+                       blurpool=blurpool).eval()
+    theirs = build_network(name, 7, small_input, blurpool).eval()
     theirs.load_state_dict(ours.state_dict(), strict=True)  # same keys, same shapes
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

@@ -159,3 +159,22 @@ def test_load_model_reads_the_checkpoints_preprocessing(checkpoint: Path, tmp_pa
     ckpt[CHECKPOINT_KEY] = {**loaded.preprocessing.to_dict(), "input_size": 48, "resize_size": 55}
     torch.save(ckpt, tmp_path / "spec.pt")
     assert load_model(tmp_path / "spec.pt", "cpu").preprocessing.input_size == 48  # the recorded spec wins
+
+
+def test_load_model_rebuilds_a_blurpool_network(tmp_path: Path) -> None:
+    # --model.blurpool reaches the trainer's network (core.step.build_run_model), and a checkpoint of such a run
+    # comes back with the blur: without it the logits (and CAMs) would be another network's
+    cfg = tiny_config(tmp_path, data={"val_fraction": 0.5}, model={"blurpool": True})
+    torch.manual_seed(0)
+    trainer = ImageNetTrainer(cfg)
+    path = trainer.save_last()
+    trained = trainer.model.eval()
+    trainer.close()
+    assert [n for n, m in trained.named_modules() if hasattr(m, "blur_kernel")][0] == "layer2.0.conv1"
+    loaded = load_model(path, "cpu").model
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), trained(x).float(), rtol=0, atol=0)
+        plain = build_model(cfg.model.name, 10, cfg.model.small_input).eval()
+        plain.load_state_dict(loaded.state_dict())
+        assert (plain(x) - loaded(x)).abs().max() > 1e-4

@@ -14,6 +14,7 @@ from core.model import (
     BasicBlock,
     Bottleneck,
     ResNet,
+    apply_blurpool,
     available_models,
     build_model,
     count_parameters,
@@ -204,3 +205,57 @@ def test_small_input_checkpoint_keys_are_torchvisions(name: str) -> None:
     assert list(ours) == list(theirs)
     assert {k for k in ours if ours[k].shape != theirs[k].shape} == {"conv1.weight", "fc.weight", "fc.bias"}
     assert ours["conv1.weight"].shape == (64, 3, 3, 3)
+
+
+# ---------------------------------------------------------------------------------------------- BlurPool
+
+
+def _blurred_convs(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and hasattr(m, "blur_kernel")]
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_blurpool_blurs_the_strided_convs_and_keeps_torchvisions_weights(name: str) -> None:
+    torch.manual_seed(0)
+    plain = build_model(name, num_classes=10).state_dict()
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=10, blurpool=True)
+    # the first conv and the downsample of layer2-4's first block; not the 3-channel stem, nor layer1
+    assert _blurred_convs(model) == [f"layer{i}.0.{c}" for i in (2, 3, 4)
+                                     for c in (("conv2" if name in ("resnet50", "resnet101", "resnet152")
+                                                else "conv1"), "downsample.0")]
+    state = model.state_dict()
+    assert list(state) == list(plain) and all(torch.equal(state[k], plain[k]) for k in plain)
+    # a torchvision state_dict loads strictly into a BlurPool model
+    build_model("resnet18", blurpool=True).load_state_dict(_torchvision_model("resnet18").state_dict(), strict=True)
+
+
+def test_blurpool_removes_what_the_stride_would_alias() -> None:
+    # A checkerboard is the highest frequency a stride-2 sampling aliases; the [1, 2, 1]^2 / 16 filter maps it to 0
+    # away from the zero-padded border, and a constant map to itself, so the strided conv then sees only the mean.
+    model = build_model("resnet18", num_classes=10, blurpool=True).eval()
+    conv = model.layer2[0].conv1  # 64 -> 128 channels, stride 2
+    yy, xx = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
+    board = ((yy + xx) % 2 * 2 - 1).float().expand(1, 64, 16, 16)  # (1, 64, 16, 16) of +-1
+    plain_conv = nn.Conv2d(64, 128, 3, stride=2, padding=1, bias=False)
+    plain_conv.load_state_dict(conv.state_dict())
+    with torch.no_grad():
+        blurred, unblurred = conv(board + 3.0), plain_conv(board + 3.0)
+        constant = plain_conv(torch.full((1, 64, 16, 16), 3.0))
+    inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))
+    torch.testing.assert_close(blurred[inner], constant[inner], rtol=0, atol=1e-4)
+    assert (unblurred[inner] - constant[inner]).abs().max() > 0.1  # without the blur the pattern gets through
+
+
+def test_blurpool_twice_raises_and_survives_deepcopy_and_channels_last() -> None:
+    import copy
+
+    model = build_model("resnet18", num_classes=10, blurpool=True).eval()
+    with pytest.raises(ValueError, match="BlurPool already"):
+        apply_blurpool(model)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(x)
+        torch.testing.assert_close(copy.deepcopy(model)(x), ref)  # EMA copies the model this way
+        fast = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)

@@ -133,6 +133,7 @@ def test_ffcv_style_imagenet_configs_parse_and_follow_ffcv(name):
     epochs = int(name.split("_")[1])
     assert cfg.model.name == ("resnet18" if name.startswith("rn18") else "resnet50") and t.epochs == epochs
     assert d.fraction == 1.0 and d.val_image_size == 256 and t.eval_hflip and t.label_smoothing == 0.1
+    assert cfg.model.blurpool  # ffcv-imagenet's use_blurpool: 1 in every ResNet config
     assert [resolution_at(e, d) for e in (0, d.ramp_start_epoch, epochs - 1)] == [160, 160, 192]
     spe = 100
     lrs = [lr_at(s, t, spe) for s in range(epochs * spe)]
