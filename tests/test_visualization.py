@@ -15,6 +15,7 @@ from utils.visualization import (
     plot_class_distribution,
     plot_confusion_matrix,
     plot_training_curves,
+    series_styles,
 )
 
 
@@ -189,3 +190,10 @@ def test_lr_finder_plot(tmp_path: Path) -> None:
                               {"steepest descent": 1e-2, "min loss / 10": 3e-2}), 600, 400)
     with pytest.raises(ValueError):
         plot_lr_finder(lrs, raw[:5], smoothed, tmp_path / "bad.png")
+
+
+@pytest.mark.parametrize("n", [1, 10, 11, 20, 45])
+def test_series_styles_never_repeat_within_a_plot(n: int) -> None:
+    # the speedrun's curve has 11 runs: with the 10-colour cycle two of them shared a colour
+    styles = series_styles(n)
+    assert len(styles) == n and len(set(map(str, styles))) == n

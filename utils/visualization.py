@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import matplotlib
 from matplotlib.ticker import MaxNLocator
 
 # The helpers keep their old private names here: plots look ``_save`` up in this module (tests wrap it).
@@ -527,6 +528,14 @@ def plot_lr_finder(
     return _save(fig, out_path)
 
 
+def series_styles(n: int) -> list[tuple[Any, str]]:
+    """(colour, marker) for ``n`` lines of one plot, no two alike: matplotlib's 10 default colours up to 10 lines;
+    beyond, tab20's 20 colours (pairs of a dark and a light shade, so runs listed in seed pairs share a hue), and
+    after 20 another marker."""
+    palette: list[Any] = [f"C{i}" for i in range(10)] if n <= 10 else list(matplotlib.colormaps["tab20"].colors)
+    return [(palette[i % len(palette)], "os^D"[i // len(palette) % 4]) for i in range(n)]
+
+
 def plot_time_to_accuracy(
     series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     out_path: str | Path,
@@ -550,12 +559,11 @@ def plot_time_to_accuracy(
         raise ValueError("plot_time_to_accuracy needs at least one series")
     fig = _new_figure((8.0, 5.0))
     ax = fig.subplots()
-    for i, (label, (times, top1)) in enumerate(series.items()):
+    for (label, (times, top1)), (color, marker) in zip(series.items(), series_styles(len(series))):
         t, a = np.asarray(times, dtype=np.float64) / 60, np.asarray(top1, dtype=np.float64)
         if t.size == 0 or t.size != a.size:
             raise ValueError(f"series {label!r}: {t.size} times and {a.size} accuracies")
-        ax.plot(t, a, marker="o", markersize=4 if t.size > 1 else 8, linewidth=1.5, color=f"C{i % 10}",
-                label=label)
+        ax.plot(t, a, marker=marker, markersize=4 if t.size > 1 else 8, linewidth=1.5, color=color, label=label)
     for level in targets:
         ax.axhline(level, color="0.5", linestyle="--", linewidth=1)
         ax.annotate(f"{level:g} %", (1.0, level), xycoords=("axes fraction", "data"), xytext=(-4, 3),
