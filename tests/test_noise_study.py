@@ -136,6 +136,16 @@ def test_cpu_study_config_is_the_speedrun_recipe_with_two_seeds(tmp_path):
     assert (long_cfg.data.ramp_start_epoch, long_cfg.data.ramp_end_epoch) == (
         speedrun_long["data"]["ramp_start_epoch"], speedrun_long["data"]["ramp_end_epoch"])
     assert long_cfg.training.label_smoothing == 0 and long_study == study
+    # and the 30-minute setting is the speedrun's config.yaml: 15 epochs, its ramp, BlurPool
+    speedrun = yaml.safe_load((PROJECT_ROOT / "experiments" / "imagenette_speedrun" / "config.yaml").read_text())
+    b15_yaml = cpu.with_name("imagenette_b15.yaml")
+    b15_cfg, b15_study, _ = parse_study_config(STUDY_SCRIPT.parent, ["--data.root", str(tmp_path), "--config",
+                                                                     str(cpu), "--config", str(b15_yaml)])
+    assert b15_cfg.training.epochs == speedrun["training"]["epochs"] == 15 and b15_study == study
+    assert (b15_cfg.data.ramp_start_epoch, b15_cfg.data.ramp_end_epoch) == (
+        speedrun["data"]["ramp_start_epoch"], speedrun["data"]["ramp_end_epoch"])
+    assert b15_cfg.model.blurpool == speedrun["model"]["blurpool"] is True and long_cfg.model.blurpool
+    assert not cfg.model.blurpool  # the study as it ran
 
 
 def test_comparisons_drop_and_recovered_fraction():
