@@ -572,7 +572,7 @@ def plot_time_to_accuracy(
     ax.set_ylabel("val top-1 (%)")
     ax.set_xlim(left=0)
     ax.grid(True, alpha=0.25)
-    ax.legend(loc="upper left", fontsize="small")
+    ax.legend(loc="lower right", fontsize="small")  # the curves rise to the upper right; early points sit left
     ax.set_title(title or "Time to accuracy", fontsize="medium")
     fig.tight_layout()
     return _save(fig, out_path)
