@@ -529,9 +529,9 @@ def plot_lr_finder(
 
 
 def series_styles(n: int) -> list[tuple[Any, str]]:
-    """(colour, marker) for ``n`` lines of one plot, no two alike: matplotlib's 10 default colours up to 10 lines;
-    beyond, tab20's 20 colours (pairs of a dark and a light shade, so runs listed in seed pairs share a hue), and
-    after 20 another marker."""
+    """(colour, marker) for ``n`` lines of one plot: matplotlib's 10 default colours up to 10 lines; beyond, tab20's
+    20 colours (pairs of a dark and a light shade, so runs listed in seed pairs share a hue), and after each 20 lines
+    another of 4 markers, so no two of up to 80 lines look alike (beyond 80 the styles repeat)."""
     palette: list[Any] = [f"C{i}" for i in range(10)] if n <= 10 else list(matplotlib.colormaps["tab20"].colors)
     return [(palette[i % len(palette)], "os^D"[i // len(palette) % 4]) for i in range(n)]
 

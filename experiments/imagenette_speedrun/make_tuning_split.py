@@ -37,12 +37,11 @@ def make_split(root: Path, out: Path, fraction: float = 0.1, seed: int = 0) -> t
             split = "val" if name in held else "train"
             link = out / split / class_dir.name / name
             link.parent.mkdir(parents=True, exist_ok=True)
-            if link.is_symlink() and link.resolve() == (class_dir / name).resolve():
-                pass
-            elif link.exists() or link.is_symlink():
+            target = (class_dir / name).resolve()
+            if not link.is_symlink() and not link.exists():
+                link.symlink_to(target)
+            elif not (link.is_symlink() and link.resolve() == target):  # a link of this split is kept as it is
                 raise FileExistsError(f"{link} exists and is not this split's link: choose an empty OUT folder")
-            else:
-                link.symlink_to((class_dir / name).resolve())
             counts[split == "val"] += 1
     return counts[0], counts[1]
 
