@@ -9,6 +9,7 @@
 # Remake the split first on a fresh machine:
 #   python experiments/imagenette_speedrun/make_tuning_split.py ../shared/data/imagenette2-224 /work/data/imagenette-tune
 cd "${REPO:-/work/main}"
+export PYTHONPATH="$PWD"      # import this tree, not whichever one is pip-installed (a pinned worktree)
 mkdir -p /work/runs/abl4
 COMMON="--data.root /work/data/imagenette-tune --logging.progress_bar false --training.resume none --training.eval_every_epochs 100"
 run() { name=$1; shift; echo "== $name $(date +%T)"; /usr/bin/time -f "$name wall %e s" python experiments/imagenette_speedrun/train.py $COMMON --logging.output_dir /work/runs/abl4/$name "$@" > /work/runs/abl4/$name.log 2>&1; tail -1 /work/runs/abl4/$name.log; }
