@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from conftest import tiny_config
+from core.cli import experiment_config
+from core.schedules import resolution_at
 from core.trainer import ImageNetTrainer
 from experiments.imagenette_speedrun import eval_ablation, report
 
@@ -48,3 +51,24 @@ def test_eval_ablation_evaluates_the_checkpoint_at_each_size_with_and_without_fl
     last = [json.loads(x) for x in (tiny_run / "logs" / "metrics.jsonl").read_text().splitlines()][-1]
     assert rows[0]["val_top1"] == pytest.approx(last["val_top1"], abs=0.01)  # same weights, same evaluation
     assert all(0 <= r["val_top1"] <= 100 and r["eval_time_s"] >= 0 for r in rows)
+
+
+SPEEDRUN = Path(__file__).resolve().parent.parent / "experiments" / "imagenette_speedrun"
+
+
+@pytest.mark.parametrize("layers, epochs, schedule", [
+    ([], 15, [64] * 8 + [80, 96, 112] + [128] * 4),
+    (["short.yaml"], 4, [64] * 4),
+    (["long.yaml"], 30, [64] * 19 + [80, 96, 112] + [128] * 8),
+    (["long.yaml", "long40.yaml"], 40, [64] * 26 + [80, 96, 112] + [128] * 11),
+])
+def test_each_recipe_resolves_to_the_schedule_its_results_report(layers, epochs, schedule):
+    """The configs layered as RESULTS.md's commands layer them give the epochs and per-epoch crop sizes of its
+    table, with BlurPool on (the recipe of the measured rows since session 4)."""
+    argv = ["--data.root", str(SPEEDRUN)]
+    for name in layers:
+        argv += ["--config", str(SPEEDRUN / name)]
+    cfg = experiment_config(SPEEDRUN, argv)
+    assert cfg.training.epochs == epochs
+    assert [resolution_at(e, cfg.data) for e in range(cfg.training.epochs)] == schedule
+    assert cfg.model.blurpool and cfg.model.name == "resnet18"
