@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from conftest import tiny_config
 from core.cli import experiment_config
+from core.config import PROJECT_ROOT
 from core.schedules import resolution_at
 from core.trainer import ImageNetTrainer
 from experiments.imagenette_speedrun import eval_ablation, report
@@ -53,7 +53,7 @@ def test_eval_ablation_evaluates_the_checkpoint_at_each_size_with_and_without_fl
     assert all(0 <= r["val_top1"] <= 100 and r["eval_time_s"] >= 0 for r in rows)
 
 
-SPEEDRUN = Path(__file__).resolve().parent.parent / "experiments" / "imagenette_speedrun"
+SPEEDRUN = PROJECT_ROOT / "experiments" / "imagenette_speedrun"
 
 
 @pytest.mark.parametrize("layers, epochs, schedule", [
