@@ -61,14 +61,16 @@ SPEEDRUN = PROJECT_ROOT / "experiments" / "imagenette_speedrun"
     (["short.yaml"], 4, [64] * 4),
     (["long.yaml"], 30, [64] * 19 + [80, 96, 112] + [128] * 8),
     (["long.yaml", "long40.yaml"], 40, [64] * 26 + [80, 96, 112] + [128] * 11),
+    (["long.yaml", "long160.yaml"], 32, [64] * 19 + [80, 96, 112, 128, 144] + [160] * 8),
 ])
 def test_each_recipe_resolves_to_the_schedule_its_results_report(layers, epochs, schedule):
-    """The configs layered as RESULTS.md's commands layer them give the epochs and per-epoch crop sizes of its
-    table, with BlurPool on (the recipe of the measured rows since session 4)."""
+    """The configs layered as RESULTS.md's commands layer them give the epochs, per-epoch crop sizes and test size
+    of its table, with BlurPool on (the recipe of the measured rows since session 4)."""
     argv = ["--data.root", str(SPEEDRUN)]
     for name in layers:
         argv += ["--config", str(SPEEDRUN / name)]
     cfg = experiment_config(SPEEDRUN, argv)
     assert cfg.training.epochs == epochs
     assert [resolution_at(e, cfg.data) for e in range(cfg.training.epochs)] == schedule
+    assert cfg.data.val_image_size == schedule[-1]  # tested at the last training size
     assert cfg.model.blurpool and cfg.model.name == "resnet18"
