@@ -62,6 +62,7 @@ SPEEDRUN = PROJECT_ROOT / "experiments" / "imagenette_speedrun"
     (["long.yaml"], 30, [64] * 19 + [80, 96, 112] + [128] * 8),
     (["long.yaml", "long40.yaml"], 40, [64] * 26 + [80, 96, 112] + [128] * 11),
     (["long.yaml", "long160.yaml"], 32, [64] * 19 + [80, 96, 112, 128, 144] + [160] * 8),
+    (["long.yaml", "long160.yaml", "long160_wd.yaml"], 32, [64] * 19 + [80, 96, 112, 128, 144] + [160] * 8),
 ])
 def test_each_recipe_resolves_to_the_schedule_its_results_report(layers, epochs, schedule):
     """The configs layered as RESULTS.md's commands layer them give the epochs, per-epoch crop sizes and test size
@@ -74,3 +75,4 @@ def test_each_recipe_resolves_to_the_schedule_its_results_report(layers, epochs,
     assert [resolution_at(e, cfg.data) for e in range(cfg.training.epochs)] == schedule
     assert cfg.data.val_image_size == schedule[-1]  # tested at the last training size
     assert cfg.model.blurpool and cfg.model.name == "resnet18"
+    assert cfg.training.weight_decay == (5e-4 if "long160_wd.yaml" in layers else 5e-5)
