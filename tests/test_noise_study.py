@@ -317,6 +317,16 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
         assert [r["top1"] for r in csv.DictReader(f)] == [r["top1"] for r in rows]
     assert run_script(KEEP_SCRIPT, [str(tmp_path / "nowhere"), str(kept)]).returncode == 2
 
+    # the ablation runs there too, from the kept fold probabilities alone
+    fresh_ablation = run_script(ABLATION_SCRIPT, [*args[:1], str(fresh), *args[2:], "--experiment", "noise20_cleanlab"])
+    assert fresh_ablation.returncode == 0, fresh_ablation.stderr[-4000:]
+    with open(fresh / "noise20_cleanlab" / "detection" / "ablation.csv") as f:
+        fresh_default = next(r for r in csv.DictReader(f) if r["rule"] == "filter_by=prune_by_noise_rate")
+    assert float(fresh_default["precision"]) == pytest.approx(metrics_20["precision"])
+    no_models = run_script(ABLATION_SCRIPT, [*args[:1], str(fresh), *args[2:], "--experiment", "noise40_cleanlab",
+                                             "--hflip"])  # its flip-TTA probabilities were never made; no model here
+    assert no_models.returncode == 2 and "--hflip needs noise40_cleanlab's fold models" in no_models.stderr
+
     changed = run_script(STUDY_SCRIPT, args[:-1] + ["4"])
     assert changed.returncode == 2 and "other settings" in changed.stderr
     # a cleanlab row redone on the fresh machine (no fold model there) reuses the kept fold probabilities

@@ -69,19 +69,34 @@ def fold_probs(cfg: ExperimentConfig, study: StudyConfig, cl: ConfidentLearningC
     seed ``seed``) on ``data``, centre crop and, with ``hflip``, flip TTA (rescoring the fold models once),
     keyed 'centre crop' / 'flip TTA'.
 
+    Works on a fresh machine from the fold files that ``keep_results.py --restore`` puts back (no fold model
+    needed unless ``hflip``).
+
     Raises:
-        FileNotFoundError: the row's detection has not finished.
-        ValueError: its detection was made on other samples or flips than ``data`` / ``noise_mask``.
+        FileNotFoundError: the row's detection has not finished, and its folds were not restored.
+        ValueError: its detection was made on other samples or flips than ``data`` / ``noise_mask``; or ``hflip``
+            where a fold has neither its model nor its flip-TTA probabilities.
     """
     det_dir = Path(cfg.logging.output_dir) / row / "detection"
-    if not (det_dir / "pred_probs.npy").is_file():
+    folds_dir, row_cfg = detection_config(with_seed(cfg, seed), row, study)
+    restored = all((folds_dir / f"fold_{k}" / "pred_probs.npy").is_file() for k in range(cl.folds))
+    if not (det_dir / "pred_probs.npy").is_file() and not restored:
         raise FileNotFoundError(f"{det_dir / 'pred_probs.npy'} does not exist: run the study's {row} row first "
-                                f"(run_study.py with the same flags)")
-    if not (np.array_equal(np.load(det_dir / "train_ids.npy"), data.train_ids)
+                                f"(run_study.py with the same flags), or restore its folds (keep_results.py "
+                                f"--restore)")
+    scorable = [(folds_dir / f"fold_{k}" / "pred_probs_hflip.npy").is_file()
+                or any((folds_dir / f"fold_{k}" / "models").glob("*.pt")) for k in range(cl.folds)]
+    if hflip and not all(scorable):  # rather than retrain a fold model whose probabilities alone were restored
+        raise ValueError(f"--hflip needs {row}'s fold models or their flip-TTA probabilities, and fold(s) "
+                         f"{[k for k, ok in enumerate(scorable) if not ok]} in {folds_dir} have neither (restored "
+                         f"from kept files?): drop --hflip, or run the ablation where the study ran")
+    # a row restored on a fresh machine has only its folds' files, whose fold_settings.json digests of the ids and
+    # labels out_of_sample_pred_probs checks; a row run here is checked against its own record too
+    if (det_dir / "train_ids.npy").is_file() and not (
+            np.array_equal(np.load(det_dir / "train_ids.npy"), data.train_ids)
             and np.array_equal(np.load(det_dir / "noise_mask.npy"), noise_mask)):
         raise ValueError(f"{det_dir} was not made with these flags (its train_ids.npy or noise_mask.npy differ from "
                          f"the rebuilt ones): pass exactly the study's flags")
-    folds_dir, row_cfg = detection_config(with_seed(cfg, seed), row, study)
     return {"flip TTA" if flip else "centre crop": out_of_sample_pred_probs(row_cfg, data, folds_dir, cl.folds,
                                                                             cl.fold_seed, hflip=flip)
             for flip in ((False, True) if hflip else (False,))}
