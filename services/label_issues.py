@@ -217,16 +217,20 @@ def out_of_sample_pred_probs(cfg: ExperimentConfig, data: ImageNetDataManager, o
     return probs
 
 
+def array_digest(a: np.ndarray) -> str:
+    """SHA-256 hex digest of an int array's values as int64 (one pass over its bytes, not per sample): how
+    ``fold_settings.json`` records the ids and labels of a fold."""
+    return hashlib.sha256(np.ascontiguousarray(a, dtype=np.int64).tobytes()).hexdigest()
+
+
 def fold_settings(fold_cfg: ExperimentConfig, train_ids: np.ndarray, train_labels: np.ndarray,
                   scored_ids: np.ndarray) -> dict:
     """What decides a fold model and its out-of-sample probabilities: ``fold_cfg``'s result settings
-    (:meth:`ExperimentConfig.result_settings`) and SHA-256 digests of the (N,) int ids and labels it trains on and
-    of the (M,) ids it scores (one pass over the arrays' bytes, not per sample), as plain JSON types."""
-    def digest(a: np.ndarray) -> str:
-        return hashlib.sha256(np.ascontiguousarray(a, dtype=np.int64).tobytes()).hexdigest()
-
-    return json.loads(json.dumps({"config": fold_cfg.result_settings(), "train_ids": digest(train_ids),
-                                  "train_labels": digest(train_labels), "scored_ids": digest(scored_ids)}))
+    (:meth:`ExperimentConfig.result_settings`) and :func:`array_digest` of the (N,) int ids and labels it trains on
+    and of the (M,) ids it scores, as plain JSON types."""
+    return json.loads(json.dumps({"config": fold_cfg.result_settings(), "train_ids": array_digest(train_ids),
+                                  "train_labels": array_digest(train_labels),
+                                  "scored_ids": array_digest(scored_ids)}))
 
 
 def link_fold_runs(folds_dir: Path, out_dir: Path, folds: int) -> None:

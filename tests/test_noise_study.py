@@ -20,6 +20,7 @@ from services.noise_study import (CSV_COLUMNS, StudyConfig, add_comparisons, agg
 STUDY_SCRIPT = PROJECT_ROOT / "experiments" / "label_noise_study" / "run_study.py"
 KEEP_SCRIPT = PROJECT_ROOT / "experiments" / "label_noise_study" / "keep_results.py"
 ABLATION_SCRIPT = PROJECT_ROOT / "experiments" / "label_noise_study" / "detection_ablation.py"
+COMPARE_SCRIPT = PROJECT_ROOT / "experiments" / "label_noise_study" / "compare_folds.py"
 
 
 def test_default_study_is_the_seven_experiments_of_the_issue():
@@ -326,6 +327,29 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     no_models = run_script(ABLATION_SCRIPT, [*args[:1], str(fresh), *args[2:], "--experiment", "noise40_cleanlab",
                                              "--hflip"])  # its flip-TTA probabilities were never made; no model here
     assert no_models.returncode == 2 and "--hflip needs noise40_cleanlab's fold models" in no_models.stderr
+    # two detections compared on their shared folds: all of them here, so each alone is the detection itself and
+    # their mean the ablation's 2-seed ensemble; a detection with one fold unfinished narrows them to the other
+    detections = [f"s0={fresh / 'noise20_cleanlab' / 'detection'}", f"s1={fresh / 'noise20_cleanlab_seed1' / 'detection'}"]
+    compared = run_script(COMPARE_SCRIPT, args + ["--detection", *detections, "--out", str(tmp_path / "cmp")])
+    assert compared.returncode == 0, compared.stderr[-4000:]
+    with open(tmp_path / "cmp" / "compare_folds.csv") as f:
+        by_models = {}
+        for r in csv.DictReader(f):
+            by_models.setdefault(r["fold_models"], []).append(r)
+    assert list(by_models) == ["s0", "s1", "mean of s0 + s1"] and "folds [1, 2] of 2" in compared.stdout
+    s0_default = next(r for r in by_models["s0"] if r["rule"] == "filter_by=prune_by_noise_rate")
+    assert float(s0_default["precision"]) == pytest.approx(metrics_20["precision"])
+    assert [float(r["precision"]) for r in by_models["mean of s0 + s1"]] == \
+        pytest.approx([e["precision"] for e in expected])
+    partial = tmp_path / "partial"
+    shutil.copytree(fresh / "noise20_cleanlab_seed1" / "detection", partial)
+    (partial / "fold_1" / "pred_probs.npy").unlink()
+    narrowed = run_script(COMPARE_SCRIPT, args + ["--detection", detections[0], f"p={partial}", "--out",
+                                                  str(tmp_path / "cmp")])
+    assert narrowed.returncode == 0 and "folds [1] of 2" in narrowed.stdout, narrowed.stderr[-4000:]
+    other = run_script(COMPARE_SCRIPT, args + ["--detection", f"x={fresh / 'noise40_cleanlab' / 'detection'}",
+                                               "--out", str(tmp_path / "cmp")])  # its folds hold the 40 % flips
+    assert other.returncode == 2 and "made on other samples or labels" in other.stderr
 
     changed = run_script(STUDY_SCRIPT, args[:-1] + ["4"])
     assert changed.returncode == 2 and "other settings" in changed.stderr

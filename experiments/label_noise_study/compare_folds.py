@@ -1,0 +1,127 @@
+"""Compare the fold models of several detections of the label-noise study on the folds they have all finished
+(issue 13): which fold recipe finds the injected flips best, before a whole K-fold detection is paid for.
+
+    python experiments/label_noise_study/compare_folds.py <the study's own flags> --noise_rate 0.2 \\
+        --detection b15=runs/noise_study_b15/noise20_cleanlab/detection \\
+                    f32=runs/noise_study_f32/noise20_cleanlab/detection --out runs/fold_probes
+
+Each detection is the ``detection/`` folder of a cleanlab row (``--study.fold_config`` may differ between them, and
+so may the training seed): its ``fold_k/pred_probs.npy`` are the out-of-sample probabilities of fold model k on
+the fold it did not see. Rebuilds the study's noisy labels at ``--noise_rate`` and its stratified folds exactly as
+run_study.py does, and checks every fold against them: the ids it scored (``scored_ids.npy``) and the digests of
+the ids and labels it trained on (``fold_settings.json``). Only the folds finished in every detection count, so a
+detection interrupted after one fold already compares (each fold holds 1/K of the samples and of the flips, the
+same ones for every detection: a paired comparison). On those samples it scores each detection's probabilities,
+and with more than one detection their mean (an ensemble: each sample scored by one fold model per detection, none
+of which saw it), with every rule and ranking of :func:`services.label_issues.detection_sweep`, beside each fold
+model set's top-1 against the true labels. cleanlab's rules estimate their thresholds from the samples given, so
+on a subset of the folds they are close to, not equal to, what the whole detection gives. Writes
+``compare_folds.csv`` and ``compare_folds.md`` to ``--out``; trains nothing (seconds of CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from core.data.manager import ImageNetDataManager
+from services.label_issues import array_digest, detection_sweep, stratified_folds
+from services.noise_study import parse_study_config, study_noise
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("fold_models", "top1_true", "agreement_given", "rule", "num_flagged", "precision", "recall", "f1",
+           "average_precision", "precision_at_recall")
+
+
+def finished_folds(name: str, det_dir: Path, ids: np.ndarray, labels: np.ndarray, fold_of: np.ndarray
+                   ) -> dict[int, np.ndarray]:
+    """The (M_k, C) probabilities of each finished fold k of detection ``det_dir``, checked against the study's
+    samples ``ids`` (M,), noisy labels ``labels`` (M,) and fold assignment ``fold_of`` (M,).
+
+    Raises:
+        FileNotFoundError: ``det_dir`` is not a folder.
+        ValueError: a fold scored other samples, or trained on other samples or labels (another noise rate, noise
+            seed, fold seed or data flags than the ones given).
+    """
+    if not det_dir.is_dir():
+        raise FileNotFoundError(f"--detection {name}={det_dir}: no such folder; give a cleanlab row's detection/ "
+                                f"folder (e.g. runs/noise_study_b15/noise20_cleanlab/detection)")
+    out = {}
+    for k in range(int(fold_of.max()) + 1):
+        fold_dir = det_dir / f"fold_{k}"
+        if not ((fold_dir / "pred_probs.npy").is_file() and (fold_dir / "scored_ids.npy").is_file()):
+            continue
+        held = fold_of == k
+        settings = fold_dir / "fold_settings.json"
+        saved = json.loads(settings.read_text()) if settings.is_file() else {}
+        if not saved:  # made before fold_settings.json existed: only its scored ids can be checked
+            log.warning("--detection %s: %s has no %s; its training samples and labels are unchecked", name,
+                        fold_dir, settings.name)
+        trained_on = {"train_ids": array_digest(ids[~held]), "train_labels": array_digest(labels[~held])}
+        if not np.array_equal(np.load(fold_dir / "scored_ids.npy"), ids[held]) or any(
+                saved.get(key, digest) != digest for key, digest in trained_on.items()):
+            raise ValueError(f"--detection {name}: {fold_dir} was made on other samples or labels than these flags "
+                             f"give (scored ids or the digests in {settings.name} differ): pass the study's flags "
+                             f"and --noise_rate of that detection, and the same --cl.folds / --cl.fold_seed")
+        out[k] = np.load(fold_dir / "pred_probs.npy")
+    return out
+
+
+def run(argv: list[str]) -> int:
+    extra = argparse.ArgumentParser(add_help=False)
+    extra.add_argument("--noise_rate", type=float, default=0.2, help="the detections' symmetric noise rate")
+    extra.add_argument("--detection", nargs="+", required=True, metavar="NAME=DIR",
+                       help="detections to compare: a name and a cleanlab row's detection/ folder")
+    extra.add_argument("--out", type=Path, required=True, help="folder for compare_folds.csv and .md")
+    args, rest = extra.parse_known_args(argv)
+    cfg, study, cl = parse_study_config(Path(__file__).parent, rest, __doc__)
+    pairs = [d.partition("=") for d in args.detection]
+    if any(not name or not sep or not path for name, sep, path in pairs) or len({n for n, _, _ in pairs}) < len(pairs):
+        raise ValueError(f"--detection takes distinct NAME=DIR pairs, got {args.detection}")
+    base = ImageNetDataManager(cfg.data, seed=cfg.training.seed, progress=cfg.logging.progress_bar)
+    noisy = study_noise(base, args.noise_rate, study)
+    ids, given, true, mask = base.train_ids, noisy.labels, base.train_labels, noisy.noise_mask
+    fold_of = stratified_folds(given, cl.folds, cl.fold_seed)
+    folds = {name: finished_folds(name, Path(path), ids, given, fold_of) for name, _, path in pairs}
+    shared = sorted(set.intersection(*(set(f) for f in folds.values())))
+    if not shared:
+        raise ValueError(f"no fold is finished in every detection ({ {n: sorted(f) for n, f in folds.items()} }): "
+                         f"let one fold of each finish first")
+    sel = np.concatenate([np.flatnonzero(fold_of == k) for k in shared])
+    probs = {name: np.concatenate([f[k] for k in shared]) for name, f in folds.items()}
+    if len(probs) > 1:
+        probs[f"mean of {' + '.join(folds)}"] = np.mean(list(probs.values()), axis=0)
+    rows = [{"fold_models": name, "top1_true": float((p.argmax(1) == true[sel]).mean()),
+             "agreement_given": float((p.argmax(1) == given[sel]).mean()), **r}
+            for name, p in probs.items() for r in detection_sweep(given[sel], p, mask[sel])]
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "compare_folds.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    fmt = lambda v: "-" if isinstance(v, float) and np.isnan(v) else (  # noqa: E731
+        f"{v:.3f}" if isinstance(v, float) else str(v))
+    lines = [f"# Fold models compared at {args.noise_rate:g} noise: folds {[k + 1 for k in shared]} of {cl.folds} "
+             f"({sel.size} samples, {int(mask[sel].sum())} of them flipped)\n",
+             "top1_true: the fold models' top-1 against the true labels on the samples they did not see. Rank rows "
+             "flag as many samples as cleanlab estimates are wrong; their curve columns pick the threshold with the "
+             "truth (a bound, not a rule).\n",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(fmt(r[c]) for c in COLUMNS) + " |" for r in rows]
+    (args.out / "compare_folds.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    from core.cli import run_entry
+
+    sys.exit(run_entry(lambda: run(sys.argv[1:])))
