@@ -1,0 +1,50 @@
+#!/bin/bash
+# Issue 13: probe fold recipes for the detection at 20 % noise on the b15 study, one fold each, before a whole
+# 4-fold detection is paid for. For each fold config named (folds_<name>.yaml in experiments/label_noise_study/),
+# it runs the b15 study's noise20_cleanlab row with --study.fold_config that file until fold 1 of 4 has scored the
+# samples it did not see, then stops it with SIGTERM (the study saves a checkpoint and exits; rerunning the same
+# study command without this script continues the detection). It reuses the b15 study's finished rows without
+# detection (clean, noise20, noise20_sim80: their fingerprints are checked). Then compare_folds.py scores every
+# probe beside the b15 detections' fold 1 (seeds 0 and 1: the same samples and flips) and writes compare_folds.md.
+#   bash experiments/label_noise_study/results/imagenette_b15_fold_probes/run.sh 32ep_160 ls mixup
+# from the repository root; REPO=/path/to/worktree runs that checkout's code, RUNS=/path the run folders
+# (default runs/ beside the study). Measured (README.md here): 32ep_160 from a worktree at 8f4899a, ls and mixup at
+# f4a96e0 (the same library code).
+set -eu
+ROOT=$(pwd)
+S=$ROOT/experiments/label_noise_study
+RUNS=${RUNS:-$S/runs}
+B15=$RUNS/noise_study_b15
+cd "${REPO:-.}"
+export PYTHONPATH=$(pwd)
+FLAGS=(--data.root ../shared/data/imagenette2-224 --config experiments/label_noise_study/imagenette_cpu.yaml
+       --config experiments/label_noise_study/imagenette_b15.yaml --logging.progress_bar false)
+python "$S/keep_results.py" "$B15" "$S/results/imagenette_b15" --restore  # the b15 detections' fold files
+detections=("b15_s0=$B15/noise20_cleanlab/detection" "b15_s1=$B15/noise20_cleanlab_seed1/detection")
+for P in "$@"; do
+  OUT=$RUNS/noise_study_fold_$P
+  if [ ! -f "$OUT/clean/result.json" ]; then
+    python "$S/keep_results.py" "$OUT" "$S/results/imagenette_b15" --restore
+    rm -rf "$OUT"/*cleanlab*  # the b15 detections: made with another fold config, refused here
+    if [ -d "$S/results/imagenette_b15_fold_probes/$P" ]; then  # its kept fold: compared without training again
+      mkdir -p "$OUT/noise20_cleanlab" && cp -r "$S/results/imagenette_b15_fold_probes/$P/." "$OUT/noise20_cleanlab/"
+    fi
+  fi
+  echo "$P start $(date -u +%T) $(git rev-parse --short HEAD)"
+  if [ ! -f "$OUT/noise20_cleanlab/detection/fold_0/pred_probs.npy" ]; then
+    python experiments/label_noise_study/run_study.py "${FLAGS[@]}" \
+      --study.fold_config "experiments/label_noise_study/folds_$P.yaml" --study.noise_rates [0.2] \
+      --study.simulated_detection_rates [0.8] --study.noise_only_rates [] --study.seeds [0] \
+      --study.cleanlab_remove_only false --logging.output_dir "$OUT" > "$OUT.log" 2>&1 &
+    pid=$!
+    until [ -f "$OUT/noise20_cleanlab/detection/fold_0/pred_probs.npy" ]; do
+      kill -0 $pid 2>/dev/null || { echo "$P: the study stopped before fold 1 finished: $OUT.log"; exit 1; }
+      sleep 10
+    done
+    kill -TERM $pid; wait $pid || true  # the trainer saves a checkpoint and stops its loader workers itself
+  fi
+  echo "$P fold 1 done $(date -u +%T)"
+  detections+=("$P=$OUT/noise20_cleanlab/detection")
+done
+python "$S/compare_folds.py" "${FLAGS[@]}" --detection "${detections[@]}" \
+  --out "$S/results/imagenette_b15_fold_probes"
