@@ -340,6 +340,35 @@ def detection_sweep(labels: np.ndarray, pred_probs: np.ndarray, noise_mask: np.n
     return rows
 
 
+SWEEP_NOTE = ("Rank rows flag the lowest-scored samples, as many as cleanlab estimates are wrong; their curve columns "
+              "pick the threshold with the truth (a bound, not a rule).")
+"""What the curve columns of a :func:`detection_sweep` table mean, for its readers."""
+
+
+def write_sweep_table(out_dir: Path, stem: str, rows: list[dict], columns: Sequence[str], title: str,
+                      notes: Sequence[str] = ()) -> str:
+    """Write :func:`detection_sweep` rows (with any leading columns of the caller's) as ``out_dir/stem.csv`` and a
+    markdown table ``out_dir/stem.md`` under ``# title``, ``notes`` and :data:`SWEEP_NOTE`; floats to 3 decimals,
+    NaN and None as '-'. Returns the markdown. Keys of a row outside ``columns`` are left out."""
+    out_dir = Path(out_dir)
+    with open(out_dir / f"{stem}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+    def fmt(v) -> str:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return "-"
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    lines = [f"# {title}\n", " ".join([*notes, SWEEP_NOTE]) + "\n",
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r[c]) for c in columns) + " |" for r in rows]
+    text = "\n".join(lines) + "\n"
+    (out_dir / f"{stem}.md").write_text(text)
+    return text
+
+
 def manifest_from_issues(sample_ids: np.ndarray, labels: np.ndarray, pred_probs: np.ndarray, issues: np.ndarray,
                          relabel_threshold: float) -> CleaningManifest:
     """Relabel a flagged sample to its predicted class when ``pred_probs[i, predicted] >= relabel_threshold`` and

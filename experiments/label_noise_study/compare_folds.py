@@ -22,7 +22,6 @@ on a subset of the folds they are close to, not equal to, what the whole detecti
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from core.data.manager import ImageNetDataManager
-from services.label_issues import array_digest, detection_sweep, stratified_folds
+from services.label_issues import array_digest, detection_sweep, stratified_folds, write_sweep_table
 from services.noise_study import parse_study_config, study_noise
 
 log = logging.getLogger(__name__)
@@ -103,21 +102,11 @@ def run(argv: list[str]) -> int:
             for name, p in probs.items() for r in detection_sweep(given[sel], p, mask[sel])]
 
     args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "compare_folds.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    fmt = lambda v: "-" if isinstance(v, float) and np.isnan(v) else (  # noqa: E731
-        f"{v:.3f}" if isinstance(v, float) else str(v))
-    lines = [f"# Fold models compared at {args.noise_rate:g} noise: folds {[k + 1 for k in shared]} of {cl.folds} "
-             f"({sel.size} samples, {int(mask[sel].sum())} of them flipped)\n",
-             "top1_true: the fold models' top-1 against the true labels on the samples they did not see. Rank rows "
-             "flag as many samples as cleanlab estimates are wrong; their curve columns pick the threshold with the "
-             "truth (a bound, not a rule).\n",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(fmt(r[c]) for c in COLUMNS) + " |" for r in rows]
-    (args.out / "compare_folds.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    print(write_sweep_table(args.out, "compare_folds", rows, COLUMNS,
+                            f"Fold models compared at {args.noise_rate:g} noise: folds {[k + 1 for k in shared]} of "
+                            f"{cl.folds} ({sel.size} samples, {int(mask[sel].sum())} of them flipped)",
+                            ["top1_true: the fold models' top-1 against the true labels on the samples they did not "
+                             "see."]), end="")
     return 0
 
 

@@ -20,7 +20,6 @@ once) is swept too. Writes ``<row>/detection/ablation.csv`` and ``ablation.md``:
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import sys
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 from core.config import ExperimentConfig
 from core.data.manager import ImageNetDataManager
 from services.label_issues import (ConfidentLearningConfig, detection_sweep, eval_loader, out_of_sample_pred_probs,
-                                   predict_proba)
+                                   predict_proba, write_sweep_table)
 from services.noise_study import (StudyConfig, detection_config, detection_folds_dir, parse_study_config, run_config,
                                   study_noise, study_runs, with_seed)
 
@@ -157,20 +156,8 @@ def run(argv: list[str]) -> int:
     rows = [{"scoring": scoring, **r} for scoring, probs in scorings.items()
             for r in detection_sweep(data.train_labels, probs, noisy.noise_mask)]
 
-    with open(det_dir / "ablation.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    fmt = lambda v: "-" if v is None or (isinstance(v, float) and np.isnan(v)) else (  # noqa: E731
-        f"{v:.3f}" if isinstance(v, float) else str(v))
-    lines = [f"# Detection ablation: {args.experiment} ({int(noisy.noise_mask.sum())} of {noisy.noise_mask.size} "
-             f"labels flipped)\n",
-             "Rank rows flag the lowest-scored samples, as many as cleanlab estimates are wrong; their curve columns "
-             "pick the threshold with the truth (a bound, not a rule).\n",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(fmt(r[c]) for c in COLUMNS) + " |" for r in rows]
-    (det_dir / "ablation.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    print(write_sweep_table(det_dir, "ablation", rows, COLUMNS, f"Detection ablation: {args.experiment} "
+                            f"({int(noisy.noise_mask.sum())} of {noisy.noise_mask.size} labels flipped)"), end="")
     return 0
 
 
