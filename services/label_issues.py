@@ -64,6 +64,12 @@ class ConfidentLearningConfig:
     tta_hflip: bool = False
     """Score each held-out fold on the mean logits of every image and its mirror image (flip TTA, as FFCV's
     ``lr_tta``); the probabilities go to ``fold_k/pred_probs_hflip.npy``, so plain and TTA scores coexist."""
+    rounds: int = 1
+    """Rounds of detection (>= 1). Round r > 1 trains K new fold models (same folds, same recipe) in
+    ``round_r/fold_k/``, each on the samples of its K-1 folds that round r-1 did not flag, and scores its whole
+    held-out fold again (flagged samples included); the last round's probabilities decide the issues. A fold model
+    trained on cleaner labels is a better detector; as in iterative noisy cross-validation (INCV: Chen et al.,
+    ICML 2019), each round costs K more fold trainings."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -71,6 +77,8 @@ class ConfidentLearningConfig:
             problems.append(f"--cl.folds must be >= 2, got {self.folds}")
         if self.filter_by not in FILTER_METHODS:
             problems.append(f"--cl.filter_by must be one of {', '.join(FILTER_METHODS)}, got {self.filter_by!r}")
+        if self.rounds < 1:
+            problems.append(f"--cl.rounds must be >= 1, got {self.rounds}")
         if not 0 < self.relabel_threshold <= 1:
             problems.append(f"--cl.relabel_threshold must be in (0, 1], got {self.relabel_threshold}")
         if problems:
@@ -136,7 +144,8 @@ def predict_proba(model: nn.Module, loader: DataLoader, device: torch.device,
 
 
 def out_of_sample_pred_probs(cfg: ExperimentConfig, data: ImageNetDataManager, out_dir: Path, folds: int,
-                             fold_seed: int = 0, hflip: bool = False) -> np.ndarray:
+                             fold_seed: int = 0, hflip: bool = False,
+                             train_mask: Optional[np.ndarray] = None) -> np.ndarray:
     """K-fold out-of-sample predicted probabilities of the training set, trained with ``cfg``'s own recipe.
 
     Fold k's model trains on the other folds (with their current, possibly noisy, labels) in
@@ -156,6 +165,9 @@ def out_of_sample_pred_probs(cfg: ExperimentConfig, data: ImageNetDataManager, o
         folds: K >= 2.
         fold_seed: seed of :func:`stratified_folds`.
         hflip: score with flip TTA (files ``pred_probs_hflip.npy``).
+        train_mask: (M,) bool, the samples fold models may train on (default all); the others are still scored in
+            their fold (a second round of detection trains on what the first did not flag). The folds are drawn
+            on all M samples either way.
 
     Returns:
         (M, C) float32 probabilities, row i for ``data.train_ids[i]``.
@@ -171,16 +183,21 @@ def out_of_sample_pred_probs(cfg: ExperimentConfig, data: ImageNetDataManager, o
     out_dir.mkdir(parents=True, exist_ok=True)
     fold_of = stratified_folds(data.train_labels, folds, fold_seed)
     np.save(out_dir / "folds.npy", fold_of)
+    trainable = np.ones(len(data.train_ids), dtype=bool) if train_mask is None else np.asarray(train_mask, bool)
+    if trainable.shape != fold_of.shape:
+        raise ValueError(f"train_mask has shape {trainable.shape}, the training set {fold_of.shape}: give one bool "
+                         f"per training sample")
     probs = np.zeros((len(data.train_ids), data.num_classes), dtype=np.float32)
     for k in progress_bar(range(folds), desc="K-fold label issues", enabled=cfg.logging.progress_bar, unit="fold"):
         held = fold_of == k
+        train = ~held & trainable
         fold_dir = out_dir / f"fold_{k}"
         probs_file = fold_dir / ("pred_probs_hflip.npy" if hflip else "pred_probs.npy")
         ids_file = fold_dir / "scored_ids.npy"
         name = cfg.logging.run_name or cfg.model.name
         fold_cfg = dataclasses.replace(cfg, logging=dataclasses.replace(
             cfg.logging, output_dir=fold_dir, run_name=f"{name}-fold{k}"))
-        settings = fold_settings(fold_cfg, data.train_ids[~held], data.train_labels[~held], data.train_ids[held])
+        settings = fold_settings(fold_cfg, data.train_ids[train], data.train_labels[train], data.train_ids[held])
         settings_file = fold_dir / "fold_settings.json"
         resume = cfg.training.resume != "none"
         saved = json.loads(settings_file.read_text()) if resume and settings_file.is_file() else None
@@ -197,8 +214,8 @@ def out_of_sample_pred_probs(cfg: ExperimentConfig, data: ImageNetDataManager, o
             continue
         fold_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(settings_file, json.dumps(settings, indent=2) + "\n")  # vouches for the checkpoints too
-        fold_data = data.with_train_subset(data.train_ids[~held], data.train_labels[~held], run_dir=fold_dir / "logs")
-        log.info("fold %d/%d: training on %d samples, scoring %d", k + 1, folds, int((~held).sum()), int(held.sum()))
+        fold_data = data.with_train_subset(data.train_ids[train], data.train_labels[train], run_dir=fold_dir / "logs")
+        log.info("fold %d/%d: training on %d samples, scoring %d", k + 1, folds, int(train.sum()), int(held.sum()))
         trainer = build_trainer(fold_cfg, data=fold_data)
         if trainer.fit()["interrupted"]:  # a half-trained fold model must not score its fold as if finished
             from core.trainer import RunInterrupted
@@ -233,19 +250,20 @@ def fold_settings(fold_cfg: ExperimentConfig, train_ids: np.ndarray, train_label
                                   "scored_ids": array_digest(scored_ids)}))
 
 
-def link_fold_runs(folds_dir: Path, out_dir: Path, folds: int) -> None:
+def link_fold_runs(folds_dir: Path, out_dir: Path, folds: int, rounds: int = 1) -> None:
     """Make ``out_dir`` read like the detection folder ``folds_dir`` whose fold runs it shares: ``folds.npy`` copied,
-    ``fold_k`` as relative symbolic links to ``folds_dir/fold_k`` (replacing what was there)."""
+    ``fold_k`` and later rounds' ``round_r`` as relative symbolic links to those of ``folds_dir`` (replacing what
+    was there)."""
     import shutil
 
     shutil.copyfile(folds_dir / "folds.npy", out_dir / "folds.npy")
-    for k in range(folds):
-        link = out_dir / f"fold_{k}"
+    for name in [f"fold_{k}" for k in range(folds)] + [f"round_{r}" for r in range(2, rounds + 1)]:
+        link = out_dir / name
         if link.is_symlink() or link.is_file():
             link.unlink()
         elif link.is_dir():
             shutil.rmtree(link)
-        link.symlink_to(os.path.relpath(folds_dir / f"fold_{k}", out_dir), target_is_directory=True)
+        link.symlink_to(os.path.relpath(folds_dir / name, out_dir), target_is_directory=True)
 
 
 def find_label_issues(labels: np.ndarray, pred_probs: np.ndarray,
@@ -418,6 +436,10 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
     and, when ``noise_mask`` is given, ``noise_mask.npy`` and ``detection_metrics.json``: precision, recall and
     F1 of the flagged set against the injected noise, overall and per given class ("per_class", with WNIDs), plus
     how many relabels restored the original label.
+    With ``cl.rounds`` > 1, each round's probabilities are also saved (``pred_probs_round{r}.npy``; round r > 1's
+    fold runs in ``round_r/``, trained on what round r-1 did not flag) and ``detection_metrics.json`` gets a
+    "rounds" list: each round's flagged count (with ``cl.filter_by``), and against the truth its precision, recall
+    and the fold models' top-1. The issues and the manifest come from the last round.
     ``python -m services.label_review --issues out_dir`` reviews the flagged samples.
 
     Args:
@@ -435,22 +457,42 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
     out_dir.mkdir(parents=True, exist_ok=True)
     folds_dir = Path(folds_dir or out_dir)
     probs = out_of_sample_pred_probs(cfg, data, folds_dir, cl.folds, cl.fold_seed, hflip=cl.tta_hflip)
+    rounds = []
+    for r in range(1, cl.rounds + 1):
+        if r > 1:  # new fold models on the samples the previous round did not flag, scoring every held-out sample
+            log.info("detection round %d/%d: fold models train on the %d samples round %d did not flag", r,
+                     cl.rounds, int((~issues).sum()), r - 1)
+            probs = out_of_sample_pred_probs(cfg, data, folds_dir / f"round_{r}", cl.folds, cl.fold_seed,
+                                             hflip=cl.tta_hflip, train_mask=~issues)
+        issues = find_label_issues(data.train_labels, probs, cl.filter_by)
+        if cl.rounds > 1:
+            np.save(out_dir / f"pred_probs_round{r}.npy", probs)
+            summary = {"round": r, "num_flagged": int(issues.sum())}
+            if noise_mask is not None:
+                d = detection_metrics(issues, noise_mask)
+                summary.update(precision=d["precision"], recall=d["recall"], f1=d["f1"])
+            if original_labels is not None:
+                summary["top1_true"] = float((probs.argmax(1) == np.asarray(original_labels)).mean())
+            rounds.append(summary)
     if folds_dir.resolve() != out_dir.resolve():  # the label review finds the fold models (Grad-CAM) via out_dir
-        link_fold_runs(folds_dir, out_dir, cl.folds)
+        link_fold_runs(folds_dir, out_dir, cl.folds, cl.rounds)
     np.save(out_dir / "pred_probs.npy", probs)
     np.save(out_dir / "train_ids.npy", data.train_ids)  # row i of pred_probs.npy is sample id train_ids[i]
     np.save(out_dir / "given_labels.npy", data.train_labels)  # the labels checked: detection_sweep can rerun
     if noise_mask is not None:  # for the label review's precision against the truth
         np.save(out_dir / "noise_mask.npy", np.asarray(noise_mask, dtype=bool))
-    issues = find_label_issues(data.train_labels, probs, cl.filter_by)
     manifest = manifest_from_issues(data.train_ids, data.train_labels, probs, issues, cl.relabel_threshold)
-    manifest.write(out_dir, header=f"cleanlab {cl.filter_by}, {cl.folds}-fold out-of-sample probabilities; "
+    rounds_note = f" (round {cl.rounds} of detection)" if cl.rounds > 1 else ""
+    manifest.write(out_dir, header=f"cleanlab {cl.filter_by}, {cl.folds}-fold out-of-sample probabilities"
+                                   f"{rounds_note}; "
                                    f"relabel threshold {cl.relabel_threshold}; {issues.sum()} of {issues.size} flagged")
     _write_issue_table(out_dir / "label_issues.csv", data, probs, issues, manifest)
     accuracy = float((probs.argmax(1) == data.train_labels).mean()) if probs.size else 0.0
     metrics: dict = {"num_samples": int(issues.size), "num_issues": int(issues.sum()),
                      "num_removed": manifest.num_remove, "num_relabelled": manifest.num_relabel,
                      "out_of_sample_agreement_with_given_labels": accuracy, **dataclasses.asdict(cl)}
+    if rounds:
+        metrics["rounds"] = rounds
     if noise_mask is not None:
         metrics.update(detection_metrics(issues, noise_mask, data.train_labels, data.num_classes))
         for row in metrics["per_class"]:  # per given (noisy) class, named by WNID

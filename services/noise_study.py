@@ -210,6 +210,8 @@ def _fingerprint(cfg: ExperimentConfig, spec: ExperimentSpec, study: StudyConfig
         out["cl"] = dataclasses.asdict(cl)
         if study.fold_config is not None:  # the fold models' own settings, by content (absent without a fold config)
             out["fold_config"] = fold_overrides(study)
+        if cl.rounds > 1:  # at the top level, so a one-round result (saved before rounds existed) is not reused
+            out["detection_rounds"] = cl.rounds
     return json.loads(json.dumps(out))
 
 

@@ -16,9 +16,9 @@ from core.data.manager import ImageNetDataManager
 from core.label_noise import detection_metrics, inject_symmetric_noise, read_manifest
 from services.fastdup_manifest import relative_to_split, removal_entries, write_manifest
 from core.trainer import RunInterrupted
-from services.label_issues import (FILTER_METHODS, LABEL_QUALITY_SCORES, ConfidentLearningConfig, detection_sweep,
-                                   find_label_issues, manifest_from_issues, out_of_sample_pred_probs, predict_proba,
-                                   stratified_folds)
+from services.label_issues import (FILTER_METHODS, LABEL_QUALITY_SCORES, ConfidentLearningConfig, array_digest,
+                                   detect_label_issues, detection_sweep, find_label_issues, manifest_from_issues,
+                                   out_of_sample_pred_probs, predict_proba, stratified_folds)
 
 
 def test_stratified_folds_are_balanced_per_class_and_seeded():
@@ -176,6 +176,43 @@ def test_saved_fold_probabilities_are_reused_only_under_the_settings_they_were_m
         out_of_sample_pred_probs(tiny_config(tmp_path, training={"resume": "auto", "epochs": 3}), data,
                                  tmp_path / "cl", folds=2)
     assert _FoldCounter.fits == 2
+
+
+def test_a_second_round_of_detection_trains_on_what_the_first_did_not_flag(tmp_path, monkeypatch):
+    import json
+
+    import core.trainer
+
+    monkeypatch.setattr(core.trainer, "ImageNetTrainer", _FoldCounter)
+    monkeypatch.setattr(_FoldCounter, "fits", 0)
+    data = ImageNetDataManager(DataConfig(image_size=32, val_image_size=32, num_workers=0, fraction=0.2,
+                                          index_cache_dir=tmp_path / "cache"), seed=0)
+    noisy = inject_symmetric_noise(data.train_labels, 0.3, data.num_classes, seed=0)
+    data = data.with_train_subset(data.train_ids, noisy.labels)
+    cl = ConfidentLearningConfig(folds=2, rounds=2, filter_by="predicted_neq_given")
+    res = detect_label_issues(tiny_config(tmp_path, training={"resume": "auto"}), data, tmp_path / "det", cl,
+                              noise_mask=noisy.noise_mask, original_labels=noisy.original_labels)
+    assert _FoldCounter.fits == 4  # K fold models per round
+    det = tmp_path / "det"
+    first = np.load(det / "pred_probs_round1.npy")
+    np.testing.assert_array_equal(np.load(det / "pred_probs_round2.npy"), res.pred_probs)
+    flagged_first = find_label_issues(data.train_labels, first, cl.filter_by)
+    assert 0 < flagged_first.sum() < flagged_first.size
+    fold_of = np.load(det / "round_2" / "folds.npy")
+    np.testing.assert_array_equal(fold_of, np.load(det / "folds.npy"))  # the same folds in every round
+    for k in range(2):
+        kept = (fold_of != k) & ~flagged_first  # round 2 trains on its other folds less round 1's flags
+        saved = json.loads((det / "round_2" / f"fold_{k}" / "fold_settings.json").read_text())
+        assert saved["train_ids"] == array_digest(data.train_ids[kept])
+        assert saved["train_labels"] == array_digest(data.train_labels[kept])
+        np.testing.assert_array_equal(np.load(det / "round_2" / f"fold_{k}" / "scored_ids.npy"),
+                                      data.train_ids[fold_of == k])  # flagged samples are scored again
+    metrics = json.loads((det / "detection_metrics.json").read_text())
+    assert [r["round"] for r in metrics["rounds"]] == [1, 2]
+    assert metrics["rounds"][0]["num_flagged"] == int(flagged_first.sum())
+    assert metrics["rounds"][1]["num_flagged"] == int(res.issues.sum()) == metrics["num_flagged"]
+    with pytest.raises(ValueError, match="--cl.rounds must be >= 1"):
+        ConfidentLearningConfig(rounds=0)
 
 
 def test_predict_proba_returns_rows_summing_to_one():

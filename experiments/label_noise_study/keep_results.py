@@ -8,7 +8,8 @@ table, a later session or a reader needs is a few kB per row: ``result.json`` (t
 fingerprint that lets run_study.py skip it), ``labels.json`` (label counts and digest), the training curve and
 summary, and for cleanlab rows the detection metrics, the ablation and the manifest. For each finished fold of a
 detection it also keeps the out-of-sample probabilities with their ids and settings record (``fold_k/pred_probs.npy``,
-``scored_ids.npy``, ``fold_settings.json``: about 95 kB a fold on Imagenette), unless one is larger than
+``scored_ids.npy``, ``fold_settings.json``: about 95 kB a fold on Imagenette; a later round's in
+``detection/round_r/fold_k/``), unless one is larger than
 ``--max_fold_mb`` (an ILSVRC fold's (320k, 1000) float32 probabilities are 1.3 GB: those stay out of git, and the list
 of what was left out is printed). ``--restore`` copies the ``result.json`` files and the kept fold files back:
 run_study.py with the same flags then skips the finished rows, and a cleanlab row rerun with another rule
@@ -38,10 +39,10 @@ def fold_files(runs: Path, max_mb: float) -> tuple[list[Path], list[Path]]:
     left out whole because one of their files is larger than ``max_mb`` MB. A fold folder that is a link (a
     remove-only row sharing its twin's folds) is skipped: its target is kept."""
     wanted, too_big = [], []
-    for fold in sorted(runs.glob("*/detection/fold_*")):
+    for fold in sorted([*runs.glob("*/detection/fold_*"), *runs.glob("*/detection/round_*/fold_*")]):
         files = [fold / f for f in FOLD_FILES if (fold / f).is_file()]
-        if fold.is_symlink() or not any(f.name.startswith("pred_probs") for f in files):  # a link, or unfinished
-            continue
+        if fold.is_symlink() or fold.parent.is_symlink() or not any(f.name.startswith("pred_probs") for f in files):
+            continue  # a link (or in a linked round folder), or unfinished
         if any(f.stat().st_size > max_mb * 2**20 for f in files):
             too_big.append(fold)
         else:
@@ -81,7 +82,8 @@ def restore(kept: Path, runs: Path) -> list[Path]:
     """Copy every kept ``<row>/result.json`` and fold file (:data:`FOLD_FILES`) into ``runs`` (existing ones are left
     alone); return the new files. run_study.py with the same flags then skips those rows, and reuses those folds."""
     restored = []
-    folds = (p for f in FOLD_FILES for p in kept.glob(f"*/detection/fold_*/{f}"))
+    folds = (p for f in FOLD_FILES for pattern in (f"*/detection/fold_*/{f}", f"*/detection/round_*/fold_*/{f}")
+             for p in kept.glob(pattern))
     for src in sorted([*kept.glob("*/result.json"), *folds]):
         dst = runs / src.relative_to(kept)
         if not dst.exists():
