@@ -211,6 +211,18 @@ def test_a_second_round_of_detection_trains_on_what_the_first_did_not_flag(tmp_p
     assert [r["round"] for r in metrics["rounds"]] == [1, 2]
     assert metrics["rounds"][0]["num_flagged"] == int(flagged_first.sum())
     assert metrics["rounds"][1]["num_flagged"] == int(res.issues.sum()) == metrics["num_flagged"]
+    # compare_folds.py reads a later round, checked against what the round before did not flag
+    from experiments.label_noise_study.compare_folds import detection_folds
+
+    args = (data.train_ids, data.train_labels, fold_of, cl.filter_by)
+    folds = detection_folds("r2", det / "round_2", *args)
+    for k in range(2):
+        np.testing.assert_array_equal(folds[k], res.pred_probs[fold_of == k])
+    with pytest.raises(ValueError, match="made on other samples or labels"):  # checked under another rule's flags
+        detection_folds("r2", det / "round_2", *args[:3], "both")
+    (det / "fold_1" / "pred_probs.npy").unlink()
+    with pytest.raises(ValueError, match="1 of 2 folds finished; round 2 trains on what round 1 did not flag"):
+        detection_folds("r2", det / "round_2", *args)
     with pytest.raises(ValueError, match="--cl.rounds must be >= 1"):
         ConfidentLearningConfig(rounds=0)
 

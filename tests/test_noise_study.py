@@ -397,3 +397,44 @@ def test_a_finished_run_is_reused_unless_a_setting_it_used_changed():
     # a top-level key on one side only (here a --study.fold_config the saved row was not made with) is a change
     assert settings_conflicts(saved, {**saved, "fold_config": {"training": {"epochs": 15}}}) == [
         "fold_config: (none) -> (set)"]
+
+
+def test_a_two_round_row_is_not_taken_for_a_one_round_one_and_its_round_folds_are_kept(tmp_path):
+    import importlib.util
+
+    from core.config import settings_conflicts
+    from services.label_issues import ConfidentLearningConfig
+    from services.noise_study import ExperimentSpec, _fingerprint
+
+    cfg, study, _ = parse_study_config(STUDY_SCRIPT.parent, ["--logging.output_dir", str(tmp_path)])
+    spec = ExperimentSpec("noise20_cleanlab", "20 % + cleanlab", noise_rate=0.2, cleanlab=True)
+    one, two = (_fingerprint(cfg, spec, study, ConfidentLearningConfig(rounds=r)) for r in (1, 2))
+    assert "detection_rounds" not in one  # rows saved before --cl.rounds existed still match one round
+    assert "detection_rounds: (none) -> (set)" in settings_conflicts(one, two)
+
+    spec_ = importlib.util.spec_from_file_location("keep_results", KEEP_SCRIPT)
+    keep_results = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(keep_results)
+    runs, kept = tmp_path / "runs", tmp_path / "kept"
+    (runs / "study.json").parent.mkdir()
+    (runs / "study.json").write_text("{}")
+    for row in ("noise20_cleanlab", "noise20_cleanlab_remove"):
+        (runs / row).mkdir()
+        (runs / row / "labels.json").write_text("{}")
+    for fold in ("fold_0", "round_2/fold_0"):
+        d = runs / "noise20_cleanlab" / "detection" / fold
+        d.mkdir(parents=True)
+        for f in ("pred_probs.npy", "scored_ids.npy", "fold_settings.json"):
+            (d / f).write_text(fold)
+    (runs / "noise20_cleanlab" / "detection" / "round_2" / "fold_1").mkdir()  # unfinished: nothing to keep
+    (runs / "noise20_cleanlab_remove" / "detection").mkdir()
+    (runs / "noise20_cleanlab_remove" / "detection" / "round_2").symlink_to(
+        runs / "noise20_cleanlab" / "detection" / "round_2", target_is_directory=True)
+    copied = {p.relative_to(kept).as_posix() for p in keep_results.keep(runs, kept)}
+    assert "noise20_cleanlab/detection/round_2/fold_0/pred_probs.npy" in copied
+    assert "noise20_cleanlab/detection/fold_0/pred_probs.npy" in copied
+    assert not any(p.startswith("noise20_cleanlab_remove/detection") for p in copied)  # a link's target is kept
+    fresh = tmp_path / "fresh"
+    restored = {p.relative_to(fresh).as_posix() for p in keep_results.restore(kept, fresh)}
+    assert {f"noise20_cleanlab/detection/round_2/fold_0/{f}" for f in keep_results.FOLD_FILES[:3]} <= restored
+    assert (fresh / "noise20_cleanlab/detection/round_2/fold_0/pred_probs.npy").read_text() == "round_2/fold_0"

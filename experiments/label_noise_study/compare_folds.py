@@ -7,7 +7,8 @@
 
 Each detection is the ``detection/`` folder of a cleanlab row (``--study.fold_config`` may differ between them, and
 so may the training seed): its ``fold_k/pred_probs.npy`` are the out-of-sample probabilities of fold model k on
-the fold it did not see. Rebuilds the study's noisy labels at ``--noise_rate`` and its stratified folds exactly as
+the fold it did not see. A later round of a detection (``--cl.rounds``: ``detection/round_2``) compares as well;
+its folds are checked against the samples the round before did not flag (that round must be finished). Rebuilds the study's noisy labels at ``--noise_rate`` and its stratified folds exactly as
 run_study.py does, and checks every fold against them: the ids it scored (``scored_ids.npy``) and the digests of
 the ids and labels it trained on (``fold_settings.json``). Only the folds finished in every detection count, so a
 detection interrupted after one fold already compares (each fold holds 1/K of the samples and of the flips, the
@@ -24,13 +25,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from core.data.manager import ImageNetDataManager
-from services.label_issues import array_digest, detection_sweep, stratified_folds, write_sweep_table
+from services.label_issues import (array_digest, detection_sweep, find_label_issues, stratified_folds,
+                                   write_sweep_table)
 from services.noise_study import parse_study_config, study_noise
 
 log = logging.getLogger(__name__)
@@ -39,10 +42,11 @@ COLUMNS = ("fold_models", "top1_true", "agreement_given", "rule", "num_flagged",
            "average_precision", "precision_at_recall")
 
 
-def finished_folds(name: str, det_dir: Path, ids: np.ndarray, labels: np.ndarray, fold_of: np.ndarray
-                   ) -> dict[int, np.ndarray]:
+def finished_folds(name: str, det_dir: Path, ids: np.ndarray, labels: np.ndarray, fold_of: np.ndarray,
+                   train_mask: np.ndarray | None = None) -> dict[int, np.ndarray]:
     """The (M_k, C) probabilities of each finished fold k of detection ``det_dir``, checked against the study's
-    samples ``ids`` (M,), noisy labels ``labels`` (M,) and fold assignment ``fold_of`` (M,).
+    samples ``ids`` (M,), noisy labels ``labels`` (M,) and fold assignment ``fold_of`` (M,); ``train_mask`` (M,)
+    bool: the samples its fold models could train on (a later round's, :func:`round_train_mask`; default all).
 
     Raises:
         FileNotFoundError: ``det_dir`` is not a folder.
@@ -63,7 +67,8 @@ def finished_folds(name: str, det_dir: Path, ids: np.ndarray, labels: np.ndarray
         if not saved:  # made before fold_settings.json existed: only its scored ids can be checked
             log.warning("--detection %s: %s has no %s; its training samples and labels are unchecked", name,
                         fold_dir, settings.name)
-        trained_on = {"train_ids": array_digest(ids[~held]), "train_labels": array_digest(labels[~held])}
+        train = ~held if train_mask is None else ~held & train_mask
+        trained_on = {"train_ids": array_digest(ids[train]), "train_labels": array_digest(labels[train])}
         if not np.array_equal(np.load(fold_dir / "scored_ids.npy"), ids[held]) or any(
                 saved.get(key, digest) != digest for key, digest in trained_on.items()):
             raise ValueError(f"--detection {name}: {fold_dir} was made on other samples or labels than these flags "
@@ -73,11 +78,44 @@ def finished_folds(name: str, det_dir: Path, ids: np.ndarray, labels: np.ndarray
     return out
 
 
+def detection_folds(name: str, det_dir: Path, ids: np.ndarray, labels: np.ndarray, fold_of: np.ndarray,
+                    filter_by: str) -> dict[int, np.ndarray]:
+    """:func:`finished_folds` of ``det_dir``, a detection's folder or one of its later rounds (``.../round_r``):
+    a round r's fold models are checked against the samples round r-1 did not flag with ``filter_by``, which needs
+    all of round r-1's folds (:func:`round_train_mask`).
+
+    Raises:
+        ValueError: as :func:`finished_folds`, or round r-1 is not finished.
+    """
+    match = re.fullmatch(r"round_(\d+)", det_dir.name)
+    if match is None or int(match.group(1)) < 2:
+        return finished_folds(name, det_dir, ids, labels, fold_of)
+    r = int(match.group(1))
+    previous = det_dir.parent / f"round_{r - 1}" if r > 2 else det_dir.parent
+    folds = detection_folds(name, previous, ids, labels, fold_of, filter_by)
+    if len(folds) <= int(fold_of.max()):
+        raise ValueError(f"--detection {name}: {previous} has {len(folds)} of {int(fold_of.max()) + 1} folds "
+                         f"finished; round {r} trains on what round {r - 1} did not flag, so that round must finish")
+    return finished_folds(name, det_dir, ids, labels, fold_of,
+                          train_mask=round_train_mask(labels, fold_of, folds, filter_by))
+
+
+def round_train_mask(labels: np.ndarray, fold_of: np.ndarray, folds: dict[int, np.ndarray],
+                     filter_by: str) -> np.ndarray:
+    """(M,) bool: the samples a round's fold models trained on, those the previous round (its complete per-fold
+    probabilities ``folds``) did not flag with ``filter_by`` (as ``services.label_issues.detect_label_issues``)."""
+    probs = np.zeros((labels.size, next(iter(folds.values())).shape[1]), dtype=np.float32)
+    for k, p in folds.items():
+        probs[fold_of == k] = p
+    return ~find_label_issues(labels, probs, filter_by)
+
+
 def run(argv: list[str]) -> int:
     extra = argparse.ArgumentParser(add_help=False)
     extra.add_argument("--noise_rate", type=float, default=0.2, help="the detections' symmetric noise rate")
     extra.add_argument("--detection", nargs="+", required=True, metavar="NAME=DIR",
-                       help="detections to compare: a name and a cleanlab row's detection/ folder")
+                       help="detections to compare: a name and a cleanlab row's detection/ folder, or one of "
+                            "its later rounds (detection/round_2)")
     extra.add_argument("--out", type=Path, required=True, help="folder for compare_folds.csv and .md")
     args, rest = extra.parse_known_args(argv)
     cfg, study, cl = parse_study_config(Path(__file__).parent, rest, __doc__)
@@ -88,7 +126,7 @@ def run(argv: list[str]) -> int:
     noisy = study_noise(base, args.noise_rate, study)
     ids, given, true, mask = base.train_ids, noisy.labels, base.train_labels, noisy.noise_mask
     fold_of = stratified_folds(given, cl.folds, cl.fold_seed)
-    folds = {name: finished_folds(name, Path(path), ids, given, fold_of) for name, _, path in pairs}
+    folds = {name: detection_folds(name, Path(path), ids, given, fold_of, cl.filter_by) for name, _, path in pairs}
     shared = sorted(set.intersection(*(set(f) for f in folds.values())))
     if not shared:
         raise ValueError(f"no fold is finished in every detection ({ {n: sorted(f) for n, f in folds.items()} }): "

@@ -112,6 +112,9 @@ def run(argv: list[str]) -> int:
                        help="other finished cleanlab rows on the same flips whose fold models join an ensemble")
     args, rest = extra.parse_known_args(argv)
     cfg, study, cl = parse_study_config(Path(__file__).parent, rest, __doc__)
+    if cl.rounds > 1:
+        raise ValueError(f"--cl.rounds {cl.rounds}: the ablation scores a detection's first-round fold models only; "
+                         f"compare later rounds with compare_folds.py --detection NAME=<row>/detection/round_2")
     runs = {name: (spec, seed) for spec, seed, name in study_runs(study, cfg.training.seed)}
     if args.experiment not in runs or not runs[args.experiment][0].cleanlab:
         cleanlab_rows = [n for n, (s, _) in runs.items() if s.cleanlab]
