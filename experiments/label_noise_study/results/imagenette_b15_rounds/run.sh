@@ -1,12 +1,13 @@
 #!/bin/bash
-# Issue 13: a second round of detection (--cl.rounds 2) at 20 % noise on the b15 study, probed on one fold. It
+# Issue 13: a second round of detection (--cl.rounds 2) at 20 % noise on the b15 study, probed on its first folds. It
 # restores the b15 study's kept rows and fold files into $RUNS/noise_study_r2, deletes the noise20_cleanlab row's
 # result.json (a two-round row has another fingerprint), and runs that row with --cl.rounds 2: round 1's four folds
 # are reused from the kept files, round 2's fold models train on the samples round 1 did not flag. Once round 2's
-# fold 1 of 4 has scored its held-out samples, SIGTERM stops the study (rerunning the same study command continues
-# the detection and then trains the cleaned row). compare_folds.py then scores round 1, round 2 and their mean on
-# that fold, and beside them the kept one-fold probes and the seed-1 detection (the same samples and flips).
-#   bash experiments/label_noise_study/results/imagenette_b15_rounds/run.sh
+# first N folds of 4 (N=2 by default, the first argument) have scored their held-out samples, SIGTERM stops the study
+# (rerunning the same study command continues the detection and then trains the cleaned row). compare_folds.py then
+# scores round 1, round 2 and their mean on those folds, and beside them the kept one-fold probes and the seed-1
+# detection on the one fold all of them have (fold 1: the same samples and flips).
+#   bash experiments/label_noise_study/results/imagenette_b15_rounds/run.sh [N]
 # from the repository root; REPO=/path/to/worktree runs that checkout's code, RUNS=/path the run folders.
 set -eu
 ROOT=$(pwd)
@@ -19,25 +20,27 @@ export PYTHONPATH=$(pwd)
 FLAGS=(--data.root ${DATA:-../shared/data/imagenette2-224} --config experiments/label_noise_study/imagenette_cpu.yaml
        --config experiments/label_noise_study/imagenette_b15.yaml --logging.progress_bar false)
 R2=$OUT/noise20_cleanlab/detection/round_2
-if [ ! -f "$R2/fold_0/pred_probs.npy" ]; then
+N=${1:-2}
+LAST=$R2/fold_$((N - 1))/pred_probs.npy
+if [ ! -f "$LAST" ]; then
   python "$S/keep_results.py" "$OUT" "$K/imagenette_b15" --restore
   if [ -d "$K/imagenette_b15_rounds/noise20_cleanlab" ]; then  # the kept round-2 fold: compared without training
     cp -r "$K/imagenette_b15_rounds/noise20_cleanlab/." "$OUT/noise20_cleanlab/"
   fi
 fi
-if [ ! -f "$R2/fold_0/pred_probs.npy" ]; then
+if [ ! -f "$LAST" ]; then
   rm -f "$OUT/noise20_cleanlab/result.json"
   echo "round 2 start $(date -u +%T) $(git rev-parse --short HEAD)"
   python experiments/label_noise_study/run_study.py "${FLAGS[@]}" --cl.rounds 2 --study.noise_rates [0.2] \
     --study.simulated_detection_rates [0.8] --study.noise_only_rates [] --study.seeds [0] \
     --study.cleanlab_remove_only false --logging.output_dir "$OUT" > "$OUT.log" 2>&1 &
   pid=$!
-  until [ -f "$R2/fold_0/pred_probs.npy" ]; do
-    kill -0 $pid 2>/dev/null || { echo "the study stopped before round 2's fold 1 finished: $OUT.log"; exit 1; }
+  until [ -f "$LAST" ]; do
+    kill -0 $pid 2>/dev/null || { echo "the study stopped before round 2's fold $N finished: $OUT.log"; exit 1; }
     sleep 10
   done
   kill -TERM $pid; wait $pid || true
-  echo "round 2 fold 1 done $(date -u +%T)"
+  echo "round 2 fold $N done $(date -u +%T)"
 fi
 python "$S/compare_folds.py" "${FLAGS[@]}" --detection "r1=$OUT/noise20_cleanlab/detection" "r2=$R2" \
   --out "$K/imagenette_b15_rounds"
