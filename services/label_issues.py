@@ -24,7 +24,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional, Sequence
+from typing import Literal, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -299,7 +299,8 @@ LABEL_QUALITY_SCORES = ("self_confidence", "normalized_margin", "confidence_weig
 
 
 def detection_sweep(labels: np.ndarray, pred_probs: np.ndarray, noise_mask: np.ndarray,
-                    target_precision: float = 0.9, target_recall: float = 0.8) -> list[dict]:
+                    target_precision: float = 0.9, target_recall: float = 0.8,
+                    counts: Mapping[str, int] | None = None) -> list[dict]:
     """How well each cleanlab rule and each label-quality ranking finds the known wrong labels.
 
     Every ``filter_by`` of :data:`FILTER_METHODS` is scored on the set it flags. Every ranking of
@@ -315,14 +316,15 @@ def detection_sweep(labels: np.ndarray, pred_probs: np.ndarray, noise_mask: np.n
         labels: (M,) int given labels in [0, C).
         pred_probs: (M, C) out-of-sample probabilities.
         noise_mask: (M,) bool, True where the given label is wrong (the truth; never shown to the rules).
+        counts: {name: n}, further numbers of samples each ranking flags (0 <= n <= M).
 
     Returns:
         One dict per rule: {"rule", "num_flagged", "precision", "recall", "f1", "meets_targets",
         "average_precision", "precision_at_recall", "recall_at_precision", "curve_meets_targets"}; a filter's
-        curve fields are NaN (and curve_meets_targets None).
+        curve fields, and a ``counts`` row's, are NaN (and curve_meets_targets None).
 
     Raises:
-        ValueError: shapes disagree.
+        ValueError: shapes disagree, or a count is outside [0, M].
     """
     from cleanlab.count import num_label_issues
     from cleanlab.rank import get_label_quality_scores
@@ -333,6 +335,9 @@ def detection_sweep(labels: np.ndarray, pred_probs: np.ndarray, noise_mask: np.n
     m = np.asarray(noise_mask, dtype=bool)
     if m.shape != y.shape or probs.shape[:1] != y.shape:
         raise ValueError(f"labels {y.shape}, pred_probs {probs.shape} and noise_mask {m.shape} must share M")
+    counts = dict(counts or {})
+    if any(not 0 <= n <= y.size for n in counts.values()):
+        raise ValueError(f"counts {counts} must lie in [0, {y.size}] (the number of samples scored)")
     nan = float("nan")
 
     def scored(rule: str, flagged: np.ndarray) -> dict:
@@ -346,15 +351,21 @@ def detection_sweep(labels: np.ndarray, pred_probs: np.ndarray, noise_mask: np.n
     n_issues = int(num_label_issues(y, probs))
     for method in LABEL_QUALITY_SCORES:
         wrongness = -get_label_quality_scores(y, probs, method=method)
-        flagged = np.zeros(y.size, dtype=bool)
-        flagged[np.argsort(-wrongness, kind="stable")[:n_issues]] = True
-        row = scored(f"rank={method} (lowest {n_issues})", flagged)
+        order = np.argsort(-wrongness, kind="stable")
+
+        def lowest(n: int) -> np.ndarray:
+            flagged = np.zeros(y.size, dtype=bool)
+            flagged[order[:n]] = True
+            return flagged
+
+        row = scored(f"rank={method} (lowest {n_issues})", lowest(n_issues))
         p, r, _ = precision_recall_curve(m, wrongness)  # (T + 1,) each, ending at precision 1, recall 0
         row.update(average_precision=float(average_precision_score(m, wrongness)),
                    precision_at_recall=float(p[r >= target_recall].max()),
                    recall_at_precision=float(r[p >= target_precision].max()),
                    curve_meets_targets=bool(((p >= target_precision) & (r >= target_recall)).any()))
         rows.append(row)
+        rows += [scored(f"rank={method} (lowest {n}: {name})", lowest(n)) for name, n in counts.items()]
     return rows
 
 

@@ -74,6 +74,15 @@ def test_detection_sweep_scores_every_rule_and_ranking_against_the_truth():
         assert r["average_precision"] < 0.3 and not r["curve_meets_targets"], r
     with pytest.raises(ValueError, match="share M"):
         detection_sweep(noisy.labels, probs, noisy.noise_mask[:-1])
+    # a count given from elsewhere cuts every ranking there too, right after that ranking's own row
+    counted = detection_sweep(noisy.labels, probs, noisy.noise_mask, counts={"the truth's count": 7})
+    assert len(counted) == len(rows) + len(LABEL_QUALITY_SCORES)
+    extra = [r for r in counted if r["rule"].endswith(": the truth's count)")]
+    assert [r["rule"].split(" ")[0] for r in extra] == [f"rank={m}" for m in LABEL_QUALITY_SCORES]
+    assert counted.index(extra[0]) == len(FILTER_METHODS) + 1 and all(r["num_flagged"] == 7 for r in extra)
+    assert extra[0]["precision"] == pytest.approx(noisy.noise_mask[np.argsort(given_prob, kind="stable")[:7]].mean())
+    with pytest.raises(ValueError, match=r"must lie in \[0, "):
+        detection_sweep(noisy.labels, probs, noisy.noise_mask, counts={"too many": truth.size + 1})
 
 
 def test_manifest_relabels_confident_issues_and_removes_the_rest():
@@ -212,12 +221,24 @@ def test_a_second_round_of_detection_trains_on_what_the_first_did_not_flag(tmp_p
     assert metrics["rounds"][0]["num_flagged"] == int(flagged_first.sum())
     assert metrics["rounds"][1]["num_flagged"] == int(res.issues.sum()) == metrics["num_flagged"]
     # compare_folds.py reads a later round, checked against what the round before did not flag
-    from experiments.label_noise_study.compare_folds import detection_folds
+    from cleanlab.count import num_label_issues
+
+    from experiments.label_noise_study.compare_folds import detection_folds, previous_round_count
 
     args = (data.train_ids, data.train_labels, fold_of, cl.filter_by)
     folds = detection_folds("r2", det / "round_2", *args)
     for k in range(2):
         np.testing.assert_array_equal(folds[k], res.pred_probs[fold_of == k])
+    # round 2's rankings are also cut at round 1's estimate of the number of issues, on the folds compared
+    assert previous_round_count("r1", det, *args, [0, 1]) == {}
+    sel = np.flatnonzero(fold_of == 1)
+    count = previous_round_count("r2", det / "round_2", *args, [1])
+    assert count == {"round 1's count": num_label_issues(data.train_labels[sel], first[sel])}
+    n = count["round 1's count"]
+    rows = detection_sweep(data.train_labels[sel], folds[1], noisy.noise_mask[sel], counts=count)
+    row = next(r for r in rows if r["rule"] == f"rank=self_confidence (lowest {n}: round 1's count)")
+    lowest = np.argsort(folds[1][np.arange(sel.size), data.train_labels[sel]], kind="stable")[:n]
+    assert row["num_flagged"] == n and row["precision"] == pytest.approx(noisy.noise_mask[sel][lowest].mean())
     with pytest.raises(ValueError, match="made on other samples or labels"):  # checked under another rule's flags
         detection_folds("r2", det / "round_2", *args[:3], "both")
     (det / "fold_1" / "pred_probs.npy").unlink()
