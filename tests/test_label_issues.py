@@ -223,16 +223,17 @@ def test_a_second_round_of_detection_trains_on_what_the_first_did_not_flag(tmp_p
     # compare_folds.py reads a later round, checked against what the round before did not flag
     from cleanlab.count import num_label_issues
 
-    from experiments.label_noise_study.compare_folds import detection_folds, previous_round_count
+    from experiments.label_noise_study.compare_folds import (detection_folds, detection_rounds,
+                                                              previous_round_count)
 
     args = (data.train_ids, data.train_labels, fold_of, cl.filter_by)
     folds = detection_folds("r2", det / "round_2", *args)
     for k in range(2):
         np.testing.assert_array_equal(folds[k], res.pred_probs[fold_of == k])
     # round 2's rankings are also cut at round 1's estimate of the number of issues, on the folds compared
-    assert previous_round_count("r1", det, *args, [0, 1]) == {}
+    assert previous_round_count(detection_rounds("r1", det, *args), data.train_labels, fold_of, [0, 1]) == {}
     sel = np.flatnonzero(fold_of == 1)
-    count = previous_round_count("r2", det / "round_2", *args, [1])
+    count = previous_round_count(detection_rounds("r2", det / "round_2", *args), data.train_labels, fold_of, [1])
     assert count == {"round 1's count": num_label_issues(data.train_labels[sel], first[sel])}
     n = count["round 1's count"]
     rows = detection_sweep(data.train_labels[sel], folds[1], noisy.noise_mask[sel], counts=count)

@@ -91,43 +91,52 @@ def previous_round(det_dir: Path) -> tuple[Path, int] | None:
     return (det_dir.parent / f"round_{r - 1}" if r > 2 else det_dir.parent), r - 1
 
 
-def detection_folds(name: str, det_dir: Path, ids: np.ndarray, labels: np.ndarray, fold_of: np.ndarray,
-                    filter_by: str) -> dict[int, np.ndarray]:
-    """:func:`finished_folds` of ``det_dir``, a detection's folder or one of its later rounds (``.../round_r``):
-    a round r's fold models are checked against the samples round r-1 did not flag with ``filter_by``, which needs
-    all of round r-1's folds (:func:`round_train_mask`).
+def detection_rounds(name: str, det_dir: Path, ids: np.ndarray, labels: np.ndarray, fold_of: np.ndarray,
+                     filter_by: str) -> list[dict[int, np.ndarray]]:
+    """:func:`finished_folds` of every round up to ``det_dir``'s, round 1 first: ``det_dir`` is a detection's folder
+    (one round) or one of its later rounds (``.../round_r``: r rounds), each loaded once. A round r's fold models
+    are checked against the samples round r-1 did not flag with ``filter_by``, which needs all of round r-1's folds
+    (:func:`round_train_mask`).
 
     Raises:
-        ValueError: as :func:`finished_folds`, or round r-1 is not finished.
+        ValueError: as :func:`finished_folds`, or a round before ``det_dir``'s is not finished.
     """
     before = previous_round(det_dir)
     if before is None:
-        return finished_folds(name, det_dir, ids, labels, fold_of)
+        return [finished_folds(name, det_dir, ids, labels, fold_of)]
     previous, r = before[0], before[1] + 1
-    folds = detection_folds(name, previous, ids, labels, fold_of, filter_by)
-    if len(folds) <= int(fold_of.max()):
-        raise ValueError(f"--detection {name}: {previous} has {len(folds)} of {int(fold_of.max()) + 1} folds "
+    earlier = detection_rounds(name, previous, ids, labels, fold_of, filter_by)
+    if len(earlier[-1]) <= int(fold_of.max()):
+        raise ValueError(f"--detection {name}: {previous} has {len(earlier[-1])} of {int(fold_of.max()) + 1} folds "
                          f"finished; round {r} trains on what round {r - 1} did not flag, so that round must finish")
-    return finished_folds(name, det_dir, ids, labels, fold_of,
-                          train_mask=round_train_mask(labels, fold_of, folds, filter_by))
+    return [*earlier, finished_folds(name, det_dir, ids, labels, fold_of,
+                                     train_mask=round_train_mask(labels, fold_of, earlier[-1], filter_by))]
 
 
-def previous_round_count(name: str, det_dir: Path, ids: np.ndarray, labels: np.ndarray, fold_of: np.ndarray,
-                         filter_by: str, folds: list[int]) -> dict[str, int]:
-    """{"round r-1's count": n} when ``det_dir`` is a later round r of a detection, n being cleanlab's estimate of
-    the number of issues (``cleanlab.count.num_label_issues``) from round r-1's probabilities on the samples of
-    ``folds`` (concatenated in that order, as :func:`run` scores them); {} for a first round. Round r's fold
-    models train on what round r-1 kept, so their own estimate runs high (at 20 % noise on Imagenette, 1,175 for
-    924 flips on two folds, against round 1's 972): this count cut on round r's ranking is a rule to compare.
+def detection_folds(name: str, det_dir: Path, ids: np.ndarray, labels: np.ndarray, fold_of: np.ndarray,
+                    filter_by: str) -> dict[int, np.ndarray]:
+    """The finished folds of ``det_dir``'s own round (the last of :func:`detection_rounds`).
 
     Raises:
-        ValueError: as :func:`detection_folds`.
+        ValueError: as :func:`detection_rounds`.
     """
-    if (before := previous_round(det_dir)) is None:
+    return detection_rounds(name, det_dir, ids, labels, fold_of, filter_by)[-1]
+
+
+def previous_round_count(rounds: list[dict[int, np.ndarray]], labels: np.ndarray, fold_of: np.ndarray,
+                         folds: list[int]) -> dict[str, int]:
+    """{"round r-1's count": n} when ``rounds`` (:func:`detection_rounds`) ends at a later round r, n being
+    cleanlab's estimate of the number of issues (``cleanlab.count.num_label_issues``) from round r-1's
+    probabilities on the samples of ``folds`` (concatenated in that order, as :func:`run` scores them); {} for a
+    first round. Round r's fold models train on what round r-1 kept, so their own estimate runs high (at 20 % noise
+    on Imagenette, 2,382 for 1,894 flips, against round 1's 1,984): this count cut on round r's ranking is a rule
+    to compare.
+    """
+    if len(rounds) < 2:
         return {}
-    earlier = detection_folds(name, before[0], ids, labels, fold_of, filter_by)
     sel = np.concatenate([np.flatnonzero(fold_of == k) for k in folds])
-    return {f"round {before[1]}'s count": int(num_label_issues(labels[sel], np.concatenate([earlier[k] for k in folds])))}
+    earlier = np.concatenate([rounds[-2][k] for k in folds])
+    return {f"round {len(rounds) - 1}'s count": int(num_label_issues(labels[sel], earlier))}
 
 
 def round_train_mask(labels: np.ndarray, fold_of: np.ndarray, folds: dict[int, np.ndarray],
@@ -156,15 +165,15 @@ def run(argv: list[str]) -> int:
     noisy = study_noise(base, args.noise_rate, study)
     ids, given, true, mask = base.train_ids, noisy.labels, base.train_labels, noisy.noise_mask
     fold_of = stratified_folds(given, cl.folds, cl.fold_seed)
-    folds = {name: detection_folds(name, Path(path), ids, given, fold_of, cl.filter_by) for name, _, path in pairs}
+    rounds = {name: detection_rounds(name, Path(path), ids, given, fold_of, cl.filter_by) for name, _, path in pairs}
+    folds = {name: r[-1] for name, r in rounds.items()}
     shared = sorted(set.intersection(*(set(f) for f in folds.values())))
     if not shared:
         raise ValueError(f"no fold is finished in every detection ({ {n: sorted(f) for n, f in folds.items()} }): "
                          f"let one fold of each finish first")
     sel = np.concatenate([np.flatnonzero(fold_of == k) for k in shared])
     probs = {name: np.concatenate([f[k] for k in shared]) for name, f in folds.items()}
-    counts = {name: previous_round_count(name, Path(path), ids, given, fold_of, cl.filter_by, shared)
-              for name, _, path in pairs}
+    counts = {name: previous_round_count(r, given, fold_of, shared) for name, r in rounds.items()}
     if len(probs) > 1:
         probs[f"mean of {' + '.join(folds)}"] = np.mean(list(probs.values()), axis=0)
     rows = [{"fold_models": name, "top1_true": float((p.argmax(1) == true[sel]).mean()),
