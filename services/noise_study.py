@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,13 @@ class StudyConfig:
     """Also train each cleanlab row under the other cleaning policy: every flagged sample removed, none relabelled
     (rows '<noise>_cleanlab_remove'). They reuse the K fold models of the threshold rule's row at the same rate and
     seed (one detection, two policies), so each costs one training."""
+    cleanlab_gap_rows: bool = False
+    """Also train, after each cleanlab row, two rows that split its gap to the clean row in two (the truth is known
+    in this study): '<noise>_cleanlab_gap_removals', the images the cleaning removed are gone and every kept image
+    has its true label (what the removals alone cost), and '<noise>_cleanlab_gap_labels', every image kept, the
+    removed ones with their true labels and the kept ones with the cleaned labels (what the wrong labels the
+    cleaning leaves or makes alone cost; compare with simulated cleaning, whose wrong labels are uniform). They
+    reuse the threshold rule's detection (one training each) and are diagnostics, not cleanings a user can run."""
     noise_only_rates: tuple[float, ...] = ()
     """More symmetric-noise rates, each trained without cleaning (e.g. 0.05 and 0.5, the Noisy Imagenette
     baselines' rates); each in (0, 1) and not in noise_rates."""
@@ -99,6 +107,10 @@ class StudyConfig:
             raise ValueError("invalid study configuration:\n  - " + "\n  - ".join(problems))
 
 
+GAP_PARTS = {"removals": "removals", "labels": "wrong labels"}
+"""The two halves of a cleanlab row's cleaning that ``--study.cleanlab_gap_rows`` trains apart (:func:`gap_labels`)."""
+
+
 @dataclass(frozen=True)
 class ExperimentSpec:
     """One row of the study: the labels it trains on."""
@@ -109,9 +121,12 @@ class ExperimentSpec:
     detection_rate: Optional[float] = None  # simulated cleaning
     cleanlab: bool = False
     remove_only: bool = False  # cleanlab rows: remove every flagged sample instead of the relabel threshold rule
+    gap: Optional[str] = None  # cleanlab rows: "removals" or "labels", a half of the cleaning (cleanlab_gap_rows)
 
     @property
     def cleaning(self) -> str:
+        if self.gap is not None:
+            return f"cleanlab, its {GAP_PARTS[self.gap]} alone"
         if self.cleanlab:
             return "cleanlab, remove only" if self.remove_only else "cleanlab"
         return f"simulated {self.detection_rate:.0%}" if self.detection_rate is not None else "none"
@@ -122,7 +137,8 @@ def study_experiments(study: StudyConfig) -> list[ExperimentSpec]:
 
     With the defaults these are the issue's seven: clean, 20 %, 20 % + 80 % simulated, 40 %, 40 % + 60 %
     simulated, 20 % + cleanlab, 40 % + cleanlab. ``noise_only_rates`` add noisy rows in rate order;
-    ``cleanlab_remove_only`` puts each cleanlab row's remove-only twin after it.
+    ``cleanlab_remove_only`` puts each cleanlab row's remove-only twin after it, ``cleanlab_gap_rows`` its two gap
+    rows after those.
     """
     specs = [ExperimentSpec("clean", "clean labels")]
     detection = dict(zip(study.noise_rates, study.simulated_detection_rates))
@@ -141,6 +157,10 @@ def study_experiments(study: StudyConfig) -> list[ExperimentSpec]:
             if study.cleanlab_remove_only:
                 specs.append(ExperimentSpec(f"noise{pct}_cleanlab_remove", f"{pct} % noise, cleanlab, flagged "
                                             f"removed", rate, cleanlab=True, remove_only=True))
+            if study.cleanlab_gap_rows:
+                specs += [ExperimentSpec(f"noise{pct}_cleanlab_gap_{part}", f"{pct} % noise, cleanlab's "
+                                         f"{GAP_PARTS[part]} alone", rate, cleanlab=True, gap=part)
+                          for part in GAP_PARTS]
     return specs
 
 
@@ -224,10 +244,42 @@ def study_noise(base: ImageNetDataManager, rate: float, study: StudyConfig) -> N
 
 
 def detection_folds_dir(out: Path, name: str) -> Path:
-    """Where the K fold runs of cleanlab row ``name`` live: its own ``detection/`` folder, or for a remove-only row
-    ('noise20_cleanlab_remove[_seedS]') the threshold rule's row's ('noise20_cleanlab[_seedS]'): one detection per
-    noise rate and seed, whichever policy row runs first trains it."""
-    return Path(out) / name.replace("_cleanlab_remove", "_cleanlab") / "detection"
+    """Where the K fold runs of cleanlab row ``name`` live: its own ``detection/`` folder, or for a remove-only or
+    gap row ('noise20_cleanlab_remove[_seedS]', 'noise20_cleanlab_gap_labels[_seedS]') the threshold rule's row's
+    ('noise20_cleanlab[_seedS]'): one detection per noise rate and seed, whichever policy row runs first trains it."""
+    return Path(out) / re.sub(r"_cleanlab_(remove|gap_removals|gap_labels)(?=_seed|$)", "_cleanlab", name) / "detection"
+
+
+def gap_labels(part: str, ids: np.ndarray, true_labels: np.ndarray, kept_ids: np.ndarray,
+               kept_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The training set of one half of a cleaning (``--study.cleanlab_gap_rows``), vectorised.
+
+    Args:
+        part: "removals": the kept images with their true labels (only the removals differ from clean);
+            "labels": every image, the kept ones with the cleaned labels, the removed ones with their true labels
+            (only the cleaning's wrong labels differ from clean).
+        ids: (N,) int64 the training ids before cleaning, unique; true_labels: (N,) their true labels.
+        kept_ids: (M,) int64 the ids the cleaning kept (a subset of ``ids``); kept_labels: (M,) their labels.
+
+    Returns:
+        (ids, labels): (M,) for "removals", (N,) in the order of ``ids`` for "labels".
+
+    Raises:
+        ValueError: an unknown ``part``, or a kept id not in ``ids``.
+    """
+    if part not in GAP_PARTS:
+        raise ValueError(f"gap part must be one of {sorted(GAP_PARTS)}, got {part!r}")
+    ids, kept_ids = np.asarray(ids, dtype=np.int64), np.asarray(kept_ids, dtype=np.int64)
+    order = np.argsort(ids, kind="stable")
+    at = order[np.minimum(np.searchsorted(ids, kept_ids, sorter=order), max(ids.size - 1, 0))]
+    if ids.size == 0 and kept_ids.size or kept_ids.size and not np.array_equal(ids[at], kept_ids):
+        raise ValueError("the cleaned training set has ids that are not in the set before cleaning; pass the ids the "
+                         "cleaning started from")
+    if part == "removals":
+        return kept_ids, np.asarray(true_labels)[at]
+    labels = np.array(true_labels, dtype=np.int64)
+    labels[at] = kept_labels
+    return ids, labels
 
 
 def run_config(cfg: ExperimentConfig, run_dir: Path, name: str, group: str) -> ExperimentConfig:
@@ -357,13 +409,18 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
     if spec.cleanlab:
         det_dir = run_dir / "detection"
         folds_dir, fold_cfg = detection_config(cfg, name, study)
-        if spec.remove_only:  # the threshold row's folds, trained before it in table order (even under resume none)
+        if spec.remove_only or spec.gap:  # the threshold row's folds, trained before it in table order (even under
+            # resume none)
             fold_cfg = dataclasses.replace(fold_cfg, training=dataclasses.replace(fold_cfg.training, resume="auto"))
         det = detect_label_issues(fold_cfg, data, det_dir, row_cl, noise_mask=noisy.noise_mask,
                                   original_labels=clean_labels, folds_dir=folds_dir)
         setup_logging(out, cfg.logging.log_level)
         report = apply_manifest_to(data, det.manifest)
         row["removed"], row["relabelled"] = report.num_removed, report.num_relabelled
+        if spec.gap is not None:  # one half of the cleaning, the other undone with the truth
+            data.set_train_subset(*gap_labels(spec.gap, clean_ids, clean_labels, data.train_ids, data.train_labels))
+            row["relabelled" if spec.gap == "removals" else "removed"] = 0
+            provenance["gap"] = spec.gap
         row.update({k: det.metrics[k] for k in ("precision", "recall", "f1")})
         provenance.update(manifest=str(det_dir), cleanlab=dataclasses.asdict(row_cl), **report.as_dict())
     wrong = data.train_labels != base.train_index.labels[data.train_ids]

@@ -35,6 +35,35 @@ def test_default_study_is_the_seven_experiments_of_the_issue():
     assert [s.name for s in both[5:]] == ["noise20_cleanlab", "noise20_cleanlab_remove", "noise40_cleanlab",
                                           "noise40_cleanlab_remove"]
     assert [s.cleaning for s in both[5:7]] == ["cleanlab", "cleanlab, remove only"]
+    gaps = study_experiments(StudyConfig(noise_rates=(0.2,), simulated_detection_rates=(0.8,),
+                                         cleanlab_remove_only=True, cleanlab_gap_rows=True))
+    assert [s.name for s in gaps[3:]] == ["noise20_cleanlab", "noise20_cleanlab_remove", "noise20_cleanlab_gap_removals",
+                                          "noise20_cleanlab_gap_labels"]
+    assert [s.cleaning for s in gaps[5:]] == ["cleanlab, its removals alone", "cleanlab, its wrong labels alone"]
+
+
+def test_gap_rows_undo_one_half_of_the_cleaning_with_the_truth(tmp_path):
+    from services.noise_study import detection_folds_dir, gap_labels
+
+    ids = np.array([7, 3, 9, 0, 5])
+    true = np.array([1, 2, 3, 4, 0])
+    kept_ids, kept_labels = np.array([3, 0, 5]), np.array([2, 1, 3])  # 7 and 9 removed; 0 relabelled wrongly, 5 too
+    got_ids, got = gap_labels("removals", ids, true, kept_ids, kept_labels)
+    np.testing.assert_array_equal(got_ids, kept_ids)  # the removals alone: kept images, true labels
+    np.testing.assert_array_equal(got, [2, 4, 0])
+    got_ids, got = gap_labels("labels", ids, true, kept_ids, kept_labels)
+    np.testing.assert_array_equal(got_ids, ids)  # the wrong labels alone: every image, removed ones true
+    np.testing.assert_array_equal(got, [1, 2, 3, 1, 3])
+    with pytest.raises(ValueError, match="not in the set before cleaning"):
+        gap_labels("labels", ids, true, np.array([3, 4]), np.array([0, 0]))
+    with pytest.raises(ValueError, match="gap part must be one of"):
+        gap_labels("both", ids, true, kept_ids, kept_labels)
+    # a gap row's folds are the threshold rule's row's, at each seed
+    for name, owner in (("noise20_cleanlab_gap_labels", "noise20_cleanlab"),
+                        ("noise20_cleanlab_gap_removals_seed1", "noise20_cleanlab_seed1"),
+                        ("noise40_cleanlab_remove_seed2", "noise40_cleanlab_seed2"),
+                        ("noise40_cleanlab", "noise40_cleanlab")):
+        assert detection_folds_dir(tmp_path, name) == tmp_path / owner / "detection"
 
 
 def test_noise_only_rates_and_further_seeds():
@@ -244,7 +273,9 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     assert wrong_row.returncode == 2 and "not a cleanlab row" in wrong_row.stderr
 
     # the other cleaning policy on the same detections: every flagged sample removed, no fold model retrained
-    policies = run_script(STUDY_SCRIPT, args + ["--study.cleanlab_remove_only", "true"])
+    # and the two halves of its gap to the clean row (removals alone, wrong labels alone), told apart with the truth
+    policies = run_script(STUDY_SCRIPT, args + ["--study.cleanlab_remove_only", "true",
+                                                "--study.cleanlab_gap_rows", "true"])
     assert policies.returncode == 0, policies.stderr[-4000:]
     assert policies.stderr.count("not rerun") == 8
     assert sorted(p.stat().st_mtime_ns for p in det.glob("fold_*/models/*.pt")) == model_times
@@ -252,6 +283,21 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
         by_name = {r["experiment"]: r for r in csv.DictReader(f)}
     for pct in ("20", "40"):
         rule, remove = by_name[f"noise{pct}_cleanlab"], by_name[f"noise{pct}_cleanlab_remove"]
+        removals, labels = by_name[f"noise{pct}_cleanlab_gap_removals"], by_name[f"noise{pct}_cleanlab_gap_labels"]
+        assert (int(removals["train_images"]), int(removals["wrong_labels"])) == (int(rule["train_images"]), 0)
+        assert (int(labels["train_images"]), int(labels["wrong_labels"])) == (n, int(rule["wrong_labels"]))
+        assert int(removals["removed"]) == int(rule["removed"]) and int(labels["relabelled"]) == int(rule["relabelled"])
+        assert labels["recovered"] != "" or float(by_name[f"noise{pct}"]["drop_from_clean"]) <= 0
+        rule_ids, rule_labels = (np.load(out / f"noise{pct}_cleanlab" / f) for f in ("train_ids.npy",
+                                                                                      "train_labels.npy"))
+        np.testing.assert_array_equal(np.load(out / f"noise{pct}_cleanlab_gap_removals" / "train_ids.npy"), rule_ids)
+        gap_ids, gap_given = (np.load(out / f"noise{pct}_cleanlab_gap_labels" / f) for f in ("train_ids.npy",
+                                                                                              "train_labels.npy"))
+        clean_ids, true_labels = (np.load(out / "clean" / f) for f in ("train_ids.npy", "train_labels.npy"))
+        np.testing.assert_array_equal(gap_ids, clean_ids)
+        kept = np.isin(gap_ids, rule_ids)
+        np.testing.assert_array_equal(gap_given[kept], rule_labels)  # same order: kept ids keep their place
+        np.testing.assert_array_equal(gap_given[~kept], true_labels[~kept])  # the removed ones: their true labels
         assert int(remove["relabelled"]) == 0 and remove["cleaning"] == "cleanlab, remove only"
         assert int(remove["removed"]) == int(rule["removed"]) + int(rule["relabelled"])
         assert (remove["precision"], remove["recall"]) == (rule["precision"], rule["recall"])
