@@ -271,8 +271,8 @@ def gap_labels(part: str, ids: np.ndarray, true_labels: np.ndarray, kept_ids: np
         raise ValueError(f"gap part must be one of {sorted(GAP_PARTS)}, got {part!r}")
     ids, kept_ids = np.asarray(ids, dtype=np.int64), np.asarray(kept_ids, dtype=np.int64)
     order = np.argsort(ids, kind="stable")
-    at = order[np.minimum(np.searchsorted(ids, kept_ids, sorter=order), max(ids.size - 1, 0))]
-    if ids.size == 0 and kept_ids.size or kept_ids.size and not np.array_equal(ids[at], kept_ids):
+    at = order[np.searchsorted(ids, kept_ids, sorter=order).clip(max=ids.size - 1)] if ids.size else order
+    if at.size != kept_ids.size or not np.array_equal(ids[at], kept_ids):
         raise ValueError("the cleaned training set has ids that are not in the set before cleaning; pass the ids the "
                          "cleaning started from")
     if part == "removals":

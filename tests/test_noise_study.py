@@ -56,6 +56,9 @@ def test_gap_rows_undo_one_half_of_the_cleaning_with_the_truth(tmp_path):
     np.testing.assert_array_equal(got, [1, 2, 3, 1, 3])
     with pytest.raises(ValueError, match="not in the set before cleaning"):
         gap_labels("labels", ids, true, np.array([3, 4]), np.array([0, 0]))
+    with pytest.raises(ValueError, match="not in the set before cleaning"):
+        gap_labels("removals", ids[:0], true[:0], kept_ids, kept_labels)
+    assert [a.size for a in gap_labels("labels", ids[:0], true[:0], ids[:0], true[:0])] == [0, 0]
     with pytest.raises(ValueError, match="gap part must be one of"):
         gap_labels("both", ids, true, kept_ids, kept_labels)
     # a gap row's folds are the threshold rule's row's, at each seed
