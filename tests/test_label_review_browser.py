@@ -17,6 +17,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import sync_playwright
 
 from core.label_noise import apply_manifest_to, load_manifest
 from label_review_helpers import fresh_issues, issues_template, sample_data
@@ -79,12 +81,32 @@ def _open(browser, url: str):
     return page
 
 
-def _pick(page, dropdown: str, text: str) -> None:
-    """Type into a searchable Gradio dropdown and choose the option containing ``text``."""
-    page.locator(f"#{dropdown} input").click()
-    page.locator(f"#{dropdown} input").fill("")
-    page.keyboard.type(text)
-    page.locator(f"#{dropdown} li[role=option]", has_text=text).first.click()
+def _pick(page, dropdown: str, text: str, attempts: int = 3) -> None:
+    """Type into a searchable Gradio dropdown, choose the option containing ``text``, and wait until the box shows
+    that option's whole label (the typed text alone is shorter: pair labels end in ': <count>').
+
+    A click can land while the option list re-renders under the pointer and be lost (the box keeps the typed text
+    and no event reaches the server); the pick is then typed and clicked again, up to ``attempts`` times.
+
+    Raises:
+        AssertionError: the box never showed the option's label, with what it showed.
+    """
+    box = page.locator(f"#{dropdown} input")
+    shown = ""
+    for _ in range(attempts):
+        box.click()
+        box.fill("")
+        page.keyboard.type(text)
+        option = page.locator(f"#{dropdown} li[role=option]", has_text=text).first
+        label = option.inner_text().strip()
+        option.click()
+        try:
+            page.wait_for_function("([s, t]) => { const e = document.querySelector(s); return e && e.value === t; }",
+                                   arg=[f"#{dropdown} input", label], timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            shown = box.input_value()
+    raise AssertionError(f"#{dropdown}: picking {label!r} left the box showing {shown!r} after {attempts} tries")
 
 
 def _decisions(path: Path) -> list[dict]:
@@ -206,7 +228,6 @@ def test_review_ten_items_kill_restart_resume_bulk_accept_and_export(issues_dir,
     if not CHROMIUM.is_file():
         pytest.fail(f"{CHROMIUM} not found: this test drives Debian's Chromium; install it with "
                     "`apt-get install -y chromium`")
-    from playwright.sync_api import sync_playwright
 
     issues = load_issues(issues_dir)
     ids = [it.id for it in issues.items]
@@ -242,6 +263,9 @@ def test_review_ten_items_kill_restart_resume_bulk_accept_and_export(issues_dir,
 
             bulk_ids, suggested = _bulk_accept_biggest_pair(page, issues, decisions_file, tmp_path / "bulk.png")
             browser.close()
+    except PlaywrightTimeout as e:  # the page never showed what was awaited: say what the server did meanwhile
+        log = (tmp_path / "server.log").read_text()[-3000:]
+        pytest.fail(f"{e}\nthe review app's log, last 3,000 characters:\n{log}")
     finally:
         server.stop()
 
