@@ -19,11 +19,11 @@ OUT=$RUNS/noise_study_gap
 cd "${REPO:-.}"
 export PYTHONPATH=$(pwd)
 DATA=$(realpath "${DATA:-../shared/data/imagenette2-224}")
+STUDY=(python experiments/label_noise_study/run_study.py --data.root "$DATA" --logging.progress_bar false
+       --config experiments/label_noise_study/imagenette_cpu.yaml --config experiments/label_noise_study/imagenette_b15.yaml)
 [ -d "$OUT" ] || python "$S/keep_results.py" "$OUT" "$K/imagenette_b15" --restore
 echo "gap rows start $(date -u +%T) $(git rev-parse --short HEAD)"
-python experiments/label_noise_study/run_study.py --data.root "$DATA" \
-  --config experiments/label_noise_study/imagenette_cpu.yaml --config experiments/label_noise_study/imagenette_b15.yaml \
-  --logging.progress_bar false --logging.output_dir "$OUT" --study.noise_rates [0.2] \
+"${STUDY[@]}" --logging.output_dir "$OUT" --study.noise_rates [0.2] \
   --study.simulated_detection_rates [0.8] --study.noise_only_rates [] --study.seeds [0,1] \
   --study.repeat_experiments [clean,noise20,noise20_cleanlab,noise20_cleanlab_gap_removals,noise20_cleanlab_gap_labels] \
   --study.cleanlab_remove_only false --study.cleanlab_gap_rows true > "$OUT.log" 2>&1 \
@@ -40,9 +40,7 @@ cp "$OUT.kept/results.csv" "$OUT.kept/results.md" "$OUT.kept/runs.csv" "$K/image
 
 CTL=$RUNS/noise_study_random80
 echo "random-subset control start $(date -u +%T)"
-python experiments/label_noise_study/run_study.py --data.root "$DATA" \
-  --config experiments/label_noise_study/imagenette_cpu.yaml --config experiments/label_noise_study/imagenette_b15.yaml \
-  --logging.progress_bar false --logging.output_dir "$CTL" --data.fraction 0.8044 --study.noise_rates [] \
+"${STUDY[@]}" --logging.output_dir "$CTL" --data.fraction 0.8044 --study.noise_rates [] \
   --study.simulated_detection_rates [] --study.noise_only_rates [] --study.cleanlab false --study.seeds [0,1] \
   --study.repeat_experiments [clean] > "$CTL.log" 2>&1 || { echo "the control failed: $CTL.log"; exit 1; }
 echo "random-subset control done $(date -u +%T)"
@@ -61,9 +59,7 @@ ids = sorted(d.sample_id[(d.action == "remove") & flip])
 open(sys.argv[2], "w").write("".join(f"{i}\n" for i in ids))
 print(f"{len(ids)} flips among the removals")
 PY
-python experiments/label_noise_study/run_study.py --data.root "$DATA" \
-  --config experiments/label_noise_study/imagenette_cpu.yaml --config experiments/label_noise_study/imagenette_b15.yaml \
-  --logging.progress_bar false --logging.output_dir "$FR" --data.cleaning_manifest "$FR.manifest" \
+"${STUDY[@]}" --logging.output_dir "$FR" --data.cleaning_manifest "$FR.manifest" \
   --study.noise_rates [] --study.simulated_detection_rates [] --study.noise_only_rates [] --study.cleanlab false \
   --study.seeds [0] --study.repeat_experiments [clean] > "$FR.log" 2>&1 || { echo "failed: $FR.log"; exit 1; }
 python "$S/keep_results.py" "$FR" "$K/imagenette_b15_gap/flips_removed" > /dev/null
