@@ -201,6 +201,11 @@ class TrainingConfig:
     """Evaluate on the val split every this many epochs (and always after the last)."""
     eval_hflip: bool = False
     """Evaluate on each val image and its mirror image and average the logits (flip test-time augmentation, as FFCV's ImageNet example does): 2x the evaluation cost."""
+    record_dynamics: bool = False
+    """Record every training sample's margin (given-label logit minus the highest other) in every epoch, from the
+    training pass's own logits, to logs/dynamics.npz (core.dynamics: the Area Under the Margin ranking of label
+    issues, Pleiss et al. 2020). 8 bytes per sample and epoch on the training device; no extra forward pass.
+    Not with MixUp/CutMix (a mixed batch has no single given label)."""
     log_every_steps: int = 20
     """Refresh the progress bar and check the loss for NaN/Inf every this many optimizer steps."""
 
@@ -347,6 +352,9 @@ class ExperimentConfig:
         check(t.early_stopping_patience >= 0, "training.early_stopping_patience", ">= 0",
               t.early_stopping_patience)
         check(t.eval_every_epochs >= 1, "training.eval_every_epochs", ">= 1", t.eval_every_epochs)
+        check(not (t.record_dynamics and (t.mixup_alpha > 0 or t.cutmix_alpha > 0)), "training.record_dynamics",
+              "false with --training.mixup_alpha or --training.cutmix_alpha (a mixed batch has no single given "
+              "label)", t.record_dynamics)
         check(t.log_every_steps >= 1, "training.log_every_steps", ">= 1", t.log_every_steps)
         check(t.device == "auto" or t.device.split(":")[0] in ("cpu", "cuda", "mps"), "training.device",
               "'auto', 'cpu', 'cuda[:N]' or 'mps'", t.device)
@@ -359,13 +367,15 @@ class ExperimentConfig:
 
     def result_settings(self) -> dict[str, Any]:
         """The settings that decide what a run computes: :meth:`to_dict` without ``logging``, ``training.resume`` and
-        ``data.num_workers`` (where outputs go, how a run restarts and how many processes load data change nothing
-        computed: each sample's augmentation is seeded by itself). Finished results are reused only under equal
+        ``data.num_workers`` and ``training.record_dynamics`` (where outputs go, how a run restarts, how many processes
+        load data and whether margins are recorded change nothing computed: each sample's augmentation is seeded by
+        itself). Finished results are reused only under equal
         settings (:func:`settings_conflicts`)."""
         d = self.to_dict()
         d.pop("logging")
         d["training"].pop("resume", None)
         d["data"].pop("num_workers", None)
+        d["training"].pop("record_dynamics", None)  # a recorded run trains the same model
         return d
 
     @classmethod

@@ -25,6 +25,7 @@ from core.config import ExperimentConfig
 from core.data.manager import ImageNetDataManager
 from core.data.rng import sample_seed
 from core.distributed import all_reduce_sum
+from core.dynamics import DYNAMICS_FILE, TrainingDynamics
 from core.evaluate import evaluate
 from core.logger import (MetricsLogger, TensorBoardLogger, finish_wandb, git_commit, init_wandb, layer_statistics,
                          process_start_time, progress_bar, setup_logging)
@@ -166,6 +167,8 @@ class ImageNetTrainer:
         self.scheduler = build_scheduler(self.optimizer, t, self.steps_per_epoch, self.world_size)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.state = TrainState()
+        self.dynamics = (TrainingDynamics(len(self.data.train_ids), t.epochs, self.device)
+                         if t.record_dynamics else None)
         self.metrics = MetricsLogger(self.logs_dir / "metrics.jsonl")
         self.wandb_run = None
         self.tensorboard: Optional[TensorBoardLogger] = None
@@ -231,6 +234,8 @@ class ImageNetTrainer:
                              f"{self.sampler.micro_batches_per_epoch}: the data or batch size changed since; "
                              f"resume with the same --data and --training.batch_size settings")
         restore_rng_state(ckpt["rng"])
+        if self.dynamics is not None:
+            self.dynamics.load(self.logs_dir / DYNAMICS_FILE, self.data.train_ids)
         self._wandb_id = ckpt.get("wandb_id")
         self.resumed_from = Path(path)
         log.info("resumed from %s: epoch %d, micro-batch %d, global step %d, best top-1 %.2f%%", path,
@@ -292,6 +297,9 @@ class ImageNetTrainer:
         path = self.models_dir / "last.pt"
         self._tick()  # the checkpoint carries the time spent on the work it holds
         if self.is_main:
+            if self.dynamics is not None:  # first: a replayed micro-batch rewrites the same entries
+                self.dynamics.save(self.logs_dir / DYNAMICS_FILE, self.data.train_ids, self.data.train_labels,
+                                   self.state.epoch)
             atomic_torch_save(self.checkpoint_dict(), path)
         return path
 
@@ -430,6 +438,8 @@ class ImageNetTrainer:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         micro = self.state.micro_batch
+        positions = (torch.from_numpy(self.sampler.positions()).to(self.device)
+                     if self.dynamics is not None else None)
         batches = iter(self.train_loader)
         while (batch := self._next_batch(batches)) is not None:
             images = self._to_device(batch[0], self.device)
@@ -441,6 +451,9 @@ class ImageNetTrainer:
                 loss, logits = forward_backward(self.model, images, loss_targets, self.criterion, self.amp_dtype,
                                                 self.scaler, t.grad_accum_steps)
             sums.add(loss, logits, targets)
+            if positions is not None:
+                b = targets.shape[0]
+                self.dynamics.add(epoch, positions[micro * b:(micro + 1) * b], logits, targets)
             micro += 1
             bar.update(1)
             if micro % t.grad_accum_steps:
@@ -618,6 +631,8 @@ class ImageNetTrainer:
         elif val:
             self.state.epochs_without_improvement += 1
         self.state.epoch, self.state.micro_batch = epoch_done, 0
+        if self.dynamics is not None:
+            self.dynamics.merge_ranks(epoch)
         if self.is_main:
             self.metrics.log_epoch(record, self.layer_stats)
             self.layer_stats = {}

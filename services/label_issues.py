@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -71,8 +72,24 @@ class ConfidentLearningConfig:
     trained on cleaner labels is a better detector; as in iterative noisy cross-validation (INCV: Chen et al.,
     ICML 2019), each round costs K more fold trainings."""
 
+    scores: Literal["k_fold", "aum"] = "k_fold"
+    """What ranks the samples. 'k_fold': the K fold models' out-of-sample probabilities, and cleanlab's
+    ``filter_by`` rule decides the issues. 'aum': one training run on every sample with its given label records
+    each sample's margin in every epoch (``core.dynamics``); a sample is an issue when its Area Under the Margin is
+    below ``aum_threshold`` (Pleiss et al., NeurIPS 2020). One training instead of K (``folds``, ``filter_by``,
+    ``rounds`` and ``tta_hflip`` do not apply); the relabel rule reads that run's final weights' probabilities of
+    every sample (in-sample: it trained on them)."""
+    aum_threshold: float = 0.0
+    """'aum': flag the samples whose AUM (mean margin, in logits) is below this; 0 flags those whose given label
+    was on average not the top class."""
+
     def __post_init__(self) -> None:
         problems = []
+        if self.scores == "aum" and self.rounds > 1:
+            problems.append("--cl.rounds > 1 needs --cl.scores k_fold (a round trains fold models on what the last "
+                            "round did not flag)")
+        if not math.isfinite(self.aum_threshold):
+            problems.append(f"--cl.aum_threshold must be a finite number of logits, got {self.aum_threshold}")
         if self.folds < 2:
             problems.append(f"--cl.folds must be >= 2, got {self.folds}")
         if self.filter_by not in FILTER_METHODS:
@@ -200,10 +217,7 @@ def out_of_sample_pred_probs(cfg: ExperimentConfig, data: ImageNetDataManager, o
         settings = fold_settings(fold_cfg, data.train_ids[train], data.train_labels[train], data.train_ids[held])
         settings_file = fold_dir / "fold_settings.json"
         resume = cfg.training.resume != "none"
-        saved = json.loads(settings_file.read_text()) if resume and settings_file.is_file() else None
-        if saved is not None and (conflicts := settings_conflicts(saved, settings)):
-            raise ValueError(f"{fold_dir} holds a fold model made with other settings ({'; '.join(conflicts[:3])}); "
-                             f"use a new --logging.output_dir, or delete {fold_dir} to train that fold again")
+        saved = _saved_settings(settings_file, settings, resume, "a fold model")
         if resume and probs_file.is_file() and ids_file.is_file() \
                 and np.array_equal(np.load(ids_file), data.train_ids[held]):
             if saved is None:  # made before fold_settings.json existed
@@ -232,6 +246,90 @@ def out_of_sample_pred_probs(cfg: ExperimentConfig, data: ImageNetDataManager, o
         probs[held] = p
         setup_logging(out_dir, cfg.logging.log_level)
     return probs
+
+
+def _saved_settings(settings_file: Path, settings: dict, resume: bool, what: str) -> Optional[dict]:
+    """The settings a detection run folder was made with (None: none saved, or ``resume`` off).
+
+    Raises:
+        ValueError: they differ from ``settings``: that folder is never resumed or mixed in.
+    """
+    saved = json.loads(settings_file.read_text()) if resume and settings_file.is_file() else None
+    if saved is not None and (conflicts := settings_conflicts(saved, settings)):
+        folder = settings_file.parent
+        raise ValueError(f"{folder} holds {what} made with other settings ({'; '.join(conflicts[:3])}); use a new "
+                         f"--logging.output_dir, or delete {folder} to train it again")
+    return saved
+
+
+AUM_RUN = "aum_run"
+"""The folder (under a detection's folds folder) of the ``--cl.scores aum`` training run."""
+
+
+def aum_pred_probs(cfg: ExperimentConfig, data: ImageNetDataManager, out_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Area Under the Margin of every training sample, from one training run with ``cfg``'s recipe on all of them.
+
+    The run (``out_dir/aum_run/``: logs/, models/, ``fold_settings.json``) trains on ``data``'s samples and labels
+    with ``--training.record_dynamics`` on, so its ``logs/dynamics.npz`` holds each sample's margin in every epoch
+    (:mod:`core.dynamics`); AUM is their mean (Pleiss et al., NeurIPS 2020). The final weights then score every
+    sample with the evaluation pipeline (the relabel rule's probabilities; in-sample). Both are saved
+    (``aum.npy``, ``pred_probs.npy``, ``scored_ids.npy``); an interrupted run resumes from its checkpoint, a
+    finished one is reused under equal settings.
+
+    Args:
+        cfg: the training recipe (its ``logging.output_dir`` is replaced).
+        data: the training set to score; not modified.
+        out_dir: the detection's folds folder.
+
+    Returns:
+        aum (M,) float32 in logits (NaN for a sample no epoch trained on: the sampler drops < one batch per epoch,
+        so only with a 1-epoch run) and pred_probs (M, C) float32, row i for ``data.train_ids[i]``.
+
+    Raises:
+        ValueError: ``out_dir/aum_run`` holds a run made with other settings.
+        RunInterrupted: the run was stopped by a signal (its checkpoint is saved; the same command continues).
+    """
+    from core.cli import build_trainer
+    from core.dynamics import DYNAMICS_FILE, area_under_margin, load_dynamics
+    from core.logger import setup_logging
+
+    run_dir = Path(out_dir) / AUM_RUN
+    name = cfg.logging.run_name or cfg.model.name
+    run_cfg = dataclasses.replace(
+        cfg, training=dataclasses.replace(cfg.training, record_dynamics=True),
+        logging=dataclasses.replace(cfg.logging, output_dir=run_dir, run_name=f"{name}-aum"))
+    settings = fold_settings(run_cfg, data.train_ids, data.train_labels, data.train_ids)
+    resume = cfg.training.resume != "none"
+    _saved_settings(run_dir / "fold_settings.json", settings, resume, "an AUM training run")
+    files = {k: run_dir / f"{k}.npy" for k in ("aum", "pred_probs", "scored_ids")}
+    if resume and all(f.is_file() for f in files.values()) and np.array_equal(np.load(files["scored_ids"]),
+                                                                             data.train_ids):
+        log.info("AUM: reusing %s", run_dir)
+        return np.load(files["aum"]), np.load(files["pred_probs"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "fold_settings.json", json.dumps(settings, indent=2) + "\n")
+    log.info("AUM: training on all %d samples, recording their margins", len(data.train_ids))
+    trainer = build_trainer(run_cfg, data=data.with_train_subset(data.train_ids, data.train_labels,
+                                                                 run_dir=run_dir / "logs"))
+    if trainer.fit()["interrupted"]:
+        from core.trainer import RunInterrupted
+
+        raise RunInterrupted(f"the AUM training run was stopped by a signal; its checkpoint is in "
+                             f"{run_dir / 'models'}: rerun the same command to continue the detection")
+    dynamics = load_dynamics(run_dir / "logs" / DYNAMICS_FILE)
+    if not np.array_equal(dynamics["sample_ids"], data.train_ids):
+        raise ValueError(f"{run_dir / 'logs' / DYNAMICS_FILE} was recorded on other samples; delete {run_dir} to "
+                         f"train the AUM run again")
+    aum = area_under_margin(dynamics["margin"])
+    loader = eval_loader(data, data.train_ids, data.train_labels, max(1, 2 * cfg.training.batch_size))
+    probs = predict_proba(trainer.unwrapped_model(), loader, trainer.device, trainer.amp_dtype,
+                          progress=cfg.logging.progress_bar, desc="scoring every sample (AUM run)")
+    for key, value in (("scored_ids", data.train_ids), ("aum", aum), ("pred_probs", probs)):  # scored_ids last
+        tmp = run_dir / f".{key}.tmp.npy"
+        np.save(tmp, value)
+        os.replace(tmp, files[key])
+    setup_logging(out_dir, cfg.logging.log_level)
+    return aum, probs
 
 
 def array_digest(a: np.ndarray) -> str:
@@ -467,9 +565,14 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     folds_dir = Path(folds_dir or out_dir)
-    probs = out_of_sample_pred_probs(cfg, data, folds_dir, cl.folds, cl.fold_seed, hflip=cl.tta_hflip)
+    if cl.scores == "aum":
+        aum, probs = aum_pred_probs(cfg, data, folds_dir)
+        issues = aum < cl.aum_threshold  # NaN (never trained on) is not flagged
+        np.save(out_dir / "aum.npy", aum)
+    else:
+        probs = out_of_sample_pred_probs(cfg, data, folds_dir, cl.folds, cl.fold_seed, hflip=cl.tta_hflip)
     rounds = []
-    for r in range(1, cl.rounds + 1):
+    for r in range(1, cl.rounds + 1 if cl.scores == "k_fold" else 1):
         if r > 1:  # new fold models on the samples the previous round did not flag, scoring every held-out sample
             log.info("detection round %d/%d: fold models train on the %d samples round %d did not flag", r,
                      cl.rounds, int((~issues).sum()), r - 1)
@@ -494,9 +597,11 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
         np.save(out_dir / "noise_mask.npy", np.asarray(noise_mask, dtype=bool))
     manifest = manifest_from_issues(data.train_ids, data.train_labels, probs, issues, cl.relabel_threshold)
     rounds_note = f" (round {cl.rounds} of detection)" if cl.rounds > 1 else ""
-    manifest.write(out_dir, header=f"cleanlab {cl.filter_by}, {cl.folds}-fold out-of-sample probabilities"
-                                   f"{rounds_note}; "
-                                   f"relabel threshold {cl.relabel_threshold}; {issues.sum()} of {issues.size} flagged")
+    rule = (f"AUM below {cl.aum_threshold:g} (one training run; relabels from its in-sample probabilities)"
+            if cl.scores == "aum" else f"cleanlab {cl.filter_by}, {cl.folds}-fold out-of-sample probabilities"
+                                       f"{rounds_note}")
+    manifest.write(out_dir, header=f"{rule}; relabel threshold {cl.relabel_threshold}; {issues.sum()} of "
+                                   f"{issues.size} flagged")
     _write_issue_table(out_dir / "label_issues.csv", data, probs, issues, manifest)
     accuracy = float((probs.argmax(1) == data.train_labels).mean()) if probs.size else 0.0
     metrics: dict = {"num_samples": int(issues.size), "num_issues": int(issues.sum()),

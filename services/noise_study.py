@@ -232,6 +232,8 @@ def _fingerprint(cfg: ExperimentConfig, spec: ExperimentSpec, study: StudyConfig
             out["fold_config"] = fold_overrides(study)
         if cl.rounds > 1:  # at the top level, so a one-round result (saved before rounds existed) is not reused
             out["detection_rounds"] = cl.rounds
+        if cl.scores != "k_fold":  # likewise: a K-fold result (saved before scores existed) is not an AUM one
+            out["detection_scores"] = {"scores": cl.scores, "aum_threshold": cl.aum_threshold}
     return json.loads(json.dumps(out))
 
 

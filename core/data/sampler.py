@@ -52,13 +52,18 @@ class EpochSampler(Sampler):
     def __len__(self) -> int:
         return (self.micro_batches_per_epoch - self.start_micro_batch) * self.batch_size
 
-    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+    def positions(self) -> np.ndarray:
+        """This rank's training-set positions for the whole selected epoch, in training order: (micro-batches x
+        batch_size,) int64; micro-batch m is ``positions()[m * batch_size:(m + 1) * batch_size]`` (also when the
+        epoch resumes mid-way). The training-dynamics record (:mod:`core.dynamics`) reads it."""
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples)
         else:
             order = np.arange(self.num_samples)
         m, r, b = self.micro_batches_per_epoch, self.num_replicas, self.batch_size
-        mine = order[: m * r * b].reshape(m, r, b)[:, self.rank, :].reshape(-1)
+        return order[: m * r * b].reshape(m, r, b)[:, self.rank, :].reshape(-1)
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
         resolution = int(self.resolution_at(self.epoch))
-        for position in mine[self.start_micro_batch * self.batch_size:].tolist():
+        for position in self.positions()[self.start_micro_batch * self.batch_size:].tolist():
             yield position, self.epoch, resolution
