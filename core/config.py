@@ -584,7 +584,8 @@ def reference_markdown() -> str:
         for f in dataclasses.fields(cls):
             value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
             shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-            lines.append(f"| `--{section}.{f.name}` | `{shown}` | {docs[(cls.__name__, f.name)].replace('|', '/')} |")
+            meaning = " ".join(docs[(cls.__name__, f.name)].split()).replace("|", "/")  # one table row per flag
+            lines.append(f"| `--{section}.{f.name}` | `{shown}` | {meaning} |")
         lines.append("")
     return "\n".join(lines)
 

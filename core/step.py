@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
@@ -238,3 +239,27 @@ def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScale
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
+
+
+class StepSums:
+    """The training loop's device-side sums of the micro-batches since the last metric sync: no host sync per step (the progress
+    bar syncs every ``log_every_steps``)."""
+
+    def __init__(self, device: torch.device):
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        self.seen = 0
+        self.start = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Add a micro-batch: its mean loss (scalar), logits (B, C) and targets (B,)."""
+        self.nonfinite |= ~torch.isfinite(loss)
+        self.loss_sum += loss.double() * targets.shape[0]
+        self.correct += (logits.argmax(1) == targets).sum()
+        self.seen += targets.shape[0]
+
+    def restart(self) -> None:
+        """Zero the sums (the NaN flag is kept) and restart the clock."""
+        self.loss_sum.zero_(), self.correct.zero_()
+        self.seen, self.start = 0, time.perf_counter()

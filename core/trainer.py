@@ -31,7 +31,7 @@ from core.logger import (MetricsLogger, TensorBoardLogger, finish_wandb, git_com
                          process_start_time, progress_bar, setup_logging)
 from core.preprocessing import CHECKPOINT_KEY as PREPROCESSING_KEY, PreprocessingSpec
 from core.schedules import build_scheduler, resolution_at
-from core.step import (build_batch_mix, build_criterion, build_ema, build_optimizer, build_run_data,
+from core.step import (StepSums, build_batch_mix, build_criterion, build_ema, build_optimizer, build_run_data,
                        build_run_model, configure_determinism, forward_backward, memory_format_for, optimizer_step,
                        resolve_amp, run_device, run_num_classes)
 
@@ -73,30 +73,6 @@ class TrainState:
     run_time_s: float = 0.0  # fit()'s seconds (train, eval, checkpoints) behind this state, over every session
     # (NaN when resumed from a checkpoint older than this field: unknown, not 0)
     epoch_checkpoints: list = field(default_factory=list)  # [[epoch, val_top1], ...] of epoch_NNN.pt files kept
-
-
-class _StepSums:
-    """Device-side sums of the micro-batches since the last metric sync: no host sync per step (the progress
-    bar syncs every ``log_every_steps``)."""
-
-    def __init__(self, device: torch.device):
-        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        self.correct = torch.zeros((), dtype=torch.int64, device=device)
-        self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-        self.seen = 0
-        self.start = time.perf_counter()
-
-    def add(self, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        """Add a micro-batch: its mean loss (scalar), logits (B, C) and targets (B,)."""
-        self.nonfinite |= ~torch.isfinite(loss)
-        self.loss_sum += loss.double() * targets.shape[0]
-        self.correct += (logits.argmax(1) == targets).sum()
-        self.seen += targets.shape[0]
-
-    def restart(self) -> None:
-        """Zero the sums (the NaN flag is kept) and restart the clock."""
-        self.loss_sum.zero_(), self.correct.zero_()
-        self.seen, self.start = 0, time.perf_counter()
 
 
 class ImageNetTrainer:
@@ -434,7 +410,7 @@ class ImageNetTrainer:
         total = self.sampler.micro_batches_per_epoch
         bar = progress_bar(total=total, initial=self.state.micro_batch, desc=f"epoch {epoch + 1}/{t.epochs}",
                            enabled=self.cfg.logging.progress_bar and self.is_main, unit="batch")
-        sums = _StepSums(self.device)
+        sums = StepSums(self.device)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         micro = self.state.micro_batch
@@ -519,7 +495,7 @@ class ImageNetTrainer:
         if self.ema is not None and self.state.global_step % t.ema_every_steps == 0:
             self.ema.update_parameters(self.unwrapped_model())
 
-    def _after_update(self, epoch: int, micro: int, sums: "_StepSums", bar: Any) -> bool:
+    def _after_update(self, epoch: int, micro: int, sums: StepSums, bar: Any) -> bool:
         """At logging, checkpoint and signal points: check the loss, sync the metrics, save; True to stop.
 
         Every rank calls this after every optimizer step (the stop check and the sync are collective).
@@ -546,7 +522,7 @@ class ImageNetTrainer:
                      self.models_dir / "last.pt")
         return bool(stop_now)
 
-    def _check_finite(self, sums: "_StepSums", epoch: int, step: int) -> None:
+    def _check_finite(self, sums: StepSums, epoch: int, step: int) -> None:
         """Raise :class:`NonFiniteLossError` when any rank saw a NaN/Inf loss since the last check."""
         if self.world_size > 1:
             sums.nonfinite = all_reduce_sum(sums.nonfinite.float()) > 0
@@ -593,7 +569,7 @@ class ImageNetTrainer:
         flag = torch.tensor([float(self._stop_signal is not None)], device=self.device)
         return bool(all_reduce_sum(flag).item() > 0)
 
-    def _sync_epoch_totals(self, sums: "_StepSums") -> None:
+    def _sync_epoch_totals(self, sums: StepSums) -> None:
         """Add the sums since the last sync, over all ranks, to the epoch totals, and restart them (every rank
         calls this at the same optimizer steps)."""
         totals = all_reduce_sum(torch.stack([sums.loss_sum.double(), sums.correct.double(),
