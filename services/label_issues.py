@@ -38,7 +38,7 @@ from core.data.dataset import ImageClassificationDataset
 from core.data.manager import ImageNetDataManager
 from core.data.transforms import build_eval_transform
 from core.evaluate import predict
-from core.label_noise import CleaningManifest, detection_metrics
+from core.label_noise import CleaningManifest, detection_metrics, ranking_metrics
 from core.logger import progress_bar
 
 log = logging.getLogger(__name__)
@@ -348,14 +348,18 @@ def fold_settings(fold_cfg: ExperimentConfig, train_ids: np.ndarray, train_label
                                   "scored_ids": array_digest(scored_ids)}))
 
 
-def link_fold_runs(folds_dir: Path, out_dir: Path, folds: int, rounds: int = 1) -> None:
-    """Make ``out_dir`` read like the detection folder ``folds_dir`` whose fold runs it shares: ``folds.npy`` copied,
-    ``fold_k`` and later rounds' ``round_r`` as relative symbolic links to those of ``folds_dir`` (replacing what
-    was there)."""
+def link_fold_runs(folds_dir: Path, out_dir: Path, folds: int, rounds: int = 1, aum: bool = False) -> None:
+    """Make ``out_dir`` read like the detection folder ``folds_dir`` whose training runs it shares: ``folds.npy``
+    copied, ``fold_k`` and later rounds' ``round_r`` as relative symbolic links to those of ``folds_dir`` (replacing
+    what was there); with ``aum`` (``--cl.scores aum``) its one run, ``aum_run``, linked instead."""
     import shutil
 
-    shutil.copyfile(folds_dir / "folds.npy", out_dir / "folds.npy")
-    for name in [f"fold_{k}" for k in range(folds)] + [f"round_{r}" for r in range(2, rounds + 1)]:
+    if aum:
+        names = [AUM_RUN]
+    else:
+        shutil.copyfile(folds_dir / "folds.npy", out_dir / "folds.npy")
+        names = [f"fold_{k}" for k in range(folds)] + [f"round_{r}" for r in range(2, rounds + 1)]
+    for name in names:
         link = out_dir / name
         if link.is_symlink() or link.is_file():
             link.unlink()
@@ -426,7 +430,6 @@ def detection_sweep(labels: np.ndarray, pred_probs: np.ndarray, noise_mask: np.n
     """
     from cleanlab.count import num_label_issues
     from cleanlab.rank import get_label_quality_scores
-    from sklearn.metrics import average_precision_score, precision_recall_curve
 
     y = np.asarray(labels, dtype=np.int64)
     probs = np.asarray(pred_probs, dtype=np.float32)
@@ -457,11 +460,7 @@ def detection_sweep(labels: np.ndarray, pred_probs: np.ndarray, noise_mask: np.n
             return flagged
 
         row = scored(f"rank={method} (lowest {n_issues})", lowest(n_issues))
-        p, r, _ = precision_recall_curve(m, wrongness)  # (T + 1,) each, ending at precision 1, recall 0
-        row.update(average_precision=float(average_precision_score(m, wrongness)),
-                   precision_at_recall=float(p[r >= target_recall].max()),
-                   recall_at_precision=float(r[p >= target_precision].max()),
-                   curve_meets_targets=bool(((p >= target_precision) & (r >= target_recall)).any()))
+        row.update(ranking_metrics(wrongness, m, target_precision, target_recall))
         rows.append(row)
         rows += [scored(f"rank={method} (lowest {n}: {name})", lowest(n)) for name, n in counts.items()]
     return rows
@@ -589,7 +588,7 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
                 summary["top1_true"] = float((probs.argmax(1) == np.asarray(original_labels)).mean())
             rounds.append(summary)
     if folds_dir.resolve() != out_dir.resolve():  # the label review finds the fold models (Grad-CAM) via out_dir
-        link_fold_runs(folds_dir, out_dir, cl.folds, cl.rounds)
+        link_fold_runs(folds_dir, out_dir, cl.folds, cl.rounds, aum=cl.scores == "aum")
     np.save(out_dir / "pred_probs.npy", probs)
     np.save(out_dir / "train_ids.npy", data.train_ids)  # row i of pred_probs.npy is sample id train_ids[i]
     np.save(out_dir / "given_labels.npy", data.train_labels)  # the labels checked: detection_sweep can rerun
@@ -611,6 +610,8 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
         metrics["rounds"] = rounds
     if noise_mask is not None:
         metrics.update(detection_metrics(issues, noise_mask, data.train_labels, data.num_classes))
+        if cl.scores == "aum":  # the ranking itself, whatever the threshold
+            metrics["aum_ranking"] = ranking_metrics(-aum, noise_mask)
         for row in metrics["per_class"]:  # per given (noisy) class, named by WNID
             row["wnid"] = data.classes[row["class"]]
         if original_labels is not None:

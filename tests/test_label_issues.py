@@ -249,6 +249,75 @@ def test_a_second_round_of_detection_trains_on_what_the_first_did_not_flag(tmp_p
         ConfidentLearningConfig(rounds=0)
 
 
+def test_aum_detection_flags_the_samples_whose_mean_margin_is_low_and_reuses_its_run(tmp_path, monkeypatch):
+    import json
+
+    import core.cli
+    from core.dynamics import DYNAMICS_FILE, area_under_margin, load_dynamics
+    from core.label_noise import ranking_metrics
+    from services.label_issues import AUM_RUN
+
+    data = ImageNetDataManager(DataConfig(image_size=32, val_image_size=32, num_workers=0, fraction=0.2,
+                                          index_cache_dir=tmp_path / "cache"), seed=0)
+    noisy = inject_symmetric_noise(data.train_labels, 0.3, data.num_classes, seed=0)
+    data = data.with_train_subset(data.train_ids, noisy.labels)
+    cfg = tiny_config(tmp_path, training={"resume": "auto", "epochs": 3})
+    cl = ConfidentLearningConfig(scores="aum", aum_threshold=0.5)
+    det = tmp_path / "det"
+    res = detect_label_issues(cfg, data, det, cl, noise_mask=noisy.noise_mask, original_labels=noisy.original_labels)
+    run = det / AUM_RUN  # one training run on every sample with its given label, margins recorded
+    rec = load_dynamics(run / "logs" / DYNAMICS_FILE)
+    np.testing.assert_array_equal(rec["labels"], noisy.labels)
+    aum = np.load(det / "aum.npy")
+    np.testing.assert_allclose(aum, area_under_margin(rec["margin"]))
+    assert not np.isnan(aum).any()  # 3 shuffled epochs: every sample was trained on at least once
+    np.testing.assert_array_equal(res.issues, aum < 0.5)
+    assert 0 < res.issues.sum() < res.issues.size
+    assert res.pred_probs.shape == (data.train_ids.size, data.num_classes)
+    np.testing.assert_allclose(res.pred_probs.sum(1), 1.0, rtol=1e-5)
+    metrics = json.loads((det / "detection_metrics.json").read_text())
+    assert metrics["num_flagged"] == int(res.issues.sum()) and metrics["scores"] == "aum"
+    assert metrics["aum_ranking"] == pytest.approx(ranking_metrics(-aum, noisy.noise_mask))
+    assert "AUM below 0.5" in (det / "removal_list.txt").read_text().splitlines()[0]
+    # the finished run is reused (nothing trains), and a run made with another recipe is refused
+    monkeypatch.setattr(core.cli, "build_trainer", lambda *a, **k: pytest.fail("the AUM run trained again"))
+    again = detect_label_issues(cfg, data, tmp_path / "det2", cl, folds_dir=det)
+    np.testing.assert_array_equal(again.issues, res.issues)
+    assert (tmp_path / "det2" / AUM_RUN).resolve() == run.resolve()  # the label review finds the run's model there
+    from services.label_review.cams import CamRenderer
+    from services.label_review.issues import load_issues
+
+    issues = load_issues(tmp_path / "det2")
+    cams = CamRenderer(issues)
+    assert cams.available and issues.items
+    assert cams.checkpoint_for(issues.items[0]).parent.resolve() == (run / "models").resolve()
+    with pytest.raises(ValueError, match=r"aum_run holds an AUM training run made with other settings "
+                                         r"\(config/training/epochs: 3 -> 4\)"):
+        detect_label_issues(tiny_config(tmp_path, training={"resume": "auto", "epochs": 4}), data, det, cl)
+    with pytest.raises(ValueError, match="--cl.rounds > 1 needs --cl.scores k_fold"):
+        ConfidentLearningConfig(scores="aum", rounds=2)
+    with pytest.raises(ValueError, match="--cl.aum_threshold must be a finite number"):
+        ConfidentLearningConfig(scores="aum", aum_threshold=float("nan"))
+
+
+def test_ranking_metrics_bound_what_a_threshold_on_a_ranking_reaches():
+    from core.label_noise import ranking_metrics
+
+    mask = np.array([True, True, False, True, False, False])
+    perfect = ranking_metrics(mask.astype(float), mask)
+    assert perfect == {"average_precision": 1.0, "precision_at_recall": 1.0, "recall_at_precision": 1.0,
+                       "curve_meets_targets": True}
+    # ranked: T T F T F F -> at recall 1 precision 3/4; at precision >= 0.9 recall 2/3
+    got = ranking_metrics(np.array([6.0, 5, 4, 3, 2, np.nan]), mask)
+    assert got["precision_at_recall"] == pytest.approx(1.0)  # recall 2/3 < 0.8 at precision 1, so see 0.8:
+    got = ranking_metrics(np.array([6.0, 5, 4, 3, 2, np.nan]), mask, target_precision=0.9, target_recall=0.9)
+    assert got["precision_at_recall"] == pytest.approx(0.75) and got["recall_at_precision"] == pytest.approx(2 / 3)
+    assert got["curve_meets_targets"] is False
+    assert ranking_metrics(np.zeros(3), np.zeros(3, bool))["curve_meets_targets"] is None
+    with pytest.raises(ValueError, match="wrongness has shape"):
+        ranking_metrics(np.zeros(3), np.zeros(4, bool))
+
+
 def test_predict_proba_returns_rows_summing_to_one():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 6))
     ds = torch.utils.data.TensorDataset(torch.randn(10, 3, 4, 4), torch.zeros(10, dtype=torch.long))

@@ -487,3 +487,42 @@ def test_a_two_round_row_is_not_taken_for_a_one_round_one_and_its_round_folds_ar
     restored = {p.relative_to(fresh).as_posix() for p in keep_results.restore(kept, fresh)}
     assert {f"noise20_cleanlab/detection/round_2/fold_0/{f}" for f in keep_results.FOLD_FILES[:3]} <= restored
     assert (fresh / "noise20_cleanlab/detection/round_2/fold_0/pred_probs.npy").read_text() == "round_2/fold_0"
+
+
+def test_an_aum_row_is_not_taken_for_a_k_fold_one_and_its_run_is_kept(tmp_path):
+    import importlib.util
+
+    from core.config import settings_conflicts
+    from services.label_issues import AUM_RUN, ConfidentLearningConfig
+    from services.noise_study import ExperimentSpec, _fingerprint, detection_folds_dir
+
+    cfg, study, _ = parse_study_config(STUDY_SCRIPT.parent, ["--logging.output_dir", str(tmp_path)])
+    spec = ExperimentSpec("noise20_cleanlab", "20 % + cleanlab", noise_rate=0.2, cleanlab=True)
+    k_fold, aum = (_fingerprint(cfg, spec, study, ConfidentLearningConfig(scores=s)) for s in ("k_fold", "aum"))
+    assert "detection_scores" not in k_fold  # rows saved before --cl.scores existed still match K-fold scores
+    assert "detection_scores: (none) -> (set)" in settings_conflicts(k_fold, aum)
+    other = _fingerprint(cfg, spec, study, ConfidentLearningConfig(scores="aum", aum_threshold=1.0))
+    assert settings_conflicts(aum, other)
+    # the remove-only row shares the threshold row's AUM run, as it shares K-fold runs
+    assert detection_folds_dir(tmp_path, "noise20_cleanlab_remove_seed1") == \
+        tmp_path / "noise20_cleanlab_seed1" / "detection"
+
+    spec_ = importlib.util.spec_from_file_location("keep_results", KEEP_SCRIPT)
+    keep_results = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(keep_results)
+    runs, kept = tmp_path / "runs", tmp_path / "kept"
+    run = runs / "noise20_cleanlab" / "detection" / AUM_RUN
+    (run / "logs").mkdir(parents=True)
+    (runs / "study.json").write_text("{}")
+    (runs / "noise20_cleanlab" / "labels.json").write_text("{}")
+    files = ("fold_settings.json", "scored_ids.npy", "pred_probs.npy", "aum.npy", "logs/dynamics.npz")
+    for f in files:
+        (run / f).write_text(f)
+    (run / "models").mkdir()
+    (run / "models" / "last.pt").write_text("a checkpoint: not kept")
+    copied = {p.relative_to(kept).as_posix() for p in keep_results.keep(runs, kept)}
+    assert {f"noise20_cleanlab/detection/{AUM_RUN}/{f}" for f in files} <= copied
+    assert not any(p.endswith(".pt") for p in copied)
+    fresh = tmp_path / "fresh"
+    restored = {p.relative_to(fresh).as_posix() for p in keep_results.restore(kept, fresh)}
+    assert {f"noise20_cleanlab/detection/{AUM_RUN}/{f}" for f in files} <= restored

@@ -29,8 +29,13 @@ ROW_FILES = ("result.json", "labels.json", "logs/metrics.jsonl", "logs/summary.j
              "logs/config.yaml", "logs/curves.png", "detection/detection_metrics.json", "detection/ablation.csv",
              "detection/ablation.md", "detection/removal_list.txt", "detection/relabel_map.json",
              "detection/label_issues.csv")
-FOLD_FILES = ("fold_settings.json", "scored_ids.npy", "pred_probs.npy", "pred_probs_hflip.npy")
-"""What :func:`services.label_issues.out_of_sample_pred_probs` needs to reuse a finished fold without its model."""
+FOLD_FILES = ("fold_settings.json", "scored_ids.npy", "pred_probs.npy", "pred_probs_hflip.npy", "aum.npy",
+              "logs/dynamics.npz")
+"""What :func:`services.label_issues.out_of_sample_pred_probs` needs to reuse a finished fold without its model, and
+:func:`services.label_issues.aum_pred_probs` a finished AUM run (``aum.npy``; its margins per epoch,
+``logs/dynamics.npz``, 8 bytes per sample and epoch, are kept for analysis)."""
+DETECTION_RUNS = ("*/detection/fold_*", "*/detection/round_*/fold_*", "*/detection/aum_run")
+"""The folders of a detection's training runs (K-fold models, later rounds, the ``--cl.scores aum`` run)."""
 MAX_FOLD_MB = 10.0
 
 
@@ -39,7 +44,7 @@ def fold_files(runs: Path, max_mb: float) -> tuple[list[Path], list[Path]]:
     left out whole because one of their files is larger than ``max_mb`` MB. A fold folder that is a link (a
     remove-only row sharing its twin's folds) is skipped: its target is kept."""
     wanted, too_big = [], []
-    for fold in sorted([*runs.glob("*/detection/fold_*"), *runs.glob("*/detection/round_*/fold_*")]):
+    for fold in sorted(p for pattern in DETECTION_RUNS for p in runs.glob(pattern)):
         files = [fold / f for f in FOLD_FILES if (fold / f).is_file()]
         if fold.is_symlink() or fold.parent.is_symlink() or not any(f.name.startswith("pred_probs") for f in files):
             continue  # a link (or in a linked round folder), or unfinished
@@ -64,7 +69,7 @@ def keep(runs: Path, kept: Path, max_fold_mb: float = MAX_FOLD_MB) -> list[Path]
     wanted += [row / f for row in sorted(p for p in runs.iterdir() if (p / "labels.json").is_file()) for f in ROW_FILES]
     folds, too_big = fold_files(runs, max_fold_mb)
     for fold in too_big:
-        size = max(f.stat().st_size for f in fold.glob("*.npy")) / 2**20
+        size = max(f.stat().st_size for f in fold.rglob("*.np[yz]")) / 2**20
         print(f"left out {fold} (a {size:.1f} MB file > --max_fold_mb {max_fold_mb:g}): that fold trains again on a "
               f"fresh machine")
     wanted += folds
@@ -82,8 +87,7 @@ def restore(kept: Path, runs: Path) -> list[Path]:
     """Copy every kept ``<row>/result.json`` and fold file (:data:`FOLD_FILES`) into ``runs`` (existing ones are left
     alone); return the new files. run_study.py with the same flags then skips those rows, and reuses those folds."""
     restored = []
-    folds = (p for f in FOLD_FILES for pattern in (f"*/detection/fold_*/{f}", f"*/detection/round_*/fold_*/{f}")
-             for p in kept.glob(pattern))
+    folds = (p for f in FOLD_FILES for pattern in DETECTION_RUNS for p in kept.glob(f"{pattern}/{f}"))
     for src in sorted([*kept.glob("*/result.json"), *folds]):
         dst = runs / src.relative_to(kept)
         if not dst.exists():

@@ -13,6 +13,7 @@ import torch
 
 from core.data.transforms import build_eval_crop, build_eval_transform
 from services.gradcam_analyzer import GradCamAnalyzer, LoadedModel, load_model, overlay_cam, resnet_target_layer
+from services.label_issues import AUM_RUN
 from services.label_review.issues import IssueSet, ReviewItem
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,8 @@ class CamRenderer:
     given and suggested class.
 
     The model is the out-of-sample one: the fold run of ``services.label_issues`` that scored the item
-    (``folds.npy`` -> ``fold_k/models/best.pt`` or ``last.pt``), so the heatmaps explain the very probabilities
-    shown; ``checkpoint`` replaces it for every item. Models are loaded on first use, the two most recent kept.
+    (``folds.npy`` -> ``fold_k/models/best.pt`` or ``last.pt``; for an AUM detection, ``aum_run/models/``), so the
+    heatmaps explain the very probabilities shown; ``checkpoint`` replaces it for every item. Models are loaded on first use, the two most recent kept.
 
     Args:
         issues: the review items and their folder.
@@ -51,12 +52,12 @@ class CamRenderer:
         """The checkpoint explaining ``item``, None when there is none."""
         if self.checkpoint is not None:
             return self.checkpoint
-        if self.issues.fold_of is None:
-            return None
-        return self._fold_checkpoint(int(self.issues.fold_of[item.row]))
+        if self.issues.fold_of is None:  # an AUM detection (--cl.scores aum): its one run scored every item
+            return self._run_checkpoint(AUM_RUN)
+        return self._run_checkpoint(f"fold_{int(self.issues.fold_of[item.row])}")
 
-    def _fold_checkpoint(self, fold: int) -> Optional[Path]:
-        models = self.issues.directory / f"fold_{fold}" / "models"
+    def _run_checkpoint(self, run: str) -> Optional[Path]:
+        models = self.issues.directory / run / "models"
         return next((models / n for n in CHECKPOINT_NAMES if (models / n).is_file()), None)
 
     @property
@@ -64,13 +65,14 @@ class CamRenderer:
         """Whether a checkpoint was given or any fold has one (the page shows a note instead of CAMs otherwise)."""
         if self.checkpoint is not None:
             return True
-        folds = np.unique(self.issues.fold_of).tolist() if self.issues.fold_of is not None else []
-        return any(self._fold_checkpoint(k) is not None for k in folds)
+        if self.issues.fold_of is None:
+            return self._run_checkpoint(AUM_RUN) is not None
+        return any(self._run_checkpoint(f"fold_{k}") is not None for k in np.unique(self.issues.fold_of).tolist())
 
     def missing_note(self) -> str:
         """Why there are no CAMs, and the fix."""
-        return (f"No Grad-CAM: no model checkpoint in {self.issues.directory}/fold_*/models/ (the fold runs of "
-                f"services.label_issues). Start the review with --checkpoint PATH to show where the model looked.")
+        return (f"No Grad-CAM: no model checkpoint in {self.issues.directory}/fold_*/models/ or "
+                f"aum_run/models/ (the detection runs of services.label_issues). Start the review with --checkpoint PATH to show where the model looked.")
 
     def _model(self, path: Path) -> LoadedModel:
         if path in self._models:
