@@ -578,7 +578,8 @@ def ranking_metrics(wrongness: np.ndarray, noise_mask: np.ndarray, target_precis
         nan = float("nan")
         return {"average_precision": nan, "precision_at_recall": nan, "recall_at_precision": nan,
                 "curve_meets_targets": None}
-    w = np.where(np.isnan(w), -np.inf, w)
+    if np.isnan(w).any():  # below every score (sklearn refuses infinities)
+        w = np.where(np.isnan(w), np.nanmin(w) - 1.0 if not np.isnan(w).all() else 0.0, w)
     p, r, _ = precision_recall_curve(m, w)  # (T + 1,) each, ending at precision 1, recall 0
     return {"average_precision": float(average_precision_score(m, w)),
             "precision_at_recall": float(p[r >= target_recall].max()),

@@ -307,12 +307,12 @@ def test_ranking_metrics_bound_what_a_threshold_on_a_ranking_reaches():
     perfect = ranking_metrics(mask.astype(float), mask)
     assert perfect == {"average_precision": 1.0, "precision_at_recall": 1.0, "recall_at_precision": 1.0,
                        "curve_meets_targets": True}
-    # ranked: T T F T F F -> at recall 1 precision 3/4; at precision >= 0.9 recall 2/3
-    got = ranking_metrics(np.array([6.0, 5, 4, 3, 2, np.nan]), mask)
-    assert got["precision_at_recall"] == pytest.approx(1.0)  # recall 2/3 < 0.8 at precision 1, so see 0.8:
-    got = ranking_metrics(np.array([6.0, 5, 4, 3, 2, np.nan]), mask, target_precision=0.9, target_recall=0.9)
+    # ranked T T F T F, NaN last: recall >= 0.8 needs all three flips (precision 3/4); precision >= 0.9 stops at 2/3
+    ranked = np.array([6.0, 5, 4, 3, 2, np.nan])
+    got = ranking_metrics(ranked, mask)
     assert got["precision_at_recall"] == pytest.approx(0.75) and got["recall_at_precision"] == pytest.approx(2 / 3)
     assert got["curve_meets_targets"] is False
+    assert ranking_metrics(ranked, mask, target_recall=0.6)["curve_meets_targets"] is True  # 2 of 3 at precision 1
     assert ranking_metrics(np.zeros(3), np.zeros(3, bool))["curve_meets_targets"] is None
     with pytest.raises(ValueError, match="wrongness has shape"):
         ranking_metrics(np.zeros(3), np.zeros(4, bool))
