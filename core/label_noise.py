@@ -548,6 +548,17 @@ def detection_metrics(flagged: np.ndarray, noise_mask: np.ndarray, classes: Opti
     return out
 
 
+def nan_ranked_last(wrongness: np.ndarray) -> np.ndarray:
+    """(N,) float64 ``wrongness`` with each NaN (a sample never scored) replaced by a finite value below every score,
+    so that any ranking (a sort, ``scipy.stats.rankdata``, scikit-learn's curves, which refuse infinities) puts it
+    last: never scored = not suspected."""
+    w = np.asarray(wrongness, dtype=np.float64)
+    nan = np.isnan(w)
+    if not nan.any():
+        return w
+    return np.where(nan, np.nanmin(w) - 1.0 if not nan.all() else 0.0, w)
+
+
 def ranking_metrics(wrongness: np.ndarray, noise_mask: np.ndarray, target_precision: float = 0.9,
                     target_recall: float = 0.8) -> dict[str, Any]:
     """How well a label-issue ranking orders the known wrong labels first, over its whole precision-recall curve
@@ -578,8 +589,7 @@ def ranking_metrics(wrongness: np.ndarray, noise_mask: np.ndarray, target_precis
         nan = float("nan")
         return {"average_precision": nan, "precision_at_recall": nan, "recall_at_precision": nan,
                 "curve_meets_targets": None}
-    if np.isnan(w).any():  # below every score (sklearn refuses infinities)
-        w = np.where(np.isnan(w), np.nanmin(w) - 1.0 if not np.isnan(w).all() else 0.0, w)
+    w = nan_ranked_last(w)
     p, r, _ = precision_recall_curve(m, w)  # (T + 1,) each, ending at precision 1, recall 0
     return {"average_precision": float(average_precision_score(m, w)),
             "precision_at_recall": float(p[r >= target_recall].max()),

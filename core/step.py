@@ -242,8 +242,8 @@ def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScale
 
 
 class StepSums:
-    """The training loop's device-side sums of the micro-batches since the last metric sync: no host sync per step (the progress
-    bar syncs every ``log_every_steps``)."""
+    """The training loop's device-side sums of the micro-batches since the last metric sync: no host sync per step
+    (the progress bar syncs every ``log_every_steps``)."""
 
     def __init__(self, device: torch.device):
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)

@@ -13,7 +13,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from core.dynamics import area_under_margin
-from core.label_noise import detection_metrics, ranking_metrics
+from core.label_noise import detection_metrics, nan_ranked_last, ranking_metrics
 
 SWEEP_COLUMNS = ("rule", "num_flagged", "precision", "recall", "f1", "average_precision", "precision_at_recall",
                  "recall_at_precision", "curve_meets_targets")
@@ -24,8 +24,8 @@ def rank_fraction(wrongness: np.ndarray) -> np.ndarray:
     """(N,) float64 in (0, 1]: each sample's rank in ``wrongness`` (N,) divided by N, ties averaged, NaN ranked
     lowest (never scored = not suspected). Puts rankings on different scales (AUM in logits, a probability) on one
     scale, so that their mean is a rank-average ensemble."""
-    w = np.asarray(wrongness, dtype=np.float64)
-    return rankdata(np.where(np.isnan(w), -np.inf, w)) / max(w.size, 1)
+    w = nan_ranked_last(wrongness)
+    return rankdata(w) / max(w.size, 1)
 
 
 def aum_sweep(margin: np.ndarray, noise_mask: np.ndarray, windows: Sequence[tuple[int, int]],
@@ -75,7 +75,7 @@ def aum_sweep(margin: np.ndarray, noise_mask: np.ndarray, windows: Sequence[tupl
 
     def lowest(wrongness: np.ndarray, n: int) -> np.ndarray:
         flagged = np.zeros(m.size, dtype=bool)
-        flagged[np.argsort(-np.where(np.isnan(wrongness), -np.inf, wrongness), kind="stable")[:n]] = True
+        flagged[np.argsort(-nan_ranked_last(wrongness), kind="stable")[:n]] = True
         return flagged
 
     rows: list[dict] = []

@@ -34,7 +34,8 @@ class CamRenderer:
 
     The model is the out-of-sample one: the fold run of ``services.label_issues`` that scored the item
     (``folds.npy`` -> ``fold_k/models/best.pt`` or ``last.pt``; for an AUM detection, ``aum_run/models/``), so the
-    heatmaps explain the very probabilities shown; ``checkpoint`` replaces it for every item. Models are loaded on first use, the two most recent kept.
+    heatmaps explain the very probabilities shown; ``checkpoint`` replaces it for every item. Models are loaded on
+    first use, the two most recent kept.
 
     Args:
         issues: the review items and their folder.
@@ -71,8 +72,9 @@ class CamRenderer:
 
     def missing_note(self) -> str:
         """Why there are no CAMs, and the fix."""
-        return (f"No Grad-CAM: no model checkpoint in {self.issues.directory}/fold_*/models/ or "
-                f"aum_run/models/ (the detection runs of services.label_issues). Start the review with --checkpoint PATH to show where the model looked.")
+        return (f"No Grad-CAM: no model checkpoint in {self.issues.directory}/fold_*/models/ or aum_run/models/ (the "
+                f"detection runs of services.label_issues). Start the review with --checkpoint PATH to show where the "
+                f"model looked.")
 
     def _model(self, path: Path) -> LoadedModel:
         if path in self._models:
