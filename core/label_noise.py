@@ -559,6 +559,21 @@ def nan_ranked_last(wrongness: np.ndarray) -> np.ndarray:
     return np.where(nan, np.nanmin(w) - 1.0 if not nan.all() else 0.0, w)
 
 
+def lowest_flagged(wrongness: np.ndarray, count: int) -> np.ndarray:
+    """(N,) bool: the ``count`` samples ranked most likely wrong (highest ``wrongness``; NaN, never scored, last;
+    ties by position), as a count cut on a ranking (e.g. minus the AUM at a known or estimated noise count).
+
+    Raises:
+        ValueError: ``count`` is outside [0, N].
+    """
+    w = np.asarray(wrongness)
+    if not 0 <= count <= w.size:
+        raise ValueError(f"count {count} must lie in [0, {w.size}]")
+    flagged = np.zeros(w.size, dtype=bool)
+    flagged[np.argsort(-nan_ranked_last(w), kind="stable")[:count]] = True
+    return flagged
+
+
 def ranking_metrics(wrongness: np.ndarray, noise_mask: np.ndarray, target_precision: float = 0.9,
                     target_recall: float = 0.8) -> dict[str, Any]:
     """How well a label-issue ranking orders the known wrong labels first, over its whole precision-recall curve

@@ -13,7 +13,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from core.dynamics import area_under_margin
-from core.label_noise import detection_metrics, nan_ranked_last, ranking_metrics
+from core.label_noise import detection_metrics, lowest_flagged, nan_ranked_last, ranking_metrics
 
 SWEEP_COLUMNS = ("rule", "num_flagged", "precision", "recall", "f1", "average_precision", "precision_at_recall",
                  "recall_at_precision", "curve_meets_targets")
@@ -73,11 +73,6 @@ def aum_sweep(margin: np.ndarray, noise_mask: np.ndarray, windows: Sequence[tupl
         d = detection_metrics(flagged, m)
         return {"rule": rule, **{k: d[k] for k in ("num_flagged", "precision", "recall", "f1")}, **curve}
 
-    def lowest(wrongness: np.ndarray, n: int) -> np.ndarray:
-        flagged = np.zeros(m.size, dtype=bool)
-        flagged[np.argsort(-nan_ranked_last(wrongness), kind="stable")[:n]] = True
-        return flagged
-
     rows: list[dict] = []
     aums = {}
     for first, last in windows:
@@ -87,7 +82,7 @@ def aum_sweep(margin: np.ndarray, noise_mask: np.ndarray, windows: Sequence[tupl
         rows.append(flagged_row(f"{name} < {threshold:g}", aum < threshold,
                                 ranking_metrics(-aum, m, target_precision, target_recall)))
         if count is not None:
-            rows.append(flagged_row(f"{name} (lowest {count})", lowest(-aum, count), blank))
+            rows.append(flagged_row(f"{name} (lowest {count})", lowest_flagged(-aum, count), blank))
     first_aum_name, first_aum = next(iter(aums.items()))
     for name, wrongness in others.items():
         mixed = {name: np.asarray(wrongness, dtype=np.float64),
@@ -97,5 +92,5 @@ def aum_sweep(margin: np.ndarray, noise_mask: np.ndarray, windows: Sequence[tupl
             if count is None:
                 rows.append({"rule": label, "num_flagged": nan, "precision": nan, "recall": nan, "f1": nan, **curve})
             else:
-                rows.append(flagged_row(f"{label} (lowest {count})", lowest(w, count), curve))
+                rows.append(flagged_row(f"{label} (lowest {count})", lowest_flagged(w, count), curve))
     return rows

@@ -234,6 +234,8 @@ def _fingerprint(cfg: ExperimentConfig, spec: ExperimentSpec, study: StudyConfig
             out["detection_rounds"] = cl.rounds
         if cl.scores != "k_fold":  # likewise: a K-fold result (saved before scores existed) is not an AUM one
             out["detection_scores"] = {"scores": cl.scores, "aum_threshold": cl.aum_threshold}
+        if cl.aum_fraction > 0:  # at the top level: a threshold-rule AUM result is not a count-cut one
+            out["aum_fraction"] = cl.aum_fraction
     return json.loads(json.dumps(out))
 
 
