@@ -291,6 +291,16 @@ def test_aum_detection_flags_the_samples_whose_mean_margin_is_low_and_reuses_its
     cams = CamRenderer(issues)
     assert cams.available and issues.items
     assert cams.checkpoint_for(issues.items[0]).parent.resolve() == (run / "models").resolve()
+    assert "in_sample_agreement_with_given_labels" in metrics  # the AUM run trained on what it scores
+    assert not any(k.startswith("out_of_sample") for k in metrics)
+    # a count cut on the same run: the 25 % lowest AUMs are flagged, whatever their sign (nothing trains)
+    count_cl = ConfidentLearningConfig(scores="aum", aum_fraction=0.25)
+    cut = detect_label_issues(cfg, data, tmp_path / "det3", count_cl, noise_mask=noisy.noise_mask, folds_dir=det)
+    n = round(0.25 * aum.size)
+    assert cut.issues.sum() == n
+    assert aum[cut.issues].max() <= aum[~cut.issues].min()
+    assert "the lowest 0.25 of AUMs" in (tmp_path / "det3" / "removal_list.txt").read_text().splitlines()[0]
+    assert json.loads((tmp_path / "det3" / "detection_metrics.json").read_text())["num_flagged"] == n
     with pytest.raises(ValueError, match=r"aum_run holds an AUM training run made with other settings "
                                          r"\(config/training/epochs: 3 -> 4\)"):
         detect_label_issues(tiny_config(tmp_path, training={"resume": "auto", "epochs": 4}), data, det, cl)
@@ -298,6 +308,23 @@ def test_aum_detection_flags_the_samples_whose_mean_margin_is_low_and_reuses_its
         ConfidentLearningConfig(scores="aum", rounds=2)
     with pytest.raises(ValueError, match="--cl.aum_threshold must be a finite number"):
         ConfidentLearningConfig(scores="aum", aum_threshold=float("nan"))
+    with pytest.raises(ValueError, match=r"--cl.aum_fraction must be in \[0, 1\)"):
+        ConfidentLearningConfig(scores="aum", aum_fraction=1.0)
+    with pytest.raises(ValueError, match="--cl.aum_fraction needs --cl.scores aum"):
+        ConfidentLearningConfig(aum_fraction=0.2)
+
+
+def test_lowest_flagged_cuts_a_ranking_at_a_count_never_scored_last():
+    from core.label_noise import lowest_flagged
+
+    wrongness = np.array([0.5, np.nan, 2.0, -1.0, 2.0, 0.1])
+    np.testing.assert_array_equal(lowest_flagged(wrongness, 3), [True, False, True, False, True, False])
+    np.testing.assert_array_equal(lowest_flagged(wrongness, 1), [False, False, True, False, False, False])  # tie: first
+    assert lowest_flagged(wrongness, 6)[1] and lowest_flagged(wrongness, 5).sum() == 5 and not lowest_flagged(
+        wrongness, 5)[1]
+    assert not lowest_flagged(wrongness, 0).any()
+    with pytest.raises(ValueError, match=r"count 7 must lie in \[0, 6\]"):
+        lowest_flagged(wrongness, 7)
 
 
 def test_ranking_metrics_bound_what_a_threshold_on_a_ranking_reaches():
