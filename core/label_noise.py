@@ -560,13 +560,19 @@ def nan_ranked_last(wrongness: np.ndarray) -> np.ndarray:
 
 
 def lowest_flagged(wrongness: np.ndarray, count: int) -> np.ndarray:
-    """(N,) bool: the ``count`` samples ranked most likely wrong (highest ``wrongness``; NaN, never scored, last;
-    ties by position), as a count cut on a ranking (e.g. minus the AUM at a known or estimated noise count).
+    """(N,) bool: the ``count`` samples ranked most likely wrong, as a count cut on a ranking (e.g. minus the AUM at
+    a known or estimated noise count).
+
+    Args:
+        wrongness: (N,) float, higher = more likely wrong; NaN (never scored) ranks last; ties by position.
+        count: how many to flag.
 
     Raises:
-        ValueError: ``count`` is outside [0, N].
+        ValueError: ``wrongness`` is not 1-D, or ``count`` is outside [0, N].
     """
     w = np.asarray(wrongness)
+    if w.ndim != 1:
+        raise ValueError(f"wrongness must be (N,), got shape {w.shape}")
     if not 0 <= count <= w.size:
         raise ValueError(f"count {count} must lie in [0, {w.size}]")
     flagged = np.zeros(w.size, dtype=bool)

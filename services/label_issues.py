@@ -76,12 +76,12 @@ class ConfidentLearningConfig:
     """What ranks the samples. 'k_fold': the K fold models' out-of-sample probabilities, and cleanlab's
     ``filter_by`` rule decides the issues. 'aum': one training run on every sample with its given label records
     each sample's margin in every epoch (``core.dynamics``); a sample is an issue when its Area Under the Margin is
-    below ``aum_threshold`` (Pleiss et al., NeurIPS 2020). One training instead of K (``folds``, ``filter_by``,
-    ``rounds`` and ``tta_hflip`` do not apply); the relabel rule reads that run's final weights' probabilities of
-    every sample (in-sample: it trained on them)."""
+    below ``aum_threshold`` (Pleiss et al., NeurIPS 2020), or among the lowest ``aum_fraction``. One training
+    instead of K (``folds``, ``filter_by``, ``rounds`` and ``tta_hflip`` do not apply); the relabel rule reads that
+    run's final weights' probabilities of every sample (in-sample: it trained on them)."""
     aum_threshold: float = 0.0
     """'aum': flag the samples whose AUM (mean margin, in logits) is below this; 0 flags those whose given label
-    was on average not the top class."""
+    was on average not the top class. Not used with ``aum_fraction`` (setting both is refused)."""
     aum_fraction: float = 0.0
     """'aum': when > 0 (in [0, 1)), flag this fraction of the scored samples, lowest AUM first, instead of
     ``aum_threshold``: a count cut for when the noise rate is known or estimated (a published noisy set's rate,
@@ -100,6 +100,8 @@ class ConfidentLearningConfig:
                             f"{self.aum_fraction}")
         elif self.aum_fraction > 0 and self.scores != "aum":
             problems.append("--cl.aum_fraction needs --cl.scores aum (K-fold detection flags with --cl.filter_by)")
+        elif self.aum_fraction > 0 and self.aum_threshold != 0:
+            problems.append("--cl.aum_fraction and --cl.aum_threshold are two rules for the same flags: set one")
         if self.folds < 2:
             problems.append(f"--cl.folds must be >= 2, got {self.folds}")
         if self.filter_by not in FILTER_METHODS:
@@ -358,6 +360,19 @@ def fold_settings(fold_cfg: ExperimentConfig, train_ids: np.ndarray, train_label
                                   "scored_ids": array_digest(scored_ids)}))
 
 
+def aum_issues(aum: np.ndarray, cl: ConfidentLearningConfig) -> np.ndarray:
+    """(M,) bool label issues from (M,) ``aum`` (in logits; NaN = never trained on, never flagged): AUM below
+    ``cl.aum_threshold``, or with ``cl.aum_fraction`` > 0 the ``round(fraction x scored)`` lowest AUMs of the scored
+    samples (ties by position)."""
+    if cl.aum_fraction <= 0:
+        return aum < cl.aum_threshold
+    count = exact_count(cl.aum_fraction, int(np.isfinite(aum).sum()))
+    if count == 0:
+        log.warning("--cl.aum_fraction %g of %d scored samples flags none", cl.aum_fraction,
+                    int(np.isfinite(aum).sum()))
+    return lowest_flagged(-aum, count)
+
+
 def link_fold_runs(folds_dir: Path, out_dir: Path, folds: int, rounds: int = 1, aum: bool = False) -> None:
     """Make ``out_dir`` read like the detection folder ``folds_dir`` whose training runs it shares: ``folds.npy``
     copied, ``fold_k`` and later rounds' ``round_r`` as relative symbolic links to those of ``folds_dir`` (replacing
@@ -576,10 +591,7 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
     folds_dir = Path(folds_dir or out_dir)
     if cl.scores == "aum":
         aum, probs = aum_pred_probs(cfg, data, folds_dir)
-        if cl.aum_fraction > 0:  # the lowest AUMs of the scored samples; NaN (never trained on) ranks last
-            issues = lowest_flagged(-aum, exact_count(cl.aum_fraction, int(np.isfinite(aum).sum())))
-        else:
-            issues = aum < cl.aum_threshold  # NaN is not flagged
+        issues = aum_issues(aum, cl)
         np.save(out_dir / "aum.npy", aum)
     else:
         probs = out_of_sample_pred_probs(cfg, data, folds_dir, cl.folds, cl.fold_seed, hflip=cl.tta_hflip)
@@ -609,7 +621,7 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
         np.save(out_dir / "noise_mask.npy", np.asarray(noise_mask, dtype=bool))
     manifest = manifest_from_issues(data.train_ids, data.train_labels, probs, issues, cl.relabel_threshold)
     rounds_note = f" (round {cl.rounds} of detection)" if cl.rounds > 1 else ""
-    aum_rule = (f"the lowest {cl.aum_fraction:g} of AUMs" if cl.aum_fraction > 0
+    aum_rule = (f"the lowest {100 * cl.aum_fraction:g} % of scored AUMs" if cl.aum_fraction > 0
                 else f"AUM below {cl.aum_threshold:g}")
     rule = (f"{aum_rule} (one training run; relabels from its in-sample probabilities)"
             if cl.scores == "aum" else f"cleanlab {cl.filter_by}, {cl.folds}-fold out-of-sample probabilities"

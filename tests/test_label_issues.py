@@ -299,7 +299,7 @@ def test_aum_detection_flags_the_samples_whose_mean_margin_is_low_and_reuses_its
     n = round(0.25 * aum.size)
     assert cut.issues.sum() == n
     assert aum[cut.issues].max() <= aum[~cut.issues].min()
-    assert "the lowest 0.25 of AUMs" in (tmp_path / "det3" / "removal_list.txt").read_text().splitlines()[0]
+    assert "the lowest 25 % of scored AUMs" in (tmp_path / "det3" / "removal_list.txt").read_text().splitlines()[0]
     assert json.loads((tmp_path / "det3" / "detection_metrics.json").read_text())["num_flagged"] == n
     with pytest.raises(ValueError, match=r"aum_run holds an AUM training run made with other settings "
                                          r"\(config/training/epochs: 3 -> 4\)"):
@@ -310,8 +310,25 @@ def test_aum_detection_flags_the_samples_whose_mean_margin_is_low_and_reuses_its
         ConfidentLearningConfig(scores="aum", aum_threshold=float("nan"))
     with pytest.raises(ValueError, match=r"--cl.aum_fraction must be in \[0, 1\)"):
         ConfidentLearningConfig(scores="aum", aum_fraction=1.0)
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match=r"--cl.aum_fraction must be in \[0, 1\)"):
+            ConfidentLearningConfig(scores="aum", aum_fraction=bad)
     with pytest.raises(ValueError, match="--cl.aum_fraction needs --cl.scores aum"):
         ConfidentLearningConfig(aum_fraction=0.2)
+    with pytest.raises(ValueError, match="--cl.aum_fraction and --cl.aum_threshold are two rules"):
+        ConfidentLearningConfig(scores="aum", aum_fraction=0.2, aum_threshold=1.0)
+
+
+def test_aum_count_cut_counts_only_the_scored_samples_and_never_flags_an_unscored_one():
+    from services.label_issues import aum_issues
+
+    aum = np.array([0.5, np.nan, -2.0, 1.5, np.nan, -0.5, 3.0, 0.0, np.nan, 2.0, -1.0, 0.7])  # 9 scored of 12
+    cut = aum_issues(aum, ConfidentLearningConfig(scores="aum", aum_fraction=0.34))  # round(0.34 x 9) = 3
+    np.testing.assert_array_equal(np.flatnonzero(cut), [2, 5, 10])  # -2.0, -0.5, -1.0
+    assert not cut[np.isnan(aum)].any()
+    rule = aum_issues(aum, ConfidentLearningConfig(scores="aum", aum_threshold=0.6))
+    np.testing.assert_array_equal(np.flatnonzero(rule), [0, 2, 5, 7, 10])  # NaN is not below anything
+    assert not aum_issues(aum, ConfidentLearningConfig(scores="aum", aum_fraction=0.01)).any()  # rounds to none
 
 
 def test_lowest_flagged_cuts_a_ranking_at_a_count_never_scored_last():
@@ -320,6 +337,8 @@ def test_lowest_flagged_cuts_a_ranking_at_a_count_never_scored_last():
     wrongness = np.array([0.5, np.nan, 2.0, -1.0, 2.0, 0.1])
     np.testing.assert_array_equal(lowest_flagged(wrongness, 3), [True, False, True, False, True, False])
     np.testing.assert_array_equal(lowest_flagged(wrongness, 1), [False, False, True, False, False, False])  # tie: first
+    with pytest.raises(ValueError, match=r"wrongness must be \(N,\), got shape \(2, 3\)"):
+        lowest_flagged(wrongness.reshape(2, 3), 1)
     assert lowest_flagged(wrongness, 6)[1] and lowest_flagged(wrongness, 5).sum() == 5 and not lowest_flagged(
         wrongness, 5)[1]
     assert not lowest_flagged(wrongness, 0).any()

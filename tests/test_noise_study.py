@@ -507,6 +507,10 @@ def test_an_aum_row_is_not_taken_for_a_k_fold_one_and_its_run_is_kept(tmp_path):
     count = _fingerprint(cfg, spec, study, ConfidentLearningConfig(scores="aum", aum_fraction=0.2))
     assert "aum_fraction: (none) -> (set)" in settings_conflicts(aum, count)
     assert "aum_fraction: (set) -> (none)" in settings_conflicts(count, aum)
+    assert "aum_fraction" not in aum  # a row saved before --cl.aum_fraction existed still matches
+    saved = json.loads(json.dumps(aum))
+    del saved["cl"]["aum_fraction"]
+    assert settings_conflicts(saved, aum) == []
     # the remove-only row shares the threshold row's AUM run, as it shares K-fold runs
     assert detection_folds_dir(tmp_path, "noise20_cleanlab_remove_seed1") == \
         tmp_path / "noise20_cleanlab_seed1" / "detection"
