@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from core.atomic import atomic_write
+from core.label_noise import exact_count, lowest_flagged
 
 log = logging.getLogger(__name__)
 
@@ -125,3 +126,15 @@ def area_under_margin(margin: np.ndarray, first_epoch: int = 0, last_epoch: Opti
     count = seen.sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
+
+
+def aum_flags(aum: np.ndarray, threshold: float = 0.0, fraction: float = 0.0) -> np.ndarray:
+    """(N,) bool label issues from (N,) ``aum`` (in logits; NaN = never trained on, never flagged): AUM below
+    ``threshold`` (Pleiss et al. 2020), or with ``fraction`` > 0 the ``round(fraction x scored)`` lowest AUMs of
+    the scored samples (a count cut at a known or estimated noise rate; ties by position)."""
+    if fraction <= 0:
+        return aum < threshold
+    scored = int(np.isfinite(aum).sum())
+    if exact_count(fraction, scored) == 0:
+        log.warning("an AUM fraction of %g of %d scored samples flags none", fraction, scored)
+    return lowest_flagged(-aum, exact_count(fraction, scored))

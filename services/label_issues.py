@@ -37,8 +37,9 @@ from core.config import ExperimentConfig, settings_conflicts
 from core.data.dataset import ImageClassificationDataset
 from core.data.manager import ImageNetDataManager
 from core.data.transforms import build_eval_transform
+from core.dynamics import aum_flags
 from core.evaluate import predict
-from core.label_noise import CleaningManifest, detection_metrics, exact_count, lowest_flagged, ranking_metrics
+from core.label_noise import CleaningManifest, detection_metrics, ranking_metrics
 from core.logger import progress_bar
 
 log = logging.getLogger(__name__)
@@ -360,19 +361,6 @@ def fold_settings(fold_cfg: ExperimentConfig, train_ids: np.ndarray, train_label
                                   "scored_ids": array_digest(scored_ids)}))
 
 
-def aum_issues(aum: np.ndarray, cl: ConfidentLearningConfig) -> np.ndarray:
-    """(M,) bool label issues from (M,) ``aum`` (in logits; NaN = never trained on, never flagged): AUM below
-    ``cl.aum_threshold``, or with ``cl.aum_fraction`` > 0 the ``round(fraction x scored)`` lowest AUMs of the scored
-    samples (ties by position)."""
-    if cl.aum_fraction <= 0:
-        return aum < cl.aum_threshold
-    count = exact_count(cl.aum_fraction, int(np.isfinite(aum).sum()))
-    if count == 0:
-        log.warning("--cl.aum_fraction %g of %d scored samples flags none", cl.aum_fraction,
-                    int(np.isfinite(aum).sum()))
-    return lowest_flagged(-aum, count)
-
-
 def link_fold_runs(folds_dir: Path, out_dir: Path, folds: int, rounds: int = 1, aum: bool = False) -> None:
     """Make ``out_dir`` read like the detection folder ``folds_dir`` whose training runs it shares: ``folds.npy``
     copied, ``fold_k`` and later rounds' ``round_r`` as relative symbolic links to those of ``folds_dir`` (replacing
@@ -591,7 +579,7 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
     folds_dir = Path(folds_dir or out_dir)
     if cl.scores == "aum":
         aum, probs = aum_pred_probs(cfg, data, folds_dir)
-        issues = aum_issues(aum, cl)
+        issues = aum_flags(aum, cl.aum_threshold, cl.aum_fraction)
         np.save(out_dir / "aum.npy", aum)
     else:
         probs = out_of_sample_pred_probs(cfg, data, folds_dir, cl.folds, cl.fold_seed, hflip=cl.tta_hflip)

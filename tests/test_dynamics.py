@@ -14,7 +14,7 @@ import torch
 
 from conftest import PHASE1_SCRIPT, cli_args, tiny_config
 from core.config import ExperimentConfig
-from core.dynamics import DYNAMICS_FILE, TrainingDynamics, area_under_margin, load_dynamics
+from core.dynamics import DYNAMICS_FILE, TrainingDynamics, area_under_margin, aum_flags, load_dynamics
 from core.trainer import ImageNetTrainer
 
 
@@ -122,3 +122,13 @@ def test_sigkill_mid_epoch_then_resume_records_the_same_margins(tmp_path):
     b = load_dynamics(tmp_path / "killed" / "logs" / DYNAMICS_FILE)
     np.testing.assert_array_equal(a["margin"], b["margin"])
     np.testing.assert_array_equal(a["other"], b["other"])
+
+
+def test_aum_count_cut_counts_only_the_scored_samples_and_never_flags_an_unscored_one():
+    aum = np.array([0.5, np.nan, -2.0, 1.5, np.nan, -0.5, 3.0, 0.0, np.nan, 2.0, -1.0, 0.7])  # 9 scored of 12
+    cut = aum_flags(aum, fraction=0.34)  # round(0.34 x 9) = 3
+    np.testing.assert_array_equal(np.flatnonzero(cut), [2, 5, 10])  # -2.0, -0.5, -1.0
+    assert not cut[np.isnan(aum)].any()
+    rule = aum_flags(aum, threshold=0.6)
+    np.testing.assert_array_equal(np.flatnonzero(rule), [0, 2, 5, 7, 10])  # NaN is not below anything
+    assert not aum_flags(aum, fraction=0.01).any()  # rounds to none

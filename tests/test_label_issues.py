@@ -319,18 +319,6 @@ def test_aum_detection_flags_the_samples_whose_mean_margin_is_low_and_reuses_its
         ConfidentLearningConfig(scores="aum", aum_fraction=0.2, aum_threshold=1.0)
 
 
-def test_aum_count_cut_counts_only_the_scored_samples_and_never_flags_an_unscored_one():
-    from services.label_issues import aum_issues
-
-    aum = np.array([0.5, np.nan, -2.0, 1.5, np.nan, -0.5, 3.0, 0.0, np.nan, 2.0, -1.0, 0.7])  # 9 scored of 12
-    cut = aum_issues(aum, ConfidentLearningConfig(scores="aum", aum_fraction=0.34))  # round(0.34 x 9) = 3
-    np.testing.assert_array_equal(np.flatnonzero(cut), [2, 5, 10])  # -2.0, -0.5, -1.0
-    assert not cut[np.isnan(aum)].any()
-    rule = aum_issues(aum, ConfidentLearningConfig(scores="aum", aum_threshold=0.6))
-    np.testing.assert_array_equal(np.flatnonzero(rule), [0, 2, 5, 7, 10])  # NaN is not below anything
-    assert not aum_issues(aum, ConfidentLearningConfig(scores="aum", aum_fraction=0.01)).any()  # rounds to none
-
-
 def test_lowest_flagged_cuts_a_ranking_at_a_count_never_scored_last():
     from core.label_noise import lowest_flagged
 
