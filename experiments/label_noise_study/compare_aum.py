@@ -25,9 +25,9 @@ from cleanlab.count import num_label_issues
 
 from core.data.manager import ImageNetDataManager
 from core.dynamics import DYNAMICS_FILE, load_dynamics
-from experiments.label_noise_study.compare_folds import detection_rounds
+from experiments.label_noise_study.compare_folds import kfold_probs
 from services.aum_sweep import SWEEP_COLUMNS, aum_sweep
-from services.label_issues import stratified_folds, write_sweep_table
+from services.label_issues import write_sweep_table
 from services.noise_study import parse_study_config, study_noise
 
 
@@ -65,13 +65,7 @@ def run(argv: list[str]) -> int:
     windows = args.windows or [(0, epochs - 1)]
     others, count, notes = {}, None, []
     if args.kfold is not None:
-        fold_of = stratified_folds(given, cl.folds, cl.fold_seed)
-        folds = detection_rounds("kfold", args.kfold, ids, given, fold_of, cl.filter_by)[-1]
-        if len(folds) <= int(fold_of.max()):
-            raise ValueError(f"--kfold {args.kfold}: {len(folds)} of {cl.folds} folds finished; all are needed")
-        probs = np.zeros((ids.size, base.num_classes), dtype=np.float32)
-        for k, p in folds.items():
-            probs[fold_of == k] = p
+        probs = kfold_probs(args.kfold, ids, given, cl.folds, cl.fold_seed, cl.filter_by)
         others[f"{cl.folds}-fold self-confidence"] = -probs[np.arange(ids.size), given]
         count = int(num_label_issues(given, probs))
         notes.append(f"Counts: cleanlab's estimate of the number of issues from the {cl.folds}-fold probabilities.")

@@ -139,14 +139,42 @@ def previous_round_count(rounds: list[dict[int, np.ndarray]], labels: np.ndarray
     return {f"round {len(rounds) - 1}'s count": int(num_label_issues(labels[sel], earlier))}
 
 
+def assembled_probs(fold_of: np.ndarray, folds: dict[int, np.ndarray]) -> np.ndarray:
+    """(M, C) float32 out-of-sample probabilities of every sample, from the complete per-fold ``folds`` ({k: (M_k,
+    C) probabilities of the samples with ``fold_of == k``, in sample order}), as the detection's ``pred_probs.npy``.
+
+    Raises:
+        ValueError: a fold of ``fold_of`` is missing from ``folds``.
+    """
+    missing = sorted(set(np.unique(fold_of).tolist()) - set(folds))
+    if missing:
+        raise ValueError(f"folds {missing} are not finished; every fold is needed for the whole set's probabilities")
+    probs = np.zeros((fold_of.size, next(iter(folds.values())).shape[1]), dtype=np.float32)
+    for k, p in folds.items():
+        probs[fold_of == k] = p
+    return probs
+
+
+def kfold_probs(det_dir: Path, ids: np.ndarray, labels: np.ndarray, folds: int, fold_seed: int,
+                filter_by: str) -> np.ndarray:
+    """(M, C) out-of-sample probabilities of a finished K-fold detection (``det_dir``: a kept or live detection
+    folder, or a later round's) of the samples ``ids`` with the noisy ``labels``, checked as :func:`finished_folds`.
+
+    Raises:
+        ValueError: a fold is not finished, or the folder holds other samples or labels.
+    """
+    fold_of = stratified_folds(labels, folds, fold_seed)
+    done = detection_rounds("kfold", det_dir, ids, labels, fold_of, filter_by)[-1]
+    if len(done) <= int(fold_of.max()):
+        raise ValueError(f"{det_dir}: {len(done)} of {folds} folds finished; all are needed")
+    return assembled_probs(fold_of, done)
+
+
 def round_train_mask(labels: np.ndarray, fold_of: np.ndarray, folds: dict[int, np.ndarray],
                      filter_by: str) -> np.ndarray:
     """(M,) bool: the samples a round's fold models trained on, those the previous round (its complete per-fold
     probabilities ``folds``) did not flag with ``filter_by`` (as ``services.label_issues.detect_label_issues``)."""
-    probs = np.zeros((labels.size, next(iter(folds.values())).shape[1]), dtype=np.float32)
-    for k, p in folds.items():
-        probs[fold_of == k] = p
-    return ~find_label_issues(labels, probs, filter_by)
+    return ~find_label_issues(labels, assembled_probs(fold_of, folds), filter_by)
 
 
 def run(argv: list[str]) -> int:
