@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,6 +44,19 @@ def test_aum_sweep_scores_each_window_threshold_count_and_rank_average():
         aum_sweep(margin[:, :5], mask, [(0, 1)])
 
 
+def standin_kfold_detection(det: Path, base, noisy_labels: np.ndarray, cl) -> None:
+    """A finished K-fold detection folder ``det`` (fold_k/pred_probs.npy and scored_ids.npy) whose out-of-sample
+    probabilities put 0.9 on each sample's true class: it sees every flip."""
+    n = base.train_ids.size
+    fold_of = stratified_folds(noisy_labels, cl.folds, cl.fold_seed)
+    probs = np.full((n, base.num_classes), 0.1 / (base.num_classes - 1), dtype=np.float32)
+    probs[np.arange(n), base.train_labels] = 0.9
+    for k in range(cl.folds):
+        (det / f"fold_{k}").mkdir(parents=True)
+        np.save(det / f"fold_{k}" / "pred_probs.npy", probs[fold_of == k])
+        np.save(det / f"fold_{k}" / "scored_ids.npy", base.train_ids[fold_of == k])
+
+
 def test_compare_aum_checks_the_run_against_the_study_labels_and_scores_it(tmp_path):
     from experiments.label_noise_study import compare_aum
     from core.data.manager import ImageNetDataManager
@@ -57,13 +71,7 @@ def test_compare_aum_checks_the_run_against_the_study_labels_and_scores_it(tmp_p
     rec.margin[1] = torch.from_numpy(np.where(flips, 1.0, -1.0).astype(np.float32))  # memorised: mean 0
     run = tmp_path / "aum_run"
     rec.save(run / "logs" / DYNAMICS_FILE, base.train_ids, noisy.labels, epochs_done=2)
-    fold_of = stratified_folds(noisy.labels, cl.folds, cl.fold_seed)  # a K-fold detection that sees every flip
-    probs = np.full((n, base.num_classes), 0.1 / (base.num_classes - 1), dtype=np.float32)
-    probs[np.arange(n), base.train_labels] = 0.9
-    for k in range(cl.folds):
-        (tmp_path / "det" / f"fold_{k}").mkdir(parents=True)
-        np.save(tmp_path / "det" / f"fold_{k}" / "pred_probs.npy", probs[fold_of == k])
-        np.save(tmp_path / "det" / f"fold_{k}" / "scored_ids.npy", base.train_ids[fold_of == k])
+    standin_kfold_detection(tmp_path / "det", base, noisy.labels, cl)
     out = tmp_path / "out"
     args = [*flags, "--aum_run", str(run), "--windows", "1-1", "1-2", "--kfold", str(tmp_path / "det"),
             "--out", str(out)]

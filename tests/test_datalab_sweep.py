@@ -11,8 +11,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from core.model import build_model
 from services.datalab_sweep import datalab_sweep, embeddings
-from services.label_issues import find_label_issues, stratified_folds
+from services.label_issues import find_label_issues
 from services.noise_study import parse_study_config, study_noise
+from test_aum_sweep import standin_kfold_detection
 from test_noise_study import STUDY_SCRIPT
 
 
@@ -70,13 +71,7 @@ def test_compare_datalab_scores_the_study_labels_with_cached_features(tmp_path):
     base = ImageNetDataManager(cfg.data, seed=cfg.training.seed)
     noisy = study_noise(base, 0.2, study)
     n = base.train_ids.size
-    fold_of = stratified_folds(noisy.labels, cl.folds, cl.fold_seed)  # a K-fold detection that sees every flip
-    probs = np.full((n, base.num_classes), 0.1 / (base.num_classes - 1), dtype=np.float32)
-    probs[np.arange(n), base.train_labels] = 0.9
-    for k in range(cl.folds):
-        (tmp_path / "det" / f"fold_{k}").mkdir(parents=True)
-        np.save(tmp_path / "det" / f"fold_{k}" / "pred_probs.npy", probs[fold_of == k])
-        np.save(tmp_path / "det" / f"fold_{k}" / "scored_ids.npy", base.train_ids[fold_of == k])
+    standin_kfold_detection(tmp_path / "det", base, noisy.labels, cl)
     out, ckpt = tmp_path / "out", tmp_path / "no_model.pt"  # the cache holds these samples: no model is loaded
     out.mkdir()
     features = np.eye(base.num_classes, dtype=np.float32)[base.train_labels] * 10
