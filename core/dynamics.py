@@ -135,6 +135,7 @@ def aum_flags(aum: np.ndarray, threshold: float = 0.0, fraction: float = 0.0) ->
     if fraction <= 0:
         return aum < threshold
     scored = int(np.isfinite(aum).sum())
-    if exact_count(fraction, scored) == 0:
+    count = exact_count(fraction, scored)
+    if count == 0:
         log.warning("an AUM fraction of %g of %d scored samples flags none", fraction, scored)
-    return lowest_flagged(-aum, exact_count(fraction, scored))
+    return lowest_flagged(-aum, count)

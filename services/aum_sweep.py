@@ -17,6 +17,17 @@ from core.label_noise import detection_metrics, lowest_flagged, nan_ranked_last,
 
 SWEEP_COLUMNS = ("rule", "num_flagged", "precision", "recall", "f1", "average_precision", "precision_at_recall",
                  "recall_at_precision", "curve_meets_targets")
+NO_CURVE = {"average_precision": float("nan"), "precision_at_recall": float("nan"),
+            "recall_at_precision": float("nan"), "curve_meets_targets": None}
+"""The curve fields of a row that scores a flagged set, not a ranking."""
+
+
+def sweep_row(rule: str, flagged: np.ndarray, noise_mask: np.ndarray, curve: Optional[dict] = None) -> dict:
+    """One row of :data:`SWEEP_COLUMNS`: ``flagged`` (N,) bool scored against ``noise_mask`` (N,) bool
+    (:func:`core.label_noise.detection_metrics`) with a ranking's ``curve`` (:func:`ranking_metrics`; default
+    :data:`NO_CURVE`)."""
+    d = detection_metrics(flagged, noise_mask)
+    return {"rule": rule, **{k: d[k] for k in ("num_flagged", "precision", "recall", "f1")}, **(curve or NO_CURVE)}
 """The columns of an :func:`aum_sweep` table (:func:`services.label_issues.write_sweep_table`)."""
 
 
@@ -66,23 +77,16 @@ def aum_sweep(margin: np.ndarray, noise_mask: np.ndarray, windows: Sequence[tupl
     if count is not None and not 0 <= count <= m.size:
         raise ValueError(f"count {count} must lie in [0, {m.size}]")
     nan = float("nan")
-    blank = {"average_precision": nan, "precision_at_recall": nan, "recall_at_precision": nan,
-             "curve_meets_targets": None}
-
-    def flagged_row(rule: str, flagged: np.ndarray, curve: dict) -> dict:
-        d = detection_metrics(flagged, m)
-        return {"rule": rule, **{k: d[k] for k in ("num_flagged", "precision", "recall", "f1")}, **curve}
-
     rows: list[dict] = []
     aums = {}
     for first, last in windows:
         name = f"AUM epochs {first + 1}-{last + 1}"
         aum = area_under_margin(z, first, last)
         aums[name] = -aum
-        rows.append(flagged_row(f"{name} < {threshold:g}", aum < threshold,
-                                ranking_metrics(-aum, m, target_precision, target_recall)))
+        rows.append(sweep_row(f"{name} < {threshold:g}", aum < threshold, m,
+                              ranking_metrics(-aum, m, target_precision, target_recall)))
         if count is not None:
-            rows.append(flagged_row(f"{name} (lowest {count})", lowest_flagged(-aum, count), blank))
+            rows.append(sweep_row(f"{name} (lowest {count})", lowest_flagged(-aum, count), m))
     first_aum_name, first_aum = next(iter(aums.items()))
     for name, wrongness in others.items():
         mixed = {name: np.asarray(wrongness, dtype=np.float64),
@@ -92,5 +96,5 @@ def aum_sweep(margin: np.ndarray, noise_mask: np.ndarray, windows: Sequence[tupl
             if count is None:
                 rows.append({"rule": label, "num_flagged": nan, "precision": nan, "recall": nan, "f1": nan, **curve})
             else:
-                rows.append(flagged_row(f"{label} (lowest {count})", lowest_flagged(w, count), curve))
+                rows.append(sweep_row(f"{label} (lowest {count})", lowest_flagged(w, count), m, curve))
     return rows

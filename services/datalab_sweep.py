@@ -19,14 +19,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from core.label_noise import detection_metrics, lowest_flagged, ranking_metrics
+from core.label_noise import lowest_flagged, ranking_metrics
 from core.logger import progress_bar
-from services.aum_sweep import rank_fraction
+from services.aum_sweep import rank_fraction, sweep_row
 from services.label_issues import find_label_issues
-
-DATALAB_COLUMNS = ("rule", "num_flagged", "precision", "recall", "f1", "average_precision", "precision_at_recall",
-                   "recall_at_precision", "curve_meets_targets")
-
 
 @torch.no_grad()
 def embeddings(model: nn.Module, loader: DataLoader, device: torch.device, progress: bool = True,
@@ -95,8 +91,9 @@ def datalab_sweep(labels: np.ndarray, noise_mask: np.ndarray, pred_probs: np.nda
         k: neighbours of the features-only label issues and of the outlier score (cleanlab's default 10).
 
     Returns:
-        (rows with :data:`DATALAB_COLUMNS`, notes): notes holds "same_as_prune_by_noise_rate" (whether the first
-        row's flags are cleanlab's ``find_label_issues(..., 'prune_by_noise_rate')``) and the outlier count.
+        (rows with ``services.aum_sweep.SWEEP_COLUMNS``, notes): notes holds "same_as_prune_by_noise_rate"
+        (whether the first row's flags are cleanlab's ``find_label_issues(..., 'prune_by_noise_rate')``) and the
+        outlier count.
 
     Raises:
         ValueError: shapes that do not agree.
@@ -106,14 +103,10 @@ def datalab_sweep(labels: np.ndarray, noise_mask: np.ndarray, pred_probs: np.nda
     if not (y.shape == m.shape == (p.shape[0],) == (x.shape[0],)) or p.ndim != 2 or x.ndim != 2:
         raise ValueError(f"labels {y.shape}, noise_mask {m.shape}, pred_probs {p.shape} and features {x.shape} "
                          f"must be (N,), (N,), (N, C) and (N, D)")
-    nan = float("nan")
-    blank = {"average_precision": nan, "precision_at_recall": nan, "recall_at_precision": nan,
-             "curve_meets_targets": None}
 
     def row(rule: str, flagged: np.ndarray, wrongness: Optional[np.ndarray]) -> dict:
-        d = detection_metrics(flagged, m)
-        curve = blank if wrongness is None else ranking_metrics(wrongness, m, target_precision, target_recall)
-        return {"rule": rule, **{c: d[c] for c in ("num_flagged", "precision", "recall", "f1")}, **curve}
+        curve = None if wrongness is None else ranking_metrics(wrongness, m, target_precision, target_recall)
+        return sweep_row(rule, flagged, m, curve)
 
     both = _label_and_outlier_issues(y, p, x, k)
     label = both["label"]

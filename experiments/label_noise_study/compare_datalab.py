@@ -23,7 +23,8 @@ import torch
 
 from core.data.manager import ImageNetDataManager
 from experiments.label_noise_study.compare_folds import kfold_probs
-from services.datalab_sweep import DATALAB_COLUMNS, datalab_sweep, embeddings
+from services.aum_sweep import SWEEP_COLUMNS
+from services.datalab_sweep import datalab_sweep, embeddings
 from services.label_issues import eval_loader, write_sweep_table
 from services.noise_study import parse_study_config, study_noise
 
@@ -75,7 +76,7 @@ def run(argv: list[str]) -> int:
              f"Datalab's label issues are cleanlab's prune_by_noise_rate flags: "
              f"{'yes' if notes['same_as_prune_by_noise_rate'] else 'no'}. Outliers (k = {args.k}): "
              f"{notes['outliers']}, {notes['flips_among_outliers']} of them flips."]
-    print(write_sweep_table(args.out, "compare_datalab", rows, DATALAB_COLUMNS,
+    print(write_sweep_table(args.out, "compare_datalab", rows, SWEEP_COLUMNS,
                             f"Datalab at {args.noise_rate:g} noise: {given.size} samples, {int(mask.sum())} flipped",
                             lines), end="")
     return 0
