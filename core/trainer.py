@@ -31,6 +31,7 @@ from core.logger import (MetricsLogger, TensorBoardLogger, finish_wandb, git_com
                          process_start_time, progress_bar, setup_logging)
 from core.preprocessing import CHECKPOINT_KEY as PREPROCESSING_KEY, PreprocessingSpec
 from core.schedules import build_scheduler, resolution_at
+from core.soft_targets import soft_target_table
 from core.step import (StepSums, build_batch_mix, build_criterion, build_ema, build_optimizer, build_run_data,
                        build_run_model, configure_determinism, forward_backward, memory_format_for, optimizer_step,
                        resolve_amp, run_device, run_num_classes)
@@ -145,6 +146,8 @@ class ImageNetTrainer:
         self.state = TrainState()
         self.dynamics = (TrainingDynamics(len(self.data.train_ids), t.epochs, self.device)
                          if t.record_dynamics else None)
+        self.soft_targets = soft_target_table(getattr(self.data, "train_soft_targets", None), len(self.data.train_ids),
+                                              self.num_classes, self.device, mixing=self.batch_mix is not None)
         self.metrics = MetricsLogger(self.logs_dir / "metrics.jsonl")
         self.wandb_run = None
         self.tensorboard: Optional[TensorBoardLogger] = None
@@ -415,20 +418,22 @@ class ImageNetTrainer:
             torch.cuda.reset_peak_memory_stats(self.device)
         micro = self.state.micro_batch
         positions = (torch.from_numpy(self.sampler.positions()).to(self.device)
-                     if self.dynamics is not None else None)
+                     if self.dynamics is not None or self.soft_targets is not None else None)
         batches = iter(self.train_loader)
         while (batch := self._next_batch(batches)) is not None:
             images = self._to_device(batch[0], self.device)
             targets = batch[1].to(self.device, non_blocking=True)
+            b = targets.shape[0]
             loss_targets = targets
+            if self.soft_targets is not None:  # (B, C): flagged samples train on their soft target
+                loss_targets = self.soft_targets(positions[micro * b:(micro + 1) * b], targets)
             if self.batch_mix is not None:
                 images, loss_targets = self._mix_batch(images, targets, epoch, micro)
             with self._no_sync((micro + 1) % t.grad_accum_steps == 0):
                 loss, logits = forward_backward(self.model, images, loss_targets, self.criterion, self.amp_dtype,
                                                 self.scaler, t.grad_accum_steps)
             sums.add(loss, logits, targets)
-            if positions is not None:
-                b = targets.shape[0]
+            if self.dynamics is not None:
                 self.dynamics.add(epoch, positions[micro * b:(micro + 1) * b], logits, targets)
             micro += 1
             bar.update(1)

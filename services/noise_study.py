@@ -19,9 +19,10 @@ import yaml
 
 from core.config import ExperimentConfig, build_parser, parse_sections, settings_conflicts
 from core.data.manager import ImageNetDataManager
-from core.label_noise import (NoisyLabels, apply_manifest_to, exact_count, inject_symmetric_noise, simulate_cleaning,
-                              write_training_labels)
+from core.label_noise import (ManifestReport, NoisyLabels, apply_manifest_to, exact_count, inject_symmetric_noise,
+                              simulate_cleaning, write_training_labels)
 from core.logger import setup_logging
+from core.soft_targets import soft_label_cleaning
 from core.trainer import RunInterrupted
 from services.label_issues import ConfidentLearningConfig, detect_label_issues
 
@@ -62,6 +63,12 @@ class StudyConfig:
     removed ones with their true labels and the kept ones with the cleaned labels (what the wrong labels the
     cleaning leaves or makes alone cost; compare with simulated cleaning, whose wrong labels are uniform). They
     reuse the threshold rule's detection (one training each) and are diagnostics, not cleanings a user can run."""
+    cleanlab_soft_labels: bool = False
+    """Also train each cleanlab row under a third policy: every flagged sample kept and trained on its detection's
+    out-of-sample probabilities (a soft target, as in knowledge distillation) instead of relabelled or removed
+    (rows '<noise>_cleanlab_soft'; :mod:`core.soft_targets`). It keeps the images that removal loses (issue 13
+    measured removals as about 70 % of the threshold rule's gap to the clean row). Reuses the threshold rule's
+    detection (one training each); needs ``--cl.scores k_fold`` (an AUM run's probabilities are in-sample)."""
     noise_only_rates: tuple[float, ...] = ()
     """More symmetric-noise rates, each trained without cleaning (e.g. 0.05 and 0.5, the Noisy Imagenette
     baselines' rates); each in (0, 1) and not in noise_rates."""
@@ -121,6 +128,7 @@ class ExperimentSpec:
     detection_rate: Optional[float] = None  # simulated cleaning
     cleanlab: bool = False
     remove_only: bool = False  # cleanlab rows: remove every flagged sample instead of the relabel threshold rule
+    soft: bool = False  # cleanlab rows: keep every flagged sample, trained on its out-of-sample probabilities
     gap: Optional[str] = None  # cleanlab rows: "removals" or "labels", a half of the cleaning (cleanlab_gap_rows)
 
     @property
@@ -128,7 +136,7 @@ class ExperimentSpec:
         if self.gap is not None:
             return f"cleanlab, its {GAP_PARTS[self.gap]} alone"
         if self.cleanlab:
-            return "cleanlab, remove only" if self.remove_only else "cleanlab"
+            return "cleanlab, remove only" if self.remove_only else "cleanlab, soft labels" if self.soft else "cleanlab"
         return f"simulated {self.detection_rate:.0%}" if self.detection_rate is not None else "none"
 
 
@@ -137,8 +145,8 @@ def study_experiments(study: StudyConfig) -> list[ExperimentSpec]:
 
     With the defaults these are the issue's seven: clean, 20 %, 20 % + 80 % simulated, 40 %, 40 % + 60 %
     simulated, 20 % + cleanlab, 40 % + cleanlab. ``noise_only_rates`` add noisy rows in rate order;
-    ``cleanlab_remove_only`` puts each cleanlab row's remove-only twin after it, ``cleanlab_gap_rows`` its two gap
-    rows after those.
+    ``cleanlab_remove_only`` puts each cleanlab row's remove-only twin after it, ``cleanlab_soft_labels`` its
+    soft-label twin after that, ``cleanlab_gap_rows`` its two gap rows after those.
     """
     specs = [ExperimentSpec("clean", "clean labels")]
     detection = dict(zip(study.noise_rates, study.simulated_detection_rates))
@@ -157,6 +165,9 @@ def study_experiments(study: StudyConfig) -> list[ExperimentSpec]:
             if study.cleanlab_remove_only:
                 specs.append(ExperimentSpec(f"noise{pct}_cleanlab_remove", f"{pct} % noise, cleanlab, flagged "
                                             f"removed", rate, cleanlab=True, remove_only=True))
+            if study.cleanlab_soft_labels:
+                specs.append(ExperimentSpec(f"noise{pct}_cleanlab_soft", f"{pct} % noise, cleanlab, flagged "
+                                            f"trained on soft labels", rate, cleanlab=True, soft=True))
             if study.cleanlab_gap_rows:
                 specs += [ExperimentSpec(f"noise{pct}_cleanlab_gap_{part}", f"{pct} % noise, cleanlab's "
                                          f"{GAP_PARTS[part]} alone", rate, cleanlab=True, gap=part)
@@ -251,7 +262,8 @@ def detection_folds_dir(out: Path, name: str) -> Path:
     """Where the K fold runs of cleanlab row ``name`` live: its own ``detection/`` folder, or for a remove-only or
     gap row ('noise20_cleanlab_remove[_seedS]', 'noise20_cleanlab_gap_labels[_seedS]') the threshold rule's row's
     ('noise20_cleanlab[_seedS]'): one detection per noise rate and seed, whichever policy row runs first trains it."""
-    return Path(out) / re.sub(r"_cleanlab_(remove|gap_removals|gap_labels)(?=_seed|$)", "_cleanlab", name) / "detection"
+    return Path(out) / re.sub(r"_cleanlab_(remove|soft|gap_removals|gap_labels)(?=_seed|$)", "_cleanlab",
+                              name) / "detection"
 
 
 def gap_labels(part: str, ids: np.ndarray, true_labels: np.ndarray, kept_ids: np.ndarray,
@@ -413,13 +425,21 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
     if spec.cleanlab:
         det_dir = run_dir / "detection"
         folds_dir, fold_cfg = detection_config(cfg, name, study)
-        if spec.remove_only or spec.gap:  # the threshold row's folds, trained before it in table order (even under
-            # resume none)
+        if spec.remove_only or spec.soft or spec.gap:  # the threshold row's folds, trained before it in table order
+            # (even under resume none)
             fold_cfg = dataclasses.replace(fold_cfg, training=dataclasses.replace(fold_cfg.training, resume="auto"))
         det = detect_label_issues(fold_cfg, data, det_dir, row_cl, noise_mask=noisy.noise_mask,
                                   original_labels=clean_labels, folds_dir=folds_dir)
         setup_logging(out, cfg.logging.log_level)
-        report = apply_manifest_to(data, det.manifest)
+        if spec.soft:  # every image kept; a flagged one's hard label (for the counts) is its predicted class
+            soft_labels = soft_label_cleaning(data.train_labels, det.pred_probs, det.issues)
+            data.set_train_labels(soft_labels.labels)
+            data.set_train_soft_targets(soft_labels.targets)
+            report = ManifestReport(num_before=len(data.train_ids), num_removed=0,
+                                    num_relabelled=soft_labels.targets.num_soft,
+                                    num_relabel_unchanged=soft_labels.num_unchanged)
+        else:
+            report = apply_manifest_to(data, det.manifest)
         row["removed"], row["relabelled"] = report.num_removed, report.num_relabelled
         if spec.gap is not None:  # one half of the cleaning, the other undone with the truth
             data.set_train_subset(*gap_labels(spec.gap, clean_ids, clean_labels, data.train_ids, data.train_labels))
@@ -431,6 +451,8 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
     row["train_images"] = int(data.train_ids.size)
     row["wrong_labels"] = int(wrong.sum())
     write_training_labels(run_dir, data.train_ids, data.train_labels, noise_mask=wrong, **provenance)
+    if data.train_soft_targets is not None:  # what the flagged samples trained on
+        np.savez(run_dir / "soft_targets.npz", rows=data.train_soft_targets.rows, probs=data.train_soft_targets.probs)
 
     trainer = build_trainer(run_config(cfg, run_dir, name, study.group), data=data)
     result = trainer.fit()
@@ -508,8 +530,12 @@ def run_study(cfg: ExperimentConfig, study: StudyConfig, cl: ConfidentLearningCo
         StudyInterrupted: a run was stopped by a signal.
         ValueError: --study.repeat_experiments names an experiment the study does not have, a finished row's
             result.json was made with other settings (:func:`finished_row`), or --study.fold_config is invalid
-            (:func:`detection_config`); all checked before anything trains.
+            (:func:`detection_config`), or --study.cleanlab_soft_labels with --cl.scores aum; all checked before
+            anything trains.
     """
+    if study.cleanlab_soft_labels and study.cleanlab and cl.scores != "k_fold":
+        raise ValueError("--study.cleanlab_soft_labels needs --cl.scores k_fold: the soft targets are out-of-sample "
+                         "probabilities, and an AUM run's are in-sample (it trained on the labels it scores)")
     out = Path(cfg.logging.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     setup_logging(out, cfg.logging.log_level)

@@ -24,6 +24,7 @@ from core.data.index import cached_subset, class_counts, default_cache_dir, scan
 from core.data.transforms import build_eval_transform, build_train_transform, to_device
 from core.label_noise import ManifestReport, apply_manifest_to, load_manifest
 from core.prepare import read_class_names, short_class_names
+from core.soft_targets import SoftTargets
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ class ImageNetDataManager:
         train_ids, val_ids: (M,) full-split sample ids in the (stratified) subsets.
         train_labels: (M,) labels the training set uses; replace with :meth:`set_train_labels` before
             building loaders (noise studies).
+        train_soft_targets: None, or the :class:`core.soft_targets.SoftTargets` that some training positions
+            train on instead of their hard label (:meth:`set_train_soft_targets`; reset by a new subset or labels).
 
     Raises:
         FileNotFoundError: missing root or split, with the expected layout.
@@ -98,6 +101,7 @@ class ImageNetDataManager:
         self.train_ids = cached_subset(train_index.labels, cfg.fraction, cfg.subset_seed, self.cache_dir, "train")
         self.val_ids = cached_subset(val_index.labels, cfg.val_fraction, cfg.subset_seed, self.cache_dir, "val")
         self.train_labels = train_index.labels[self.train_ids]
+        self.train_soft_targets: Optional[SoftTargets] = None
         self.manifest_report: Optional[ManifestReport] = None
         if cfg.cleaning_manifest is not None:
             self._apply_cleaning_manifest(Path(cfg.cleaning_manifest))
@@ -142,6 +146,18 @@ class ImageNetDataManager:
         if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise ValueError(f"labels must lie in [0, {self.num_classes}), got [{labels.min()}, {labels.max()}]")
         self.train_labels = labels
+        self.train_soft_targets = None
+
+    def set_train_soft_targets(self, soft: Optional[SoftTargets]) -> None:
+        """Train the positions ``soft`` names on its probability vectors (the rest on ``train_labels``); None to
+        train every position on its hard label. Call after the subset and labels are final (they reset it).
+
+        Raises:
+            ValueError: ``soft`` sized for another training set or class count.
+        """
+        if soft is not None:
+            soft.check(len(self.train_ids), self.num_classes)
+        self.train_soft_targets = soft
 
     def set_train_subset(self, sample_ids: np.ndarray, labels: Optional[np.ndarray] = None) -> None:
         """Train on the given full-split sample ids (cleaning manifests that remove samples, K-fold splits),
@@ -157,6 +173,7 @@ class ImageNetDataManager:
             raise ValueError("sample ids must be unique")
         self.train_ids = ids
         self.train_labels = self.train_index.labels[ids]
+        self.train_soft_targets = None
         if labels is not None:
             self.set_train_labels(labels)
 

@@ -28,7 +28,7 @@ STUDY_FILES = ("results.csv", "runs.csv", "results.md", "results.png", "config.y
 ROW_FILES = ("result.json", "labels.json", "logs/metrics.jsonl", "logs/summary.json", "logs/run_info.json",
              "logs/config.yaml", "logs/curves.png", "detection/detection_metrics.json", "detection/ablation.csv",
              "detection/ablation.md", "detection/removal_list.txt", "detection/relabel_map.json",
-             "detection/label_issues.csv")
+             "detection/label_issues.csv", "soft_targets.npz")
 FOLD_FILES = ("fold_settings.json", "scored_ids.npy", "pred_probs.npy", "pred_probs_hflip.npy", "aum.npy",
               "logs/dynamics.npz")
 """What :func:`services.label_issues.out_of_sample_pred_probs` needs to reuse a finished fold without its model, and
