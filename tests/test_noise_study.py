@@ -275,9 +275,11 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     wrong_row = run_script(ABLATION_SCRIPT, args + ["--experiment", "noise20"])
     assert wrong_row.returncode == 2 and "not a cleanlab row" in wrong_row.stderr
 
-    # the other cleaning policy on the same detections: every flagged sample removed, no fold model retrained
-    # and the two halves of its gap to the clean row (removals alone, wrong labels alone), told apart with the truth
+    # the other cleaning policies on the same detections: every flagged sample removed, or kept on soft labels, no
+    # fold model retrained; and the two halves of its gap to the clean row (removals alone, wrong labels alone),
+    # told apart with the truth
     policies = run_script(STUDY_SCRIPT, args + ["--study.cleanlab_remove_only", "true",
+                                                "--study.cleanlab_soft_labels", "true",
                                                 "--study.cleanlab_gap_rows", "true"])
     assert policies.returncode == 0, policies.stderr[-4000:]
     assert policies.stderr.count("not rerun") == 8
@@ -311,6 +313,25 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
         assert len(links) == 2 and all(p.is_symlink() for p in links)
         assert (remove_det / "fold_1" / "models").resolve() == (rule_det / "fold_1" / "models").resolve()
         np.testing.assert_array_equal(np.load(remove_det / "folds.npy"), np.load(rule_det / "folds.npy"))
+        # soft labels: every image kept, each flagged one trains on its out-of-sample probabilities
+        soft = by_name[f"noise{pct}_cleanlab_soft"]
+        assert soft["cleaning"] == "cleanlab, soft labels" and (soft["precision"], soft["recall"]) == (
+            rule["precision"], rule["recall"])
+        assert (int(soft["train_images"]), int(soft["removed"])) == (n, 0)
+        with open(rule_det / "label_issues.csv") as f:
+            flagged_ids = [int(r["sample_id"]) for r in csv.DictReader(f)]
+        issues = np.isin(np.load(rule_det / "train_ids.npy"), flagged_ids)
+        assert int(soft["relabelled"]) == int(issues.sum()) == int(rule["removed"]) + int(rule["relabelled"])
+        targets = np.load(out / f"noise{pct}_cleanlab_soft" / "soft_targets.npz")
+        probs = np.load(rule_det / "pred_probs.npy")
+        np.testing.assert_array_equal(targets["rows"] >= 0, issues)
+        np.testing.assert_allclose(targets["probs"], probs[issues])
+        soft_ids, soft_labels = (np.load(out / f"noise{pct}_cleanlab_soft" / f) for f in ("train_ids.npy",
+                                                                                         "train_labels.npy"))
+        given = np.load(rule_det / "given_labels.npy")
+        np.testing.assert_array_equal(soft_ids, np.load(rule_det / "train_ids.npy"))
+        np.testing.assert_array_equal(soft_labels, np.where(issues, probs.argmax(1), given))
+        assert int(soft["wrong_labels"]) == int((soft_labels != true_labels).sum())
     # a second seed's detection on the same flips joins an ensemble; the remove-only twin (the same folds) may not
     seeded = args + ["--study.repeat_experiments", "[clean, noise20_cleanlab]"]
     assert run_script(STUDY_SCRIPT, seeded).returncode == 0  # trains noise20_cleanlab_seed1 alone
