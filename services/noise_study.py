@@ -19,10 +19,10 @@ import yaml
 
 from core.config import ExperimentConfig, build_parser, parse_sections, settings_conflicts
 from core.data.manager import ImageNetDataManager
-from core.label_noise import (ManifestReport, NoisyLabels, apply_manifest_to, exact_count, inject_symmetric_noise,
+from core.label_noise import (NoisyLabels, apply_manifest_to, exact_count, inject_symmetric_noise,
                               simulate_cleaning, write_training_labels)
 from core.logger import setup_logging
-from core.soft_targets import soft_label_cleaning
+from core.soft_targets import apply_soft_label_cleaning
 from core.trainer import RunInterrupted
 from services.label_issues import ConfidentLearningConfig, detect_label_issues
 
@@ -64,11 +64,10 @@ class StudyConfig:
     cleaning leaves or makes alone cost; compare with simulated cleaning, whose wrong labels are uniform). They
     reuse the threshold rule's detection (one training each) and are diagnostics, not cleanings a user can run."""
     cleanlab_soft_labels: bool = False
-    """Also train each cleanlab row under a third policy: every flagged sample kept and trained on its detection's
-    out-of-sample probabilities (a soft target, as in knowledge distillation) instead of relabelled or removed
-    (rows '<noise>_cleanlab_soft'; :mod:`core.soft_targets`). It keeps the images that removal loses (issue 13
-    measured removals as about 70 % of the threshold rule's gap to the clean row). Reuses the threshold rule's
-    detection (one training each); needs ``--cl.scores k_fold`` (an AUM run's probabilities are in-sample)."""
+    """Also train each cleanlab row under a third policy: every flagged sample kept, trained on its out-of-sample
+    probabilities as a soft target (:mod:`core.soft_targets`), not relabelled or removed (rows
+    '<noise>_cleanlab_soft'; one training each on the threshold rule's detection; K-fold scores, no MixUp/CutMix).
+    Its 'relabelled' counts the soft samples, 'wrong_labels' those whose most probable class is wrong."""
     noise_only_rates: tuple[float, ...] = ()
     """More symmetric-noise rates, each trained without cleaning (e.g. 0.05 and 0.5, the Noisy Imagenette
     baselines' rates); each in (0, 1) and not in noise_rates."""
@@ -259,8 +258,8 @@ def study_noise(base: ImageNetDataManager, rate: float, study: StudyConfig) -> N
 
 
 def detection_folds_dir(out: Path, name: str) -> Path:
-    """Where the K fold runs of cleanlab row ``name`` live: its own ``detection/`` folder, or for a remove-only or
-    gap row ('noise20_cleanlab_remove[_seedS]', 'noise20_cleanlab_gap_labels[_seedS]') the threshold rule's row's
+    """Where the K fold runs of cleanlab row ``name`` live: its own ``detection/`` folder, or for a remove-only,
+    soft-label or gap row ('noise20_cleanlab_remove[_seedS]', '..._soft', '..._gap_labels') the threshold rule's row's
     ('noise20_cleanlab[_seedS]'): one detection per noise rate and seed, whichever policy row runs first trains it."""
     return Path(out) / re.sub(r"_cleanlab_(remove|soft|gap_removals|gap_labels)(?=_seed|$)", "_cleanlab",
                               name) / "detection"
@@ -431,13 +430,9 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
         det = detect_label_issues(fold_cfg, data, det_dir, row_cl, noise_mask=noisy.noise_mask,
                                   original_labels=clean_labels, folds_dir=folds_dir)
         setup_logging(out, cfg.logging.log_level)
-        if spec.soft:  # every image kept; a flagged one's hard label (for the counts) is its predicted class
-            soft_labels = soft_label_cleaning(data.train_labels, det.pred_probs, det.issues)
-            data.set_train_labels(soft_labels.labels)
-            data.set_train_soft_targets(soft_labels.targets)
-            report = ManifestReport(num_before=len(data.train_ids), num_removed=0,
-                                    num_relabelled=soft_labels.targets.num_soft,
-                                    num_relabel_unchanged=soft_labels.num_unchanged)
+        if spec.soft:  # every image kept, the flagged ones on soft targets: not the manifest
+            report = apply_soft_label_cleaning(data, det.pred_probs, det.issues)
+            provenance["soft_targets"] = "soft_targets.npz"
         else:
             report = apply_manifest_to(data, det.manifest)
         row["removed"], row["relabelled"] = report.num_removed, report.num_relabelled
@@ -446,7 +441,8 @@ def run_experiment(spec: ExperimentSpec, cfg: ExperimentConfig, study: StudyConf
             row["relabelled" if spec.gap == "removals" else "removed"] = 0
             provenance["gap"] = spec.gap
         row.update({k: det.metrics[k] for k in ("precision", "recall", "f1")})
-        provenance.update(manifest=str(det_dir), cleanlab=dataclasses.asdict(row_cl), **report.as_dict())
+        provenance.update(manifest=None if spec.soft else str(det_dir), cleanlab=dataclasses.asdict(row_cl),
+                          **report.as_dict())
     wrong = data.train_labels != base.train_index.labels[data.train_ids]
     row["train_images"] = int(data.train_ids.size)
     row["wrong_labels"] = int(wrong.sum())
@@ -530,12 +526,16 @@ def run_study(cfg: ExperimentConfig, study: StudyConfig, cl: ConfidentLearningCo
         StudyInterrupted: a run was stopped by a signal.
         ValueError: --study.repeat_experiments names an experiment the study does not have, a finished row's
             result.json was made with other settings (:func:`finished_row`), or --study.fold_config is invalid
-            (:func:`detection_config`), or --study.cleanlab_soft_labels with --cl.scores aum; all checked before
-            anything trains.
+            (:func:`detection_config`), or --study.cleanlab_soft_labels with --cl.scores aum or MixUp/CutMix; all
+            checked before anything trains.
     """
-    if study.cleanlab_soft_labels and study.cleanlab and cl.scores != "k_fold":
-        raise ValueError("--study.cleanlab_soft_labels needs --cl.scores k_fold: the soft targets are out-of-sample "
-                         "probabilities, and an AUM run's are in-sample (it trained on the labels it scores)")
+    if study.cleanlab_soft_labels and study.cleanlab:
+        if cl.scores != "k_fold":
+            raise ValueError("--study.cleanlab_soft_labels needs --cl.scores k_fold: the soft targets are "
+                             "out-of-sample probabilities, and an AUM run's are in-sample (it trained on its labels)")
+        if cfg.training.mixup_alpha > 0 or cfg.training.cutmix_alpha > 0:
+            raise ValueError("--study.cleanlab_soft_labels cannot train with MixUp/CutMix (the mix takes hard "
+                             "labels); set --training.mixup_alpha and --training.cutmix_alpha to 0")
     out = Path(cfg.logging.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     setup_logging(out, cfg.logging.log_level)

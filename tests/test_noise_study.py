@@ -40,6 +40,11 @@ def test_default_study_is_the_seven_experiments_of_the_issue():
     assert [s.name for s in gaps[3:]] == ["noise20_cleanlab", "noise20_cleanlab_remove", "noise20_cleanlab_gap_removals",
                                           "noise20_cleanlab_gap_labels"]
     assert [s.cleaning for s in gaps[5:]] == ["cleanlab, its removals alone", "cleanlab, its wrong labels alone"]
+    soft = study_experiments(StudyConfig(noise_rates=(0.2,), simulated_detection_rates=(0.8,),
+                                         cleanlab_remove_only=True, cleanlab_soft_labels=True, cleanlab_gap_rows=True))
+    assert [s.name for s in soft[3:6]] == ["noise20_cleanlab", "noise20_cleanlab_remove", "noise20_cleanlab_soft"]
+    assert soft[5].cleaning == "cleanlab, soft labels" and soft[5].soft and not soft[5].remove_only
+    assert soft[6].name == "noise20_cleanlab_gap_removals"
 
 
 def test_gap_rows_undo_one_half_of_the_cleaning_with_the_truth(tmp_path):
@@ -65,6 +70,8 @@ def test_gap_rows_undo_one_half_of_the_cleaning_with_the_truth(tmp_path):
     for name, owner in (("noise20_cleanlab_gap_labels", "noise20_cleanlab"),
                         ("noise20_cleanlab_gap_removals_seed1", "noise20_cleanlab_seed1"),
                         ("noise40_cleanlab_remove_seed2", "noise40_cleanlab_seed2"),
+                        ("noise20_cleanlab_soft", "noise20_cleanlab"),
+                        ("noise20_cleanlab_soft_seed1", "noise20_cleanlab_seed1"),
                         ("noise40_cleanlab", "noise40_cleanlab")):
         assert detection_folds_dir(tmp_path, name) == tmp_path / owner / "detection"
 
@@ -108,6 +115,21 @@ def test_study_config_is_validated():
     with pytest.raises(ValueError) as e:
         StudyConfig(noise_rates=(0.2, 1.0), simulated_detection_rates=(0.5,))
     assert "--study.simulated_detection_rates" in str(e.value) and "--study.noise_rates" in str(e.value)
+
+
+@pytest.mark.parametrize("cl, training, match", [
+    (dict(scores="aum"), {}, "needs --cl.scores k_fold"),
+    ({}, {"mixup_alpha": 0.2}, "cannot train with MixUp/CutMix"),
+    ({}, {"cutmix_alpha": 1.0}, "cannot train with MixUp/CutMix")])
+def test_soft_label_rows_are_refused_before_anything_trains(tmp_path, cl, training, match):
+    from conftest import tiny_config
+    from services.label_issues import ConfidentLearningConfig
+    from services.noise_study import run_study
+
+    cfg = tiny_config(tmp_path, training=training)
+    with pytest.raises(ValueError, match=match):
+        run_study(cfg, StudyConfig(cleanlab_soft_labels=True), ConfidentLearningConfig(**cl))
+    assert not cfg.logging.output_dir.exists()  # refused before the study folder is written
 
 
 def test_fold_config_is_layered_over_the_row_config_for_the_folds_only(tmp_path):
@@ -368,7 +390,12 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     np.testing.assert_array_equal(np.load(kept / "noise20_cleanlab" / "detection" / "fold_1" / "pred_probs.npy"),
                                   np.load(det / "fold_1" / "pred_probs.npy"))
     capped = run_script(KEEP_SCRIPT, [str(out), str(tmp_path / "capped"), "--max_fold_mb", "0.001"])
-    assert capped.returncode == 0 and capped.stdout.count("left out") == 6, capped.stdout  # a fold goes whole or not
+    left_out = [line for line in capped.stdout.splitlines() if line.startswith("left out")]
+    assert capped.returncode == 0 and sum("/detection/fold_" in line for line in left_out) == 6, capped.stdout
+    assert all("/detection/fold_" in line or "label_issues.csv" in line or "soft_targets.npz" in line
+               for line in left_out), left_out  # a fold goes whole or not; of a row, only the files that grow
+    assert (kept / "noise20_cleanlab_soft" / "soft_targets.npz").is_file()
+    assert not (tmp_path / "capped" / "noise20_cleanlab_soft" / "soft_targets.npz").exists()
     assert not list((tmp_path / "capped").glob("*/detection/fold_*"))
     assert (tmp_path / "capped" / "noise20_cleanlab" / "result.json").is_file()
     assert run_script(KEEP_SCRIPT, [str(fresh), str(kept), "--restore"]).returncode == 0

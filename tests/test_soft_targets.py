@@ -25,13 +25,17 @@ def test_soft_targets_refuse_what_is_not_a_probability_table():
         SoftTargets(np.array([0, 0, 1]), probs)
     with pytest.raises(ValueError, match=r"must lie in \[-1, 3\)"):
         SoftTargets(np.array([0, 3]), probs)
-    with pytest.raises(ValueError, match=r"rows \(M,\) and probs \(S, C\)"):
+    with pytest.raises(ValueError, match=r"integer rows \(M,\) and probs \(S, C\)"):
         SoftTargets(np.array([[0]]), probs)
+    with pytest.raises(ValueError, match="integer rows"):
+        SoftTargets(np.array([0.7, -1.0]), probs)  # never truncated to row 0
     with pytest.raises(ValueError, match="must share M"):
         SoftTargets.for_flagged(np.array([True, False]), probs)
     soft = SoftTargets.for_flagged(np.array([False, True, True]), probs)
-    with pytest.raises(ValueError, match="do not fit a training set of 4 samples"):
+    with pytest.raises(ValueError, match="do not fit a training set of 4;"):
         soft.check(4, 4)
+    with pytest.raises(ValueError, match="over 4 classes do not fit a model with 5 outputs"):
+        soft.check(3, 5)
     with pytest.raises(ValueError, match="mixup_alpha"):
         soft_target_table(soft, 3, 4, torch.device("cpu"), mixing=True)
     assert soft_target_table(None, 3, 4, torch.device("cpu")) is None
@@ -72,14 +76,16 @@ def test_a_new_training_subset_or_labels_drop_the_soft_targets(tmp_path):
         data.set_train_soft_targets(soft)
 
 
-def _trained_weights(tmp_path, soft: bool) -> torch.Tensor:
-    """One epoch on the bundled sample with every label moved to the next class, as hard labels or as one-hot soft
-    targets over the unchanged labels."""
-    cfg = tiny_config(tmp_path, training={"epochs": 1})
+def _trained_weights(tmp_path, soft: bool, training: dict) -> torch.Tensor:
+    """One epoch on the bundled sample with every label moved to the next class: as hard labels, or with every
+    other position keeping its folder label and training on the moved label as a one-hot soft target."""
+    cfg = tiny_config(tmp_path, training={"epochs": 1, **training})
     data = build_run_data(cfg)
     moved = (data.train_labels + 1) % data.num_classes
     if soft:
-        data.set_train_soft_targets(SoftTargets(np.arange(moved.size), np.eye(data.num_classes)[moved]))
+        odd = np.arange(moved.size) % 2 == 1
+        data.set_train_labels(np.where(odd, data.train_labels, moved))
+        data.set_train_soft_targets(SoftTargets.for_flagged(odd, np.eye(data.num_classes)[moved]))
     else:
         data.set_train_labels(moved)
     trainer = ImageNetTrainer(cfg, data=data)
@@ -87,9 +93,11 @@ def _trained_weights(tmp_path, soft: bool) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in trainer.unwrapped_model().parameters()])
 
 
-def test_the_trainer_trains_soft_positions_on_their_targets(tmp_path, one_torch_thread):
-    """A one-hot soft target trains exactly as the same hard label does: the loss reads the soft target, in the
-    order the sampler serves the samples, not the dataset's label (which differs for every sample here)."""
-    hard = _trained_weights(tmp_path / "hard", soft=False)
-    soft = _trained_weights(tmp_path / "soft", soft=True)
+@pytest.mark.parametrize("training", [{}, {"batch_size": 8, "grad_accum_steps": 2}], ids=["plain", "accumulated"])
+def test_the_trainer_trains_soft_positions_on_their_targets(tmp_path, one_torch_thread, training):
+    """A one-hot soft target trains exactly as the same hard label does: the loss reads the soft target of each
+    position, in the order the sampler serves them (also over accumulated micro-batches), not the dataset's label,
+    which differs from it for every soft position here."""
+    hard = _trained_weights(tmp_path / "hard", False, training)
+    soft = _trained_weights(tmp_path / "soft", True, training)
     torch.testing.assert_close(soft, hard, rtol=0, atol=0)

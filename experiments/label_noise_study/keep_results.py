@@ -11,8 +11,10 @@ detection it also keeps the out-of-sample probabilities with their ids and setti
 ``scored_ids.npy``, ``fold_settings.json``: about 95 kB a fold on Imagenette; a later round's in
 ``detection/round_r/fold_k/``), unless one is larger than
 ``--max_fold_mb`` (an ILSVRC fold's (320k, 1000) float32 probabilities are 1.3 GB: those stay out of git, and the list
-of what was left out is printed). ``--restore`` copies the ``result.json`` files and the kept fold files back:
-run_study.py with the same flags then skips the finished rows, and a cleanlab row rerun with another rule
+of what was left out is printed); so is a row's file of :data:`LARGE_ROW_FILES` over that size (a soft-label row's
+``soft_targets.npz``, the flagged samples' (S, C) probabilities; an ILSVRC ``label_issues.csv``). ``--restore``
+copies the ``result.json`` files and the kept fold files back: run_study.py with the same flags then skips the
+finished rows, and a cleanlab row rerun with another rule
 (``--cl.filter_by``, ``--cl.relabel_threshold``; delete its ``result.json`` first) reuses the fold probabilities
 instead of training the fold models again.
 """
@@ -29,6 +31,8 @@ ROW_FILES = ("result.json", "labels.json", "logs/metrics.jsonl", "logs/summary.j
              "logs/config.yaml", "logs/curves.png", "detection/detection_metrics.json", "detection/ablation.csv",
              "detection/ablation.md", "detection/removal_list.txt", "detection/relabel_map.json",
              "detection/label_issues.csv", "soft_targets.npz")
+LARGE_ROW_FILES = ("detection/label_issues.csv", "soft_targets.npz")
+"""The row files that grow with the number of flagged samples (and classes), kept only under ``--max_fold_mb``."""
 FOLD_FILES = ("fold_settings.json", "scored_ids.npy", "pred_probs.npy", "pred_probs_hflip.npy", "aum.npy",
               "logs/dynamics.npz")
 """What :func:`services.label_issues.out_of_sample_pred_probs` needs to reuse a finished fold without its model, and
@@ -57,8 +61,8 @@ def fold_files(runs: Path, max_mb: float) -> tuple[list[Path], list[Path]]:
 
 def keep(runs: Path, kept: Path, max_fold_mb: float = MAX_FOLD_MB) -> list[Path]:
     """Copy the study's and each row's small files, and the fold files of :func:`fold_files`, from ``runs`` to
-    ``kept`` (same layout); return the copies. A fold with a file over ``max_fold_mb`` is named on stdout and left
-    out.
+    ``kept`` (same layout); return the copies. A fold with a file over ``max_fold_mb``, or a row file over it, is
+    named on stdout and left out.
 
     Raises:
         FileNotFoundError: ``runs`` is not a study folder (no study.json).
@@ -66,7 +70,12 @@ def keep(runs: Path, kept: Path, max_fold_mb: float = MAX_FOLD_MB) -> list[Path]
     if not (runs / "study.json").is_file():
         raise FileNotFoundError(f"{runs} has no study.json: pass the study's --logging.output_dir")
     wanted = [runs / f for f in STUDY_FILES]
-    wanted += [row / f for row in sorted(p for p in runs.iterdir() if (p / "labels.json").is_file()) for f in ROW_FILES]
+    rows = sorted(p for p in runs.iterdir() if (p / "labels.json").is_file())
+    for src, name in ((row / f, f) for row in rows for f in ROW_FILES):
+        if name in LARGE_ROW_FILES and src.is_file() and src.stat().st_size > max_fold_mb * 2**20:
+            print(f"left out {src} (a {src.stat().st_size / 2**20:.1f} MB file > --max_fold_mb {max_fold_mb:g})")
+        else:
+            wanted.append(src)
     folds, too_big = fold_files(runs, max_fold_mb)
     for fold in too_big:
         size = max(f.stat().st_size for f in fold.rglob("*.np[yz]")) / 2**20
@@ -103,7 +112,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("kept", type=Path, help="the folder kept in git")
     parser.add_argument("--restore", action="store_true", help="copy the kept result.json and fold files back")
     parser.add_argument("--max_fold_mb", type=float, default=MAX_FOLD_MB,
-                        help="leave out a fold file larger than this many MB (default %(default)s)")
+                        help="leave out a fold or row file larger than this many MB (default %(default)s)")
     args = parser.parse_args(argv)
     try:
         files = restore(args.kept, args.runs) if args.restore else keep(args.runs, args.kept, args.max_fold_mb)
