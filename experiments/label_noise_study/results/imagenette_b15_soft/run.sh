@@ -29,7 +29,10 @@ python experiments/label_noise_study/run_study.py --data.root "$DATA" --logging.
 echo "soft rows done $(date -u +%T)"
 python "$S/keep_results.py" "$OUT" "$OUT.kept" > /dev/null
 for row in noise20_cleanlab_soft noise20_cleanlab_soft_seed1; do
+  [ -f "$OUT.kept/$row/result.json" ] || continue
   rm -rf "$K/imagenette_b15_soft/$row"
   cp -r "$OUT.kept/$row" "$K/imagenette_b15_soft/"
+  # the threshold rule's manifest, which the soft row reads its flags from but does not apply
+  rm -f "$K/imagenette_b15_soft/$row/detection/"{removal_list.txt,relabel_map.json,label_issues.csv}
 done
 cp "$OUT.kept/results.csv" "$OUT.kept/results.md" "$OUT.kept/runs.csv" "$K/imagenette_b15_soft/"
