@@ -146,8 +146,8 @@ class ImageNetTrainer:
         self.state = TrainState()
         self.dynamics = (TrainingDynamics(len(self.data.train_ids), t.epochs, self.device)
                          if t.record_dynamics else None)
-        self.soft_targets = soft_target_table(getattr(self.data, "train_soft_targets", None), len(self.data.train_ids),
-                                              self.num_classes, self.device, mixing=self.batch_mix is not None)
+        self.soft_targets = soft_target_table(self.data.train_soft_targets, len(self.data.train_ids), self.num_classes,
+                                              self.device, mixing=self.batch_mix is not None)
         self.metrics = MetricsLogger(self.logs_dir / "metrics.jsonl")
         self.wandb_run = None
         self.tensorboard: Optional[TensorBoardLogger] = None
