@@ -2,14 +2,15 @@
 # Issue 13: probe fold recipes for the detection at 20 % noise on the b15 study, one fold each, before a whole
 # 4-fold detection is paid for. For each fold config named (folds_<name>.yaml in experiments/label_noise_study/),
 # it runs the b15 study's noise20_cleanlab row with --study.fold_config that file until fold 1 of 4 has scored the
-# samples it did not see, then stops it with SIGTERM (the study saves a checkpoint and exits; rerunning the same
+# samples it did not see (a probe named k<N>, e.g. k8, keeps the b15 fold recipe and runs --cl.folds N instead: fold 1
+# of N, trained on (N-1)/N of the images), then stops it with SIGTERM (the study saves a checkpoint and exits; rerunning the same
 # study command without this script continues the detection). It reuses the b15 study's finished rows without
 # detection (clean, noise20, noise20_sim80: their fingerprints are checked). Then compare_folds.py scores every
 # probe beside the b15 detections' fold 1 (seeds 0 and 1: the same samples and flips) and writes compare_folds.md.
-#   bash experiments/label_noise_study/results/imagenette_b15_fold_probes/run.sh 32ep_160 ls mixup
+#   bash experiments/label_noise_study/results/imagenette_b15_fold_probes/run.sh 32ep_160 ls mixup k8
 # from the repository root; REPO=/path/to/worktree runs that checkout's code, RUNS=/path the run folders
 # (default runs/ beside the study). Measured (README.md here): 32ep_160 from a worktree at 8f4899a, ls and mixup at
-# f4a96e0 (the same library code).
+# f4a96e0 (the same library code), k8 at the commit its README names.
 set -eu
 ROOT=$(pwd)
 S=$ROOT/experiments/label_noise_study
@@ -30,10 +31,12 @@ for P in "$@"; do
       mkdir -p "$OUT/noise20_cleanlab" && cp -r "$S/results/imagenette_b15_fold_probes/$P/." "$OUT/noise20_cleanlab/"
     fi
   fi
+  if [[ $P =~ ^k([0-9]+)$ ]]; then PROBE=(--cl.folds "${BASH_REMATCH[1]}"); else
+    PROBE=(--study.fold_config "experiments/label_noise_study/folds_$P.yaml"); fi
   echo "$P start $(date -u +%T) $(git rev-parse --short HEAD)"
   if [ ! -f "$OUT/noise20_cleanlab/detection/fold_0/pred_probs.npy" ]; then
     python experiments/label_noise_study/run_study.py "${FLAGS[@]}" \
-      --study.fold_config "experiments/label_noise_study/folds_$P.yaml" --study.noise_rates [0.2] \
+      "${PROBE[@]}" --study.noise_rates [0.2] \
       --study.simulated_detection_rates [0.8] --study.noise_only_rates [] --study.seeds [0] \
       --study.cleanlab_remove_only false --logging.output_dir "$OUT" > "$OUT.log" 2>&1 &
     pid=$!
