@@ -9,7 +9,7 @@
 # probe beside the b15 detections' fold 1 (seeds 0 and 1: the same samples and flips) and writes compare_folds.md.
 #   bash experiments/label_noise_study/results/imagenette_b15_fold_probes/run.sh 32ep_160 ls mixup k8
 # from the repository root; REPO=/path/to/worktree runs that checkout's code, RUNS=/path the run folders
-# (default runs/ beside the study). Measured (README.md here): 32ep_160 from a worktree at 8f4899a, ls and mixup at
+# (default runs/ beside the study), DATA=/path the data root as the kept rows recorded it. Measured (README.md here): 32ep_160 from a worktree at 8f4899a, ls and mixup at
 # f4a96e0 (the same library code), k8 at the commit its README names.
 set -eu
 ROOT=$(pwd)
@@ -18,7 +18,7 @@ RUNS=${RUNS:-$S/runs}
 B15=$RUNS/noise_study_b15
 cd "${REPO:-.}"
 export PYTHONPATH=$(pwd)
-FLAGS=(--data.root ../shared/data/imagenette2-224 --config experiments/label_noise_study/imagenette_cpu.yaml
+FLAGS=(--data.root "${DATA:-../shared/data/imagenette2-224}" --config experiments/label_noise_study/imagenette_cpu.yaml
        --config experiments/label_noise_study/imagenette_b15.yaml --logging.progress_bar false)
 python "$S/keep_results.py" "$B15" "$S/results/imagenette_b15" --restore  # the b15 detections' fold files
 detections=("b15_s0=$B15/noise20_cleanlab/detection" "b15_s1=$B15/noise20_cleanlab_seed1/detection")
