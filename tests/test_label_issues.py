@@ -231,9 +231,10 @@ def test_a_second_round_of_detection_trains_on_what_the_first_did_not_flag(tmp_p
     for k in range(2):
         np.testing.assert_array_equal(folds[k], res.pred_probs[fold_of == k])
     # round 2's rankings are also cut at round 1's estimate of the number of issues, on the folds compared
-    assert previous_round_count(detection_rounds("r1", det, *args), data.train_labels, fold_of, [0, 1]) == {}
+    everything = np.arange(fold_of.size)
+    assert previous_round_count(detection_rounds("r1", det, *args), data.train_labels, fold_of, everything) == {}
     sel = np.flatnonzero(fold_of == 1)
-    count = previous_round_count(detection_rounds("r2", det / "round_2", *args), data.train_labels, fold_of, [1])
+    count = previous_round_count(detection_rounds("r2", det / "round_2", *args), data.train_labels, fold_of, sel)
     assert count == {"round 1's count": num_label_issues(data.train_labels[sel], first[sel])}
     n = count["round 1's count"]
     rows = detection_sweep(data.train_labels[sel], folds[1], noisy.noise_mask[sel], counts=count)
@@ -247,6 +248,53 @@ def test_a_second_round_of_detection_trains_on_what_the_first_did_not_flag(tmp_p
         detection_folds("r2", det / "round_2", *args)
     with pytest.raises(ValueError, match="--cl.rounds must be >= 1"):
         ConfidentLearningConfig(rounds=0)
+
+
+def _fake_detection(det: Path, ids: np.ndarray, labels: np.ndarray, k: int, finished: list[int], seed: int = 0):
+    """A detection folder as services.label_issues leaves it: fold_f/ (scored ids, probabilities, settings digests)
+    for the ``finished`` folds of ``k``; the probabilities are random, each row summing to one."""
+    import json
+
+    fold_of = stratified_folds(labels, k, 0)
+    rng = np.random.default_rng(seed)
+    for f in finished:
+        fold_dir = det / f"fold_{f}"
+        fold_dir.mkdir(parents=True)
+        held = fold_of == f
+        np.save(fold_dir / "scored_ids.npy", ids[held])
+        np.save(fold_dir / "pred_probs.npy", rng.dirichlet(np.ones(5), int(held.sum())).astype(np.float32))
+        (fold_dir / "fold_settings.json").write_text(json.dumps(
+            {"train_ids": array_digest(ids[~held]), "train_labels": array_digest(labels[~held])}))
+    return fold_of
+
+
+def test_fold_probes_with_another_k_compare_on_the_samples_both_scored(tmp_path):
+    from experiments.label_noise_study.compare_folds import detection_fold_count, shared_samples
+
+    labels = np.random.default_rng(0).integers(0, 5, 403)
+    ids = np.arange(labels.size) + 1000
+    fold_of_4 = _fake_detection(tmp_path / "k4", ids, labels, 4, [0, 1, 2, 3])
+    fold_of_8 = _fake_detection(tmp_path / "k8", ids, labels, 8, [2], seed=1)
+    assert [detection_fold_count(n, tmp_path / n, ids.size) for n in ("k4", "k8")] == [4, 8]
+    sel, probs, counts, described = shared_samples({"k4": tmp_path / "k4", "k8": tmp_path / "k8"}, ids, labels, 0,
+                                                   "prune_by_noise_rate")
+    np.testing.assert_array_equal(sel, np.flatnonzero(fold_of_8 == 2))  # every sample of k8's fold 3: in some k4 fold
+    assert described == "k4 folds [1, 2, 3, 4] of 4, k8 folds [3] of 8" and counts == {"k4": {}, "k8": {}}
+    np.testing.assert_array_equal(probs["k8"], np.load(tmp_path / "k8" / "fold_2" / "pred_probs.npy"))
+    for f in range(4):  # each k4 row is the probability its own fold model gave that sample
+        in_f = fold_of_4[sel] == f
+        scored = np.load(tmp_path / "k4" / f"fold_{f}" / "pred_probs.npy")
+        np.testing.assert_array_equal(probs["k4"][in_f], scored[np.isin(np.flatnonzero(fold_of_4 == f), sel)])
+    _fake_detection(tmp_path / "other", ids, labels, 8, [3])
+    with pytest.raises(ValueError, match="no sample is scored by a finished fold of every detection"):
+        shared_samples({"k8": tmp_path / "k8", "other": tmp_path / "other"}, ids, labels, 0, "prune_by_noise_rate")
+    wrong = labels.copy()
+    wrong[0] = (wrong[0] + 1) % 5  # another noise draw: the folds' training digests no longer match
+    with pytest.raises(ValueError, match="made on other samples or labels"):
+        shared_samples({"k4": tmp_path / "k4"}, ids, wrong, 0, "prune_by_noise_rate")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="has no finished fold"):
+        shared_samples({"empty": tmp_path / "empty"}, ids, labels, 0, "prune_by_noise_rate")
 
 
 def test_aum_detection_flags_the_samples_whose_mean_margin_is_low_and_reuses_its_run(tmp_path, monkeypatch):

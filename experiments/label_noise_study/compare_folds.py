@@ -1,25 +1,28 @@
-"""Compare the fold models of several detections of the label-noise study on the folds they have all finished
-(issue 13): which fold recipe finds the injected flips best, before a whole K-fold detection is paid for.
+"""Compare the fold models of several detections of the label-noise study on the samples they have all scored
+(issue 13): which fold recipe, or how many folds, finds the injected flips best, before a whole K-fold detection is
+paid for.
 
     python experiments/label_noise_study/compare_folds.py <the study's own flags> --noise_rate 0.2 \\
         --detection b15=runs/noise_study_b15/noise20_cleanlab/detection \\
                     f32=runs/noise_study_f32/noise20_cleanlab/detection --out runs/fold_probes
 
 Each detection is the ``detection/`` folder of a cleanlab row (``--study.fold_config`` may differ between them, and
-so may the training seed): its ``fold_k/pred_probs.npy`` are the out-of-sample probabilities of fold model k on
-the fold it did not see. A later round of a detection (``--cl.rounds``: ``detection/round_2``) compares as well;
+so may the training seed and ``--cl.folds``): its ``fold_k/pred_probs.npy`` are the out-of-sample probabilities of
+fold model k on the fold it did not see. Each detection's K is read from the size of a finished fold (about 1/K of
+the samples) and checked. A later round of a detection (``--cl.rounds``: ``detection/round_2``) compares as well;
 its folds are checked against the samples the round before did not flag (that round must be finished), and its
-rankings are also cut at the round before's estimate of the number of issues on the same folds (rows "lowest n:
-round 1's count"). Rebuilds the study's noisy labels at ``--noise_rate`` and its stratified folds exactly as
-run_study.py does, and checks every fold against them: the ids it scored (``scored_ids.npy``) and the digests of
-the ids and labels it trained on (``fold_settings.json``). Only the folds finished in every detection count, so a
-detection interrupted after one fold already compares (each fold holds 1/K of the samples and of the flips, the
-same ones for every detection: a paired comparison). On those samples it scores each detection's probabilities,
-and with more than one detection their mean (an ensemble: each sample scored by one fold model per detection, none
-of which saw it), with every rule and ranking of :func:`services.label_issues.detection_sweep`, beside each fold
-model set's top-1 against the true labels. cleanlab's rules estimate their thresholds from the samples given, so
-on a subset of the folds they are close to, not equal to, what the whole detection gives. Writes
-``compare_folds.csv`` and ``compare_folds.md`` to ``--out``; trains nothing (seconds of CPU).
+rankings are also cut at the round before's estimate of the number of issues on the same samples (rows "lowest n:
+round 1's count"). Rebuilds the study's noisy labels at ``--noise_rate`` and each detection's stratified folds
+exactly as run_study.py does, and checks every fold against them: the ids it scored (``scored_ids.npy``) and the
+digests of the ids and labels it trained on (``fold_settings.json``). Only the samples scored by a finished fold in
+every detection count, so a detection interrupted after one fold already compares (with the same K, each fold holds
+1/K of the samples and of the flips, the same ones for every detection; with another K, the samples its folds share:
+a paired comparison either way). On those samples it scores each detection's probabilities, and with more than one
+detection their mean (an ensemble: each sample scored by one fold model per detection, none of which saw it), with
+every rule and ranking of :func:`services.label_issues.detection_sweep`, beside each fold model set's top-1 against
+the true labels. cleanlab's rules estimate their thresholds from the samples given, so on a subset of the samples
+they are close to, not equal to, what the whole detection gives. Writes ``compare_folds.csv`` and
+``compare_folds.md`` to ``--out``; trains nothing (seconds of CPU).
 """
 
 from __future__ import annotations
@@ -124,19 +127,27 @@ def detection_folds(name: str, det_dir: Path, ids: np.ndarray, labels: np.ndarra
 
 
 def previous_round_count(rounds: list[dict[int, np.ndarray]], labels: np.ndarray, fold_of: np.ndarray,
-                         folds: list[int]) -> dict[str, int]:
+                         sel: np.ndarray) -> dict[str, int]:
     """{"round r-1's count": n} when ``rounds`` (:func:`detection_rounds`) ends at a later round r, n being
     cleanlab's estimate of the number of issues (``cleanlab.count.num_label_issues``) from round r-1's
-    probabilities on the samples of ``folds`` (concatenated in that order, as :func:`run` scores them); {} for a
-    first round. Round r's fold models train on what round r-1 kept, so their own estimate runs high (at 20 % noise
-    on Imagenette, 2,382 for 1,894 flips, against round 1's 1,984): this count cut on round r's ranking is a rule
-    to compare.
+    probabilities on the samples ``sel`` ((S,) indices into ``labels``, in the order the rankings are cut in); {}
+    for a first round. Round r's fold models train on what round r-1 kept, so their own estimate runs high (at 20 %
+    noise on Imagenette, 2,382 for 1,894 flips, against round 1's 1,984): this count cut on round r's ranking is a
+    rule to compare.
     """
     if len(rounds) < 2:
         return {}
-    sel = np.concatenate([np.flatnonzero(fold_of == k) for k in folds])
-    earlier = np.concatenate([rounds[-2][k] for k in folds])
+    earlier = assembled_probs(fold_of, rounds[-2])[sel]
     return {f"round {len(rounds) - 1}'s count": int(num_label_issues(labels[sel], earlier))}
+
+
+def scattered_probs(fold_of: np.ndarray, folds: dict[int, np.ndarray]) -> np.ndarray:
+    """(M, C) float32 out-of-sample probabilities from the per-fold ``folds`` ({k: (M_k, C) probabilities of the
+    samples with ``fold_of == k``, in sample order}), NaN in the rows of the folds not given."""
+    probs = np.full((fold_of.size, next(iter(folds.values())).shape[1]), np.nan, dtype=np.float32)
+    for k, p in folds.items():
+        probs[fold_of == k] = p
+    return probs
 
 
 def assembled_probs(fold_of: np.ndarray, folds: dict[int, np.ndarray]) -> np.ndarray:
@@ -149,10 +160,7 @@ def assembled_probs(fold_of: np.ndarray, folds: dict[int, np.ndarray]) -> np.nda
     missing = sorted(set(np.unique(fold_of).tolist()) - set(folds))
     if missing:
         raise ValueError(f"folds {missing} are not finished; every fold is needed for the whole set's probabilities")
-    probs = np.zeros((fold_of.size, next(iter(folds.values())).shape[1]), dtype=np.float32)
-    for k, p in folds.items():
-        probs[fold_of == k] = p
-    return probs
+    return scattered_probs(fold_of, folds)
 
 
 def kfold_probs(det_dir: Path, ids: np.ndarray, labels: np.ndarray, folds: int, fold_seed: int,
@@ -168,6 +176,51 @@ def kfold_probs(det_dir: Path, ids: np.ndarray, labels: np.ndarray, folds: int, 
     if len(done) <= int(fold_of.max()):
         raise ValueError(f"{det_dir}: {len(done)} of {folds} folds finished; all are needed")
     return assembled_probs(fold_of, done)
+
+
+def detection_fold_count(name: str, det_dir: Path, num_samples: int) -> int:
+    """K of detection (or later round) ``det_dir`` of ``num_samples`` samples: a finished fold scores about 1/K of
+    them (stratified folds differ in size by at most one sample a class), so K = round(M / its size). Checked
+    afterwards by :func:`finished_folds`, which rebuilds the K folds and compares the scored ids.
+
+    Raises:
+        ValueError: no fold of ``det_dir`` has finished.
+    """
+    scored = sorted(det_dir.glob("fold_*/scored_ids.npy"))
+    if not scored:
+        raise ValueError(f"--detection {name}: {det_dir} has no finished fold (no fold_k/scored_ids.npy); let one "
+                         f"fold finish first")
+    return max(2, round(num_samples / np.load(scored[0]).size))
+
+
+def shared_samples(dets: dict[str, Path], ids: np.ndarray, labels: np.ndarray, fold_seed: int,
+                   filter_by: str) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, dict[str, int]], str]:
+    """What :func:`run` compares: the samples scored by a finished fold of every detection in ``dets`` ({name:
+    detection folder or later round}), each detection with its own K (:func:`detection_fold_count`) and the
+    stratified folds of ``labels`` (M,) at ``fold_seed``, its folds checked as :func:`detection_rounds`.
+
+    Returns:
+        ``sel`` (S,) int64 sorted indices into ``ids``; {name: (S, C) float32 probabilities of those samples};
+        {name: :func:`previous_round_count` on them}; a description ("s0 folds [1, 2] of 4, k8 folds [1] of 8").
+
+    Raises:
+        ValueError: as :func:`detection_rounds`, or no sample is scored in every detection.
+    """
+    rounds, fold_of, covered, described = {}, {}, np.ones(ids.size, dtype=bool), []
+    for name, det_dir in dets.items():
+        k = detection_fold_count(name, det_dir, ids.size)
+        fold_of[name] = stratified_folds(labels, k, fold_seed)
+        rounds[name] = detection_rounds(name, det_dir, ids, labels, fold_of[name], filter_by)
+        done = sorted(rounds[name][-1])
+        covered &= np.isin(fold_of[name], done)
+        described.append(f"{name} folds {[f + 1 for f in done]} of {k}")
+    sel = np.flatnonzero(covered)
+    if not sel.size:
+        raise ValueError(f"no sample is scored by a finished fold of every detection ({', '.join(described)}): let "
+                         f"more folds finish first")
+    counts = {name: previous_round_count(r, labels, fold_of[name], sel) for name, r in rounds.items()}
+    probs = {name: scattered_probs(fold_of[name], r[-1])[sel] for name, r in rounds.items()}
+    return sel, probs, counts, ", ".join(described)
 
 
 def round_train_mask(labels: np.ndarray, fold_of: np.ndarray, folds: dict[int, np.ndarray],
@@ -192,26 +245,18 @@ def run(argv: list[str]) -> int:
     base = ImageNetDataManager(cfg.data, seed=cfg.training.seed, progress=cfg.logging.progress_bar)
     noisy = study_noise(base, args.noise_rate, study)
     ids, given, true, mask = base.train_ids, noisy.labels, base.train_labels, noisy.noise_mask
-    fold_of = stratified_folds(given, cl.folds, cl.fold_seed)
-    rounds = {name: detection_rounds(name, Path(path), ids, given, fold_of, cl.filter_by) for name, _, path in pairs}
-    folds = {name: r[-1] for name, r in rounds.items()}
-    shared = sorted(set.intersection(*(set(f) for f in folds.values())))
-    if not shared:
-        raise ValueError(f"no fold is finished in every detection ({ {n: sorted(f) for n, f in folds.items()} }): "
-                         f"let one fold of each finish first")
-    sel = np.concatenate([np.flatnonzero(fold_of == k) for k in shared])
-    probs = {name: np.concatenate([f[k] for k in shared]) for name, f in folds.items()}
-    counts = {name: previous_round_count(r, given, fold_of, shared) for name, r in rounds.items()}
+    sel, probs, counts, described = shared_samples({name: Path(path) for name, _, path in pairs}, ids, given,
+                                                   cl.fold_seed, cl.filter_by)
     if len(probs) > 1:
-        probs[f"mean of {' + '.join(folds)}"] = np.mean(list(probs.values()), axis=0)
+        probs[f"mean of {' + '.join(counts)}"] = np.mean(list(probs.values()), axis=0)
     rows = [{"fold_models": name, "top1_true": float((p.argmax(1) == true[sel]).mean()),
              "agreement_given": float((p.argmax(1) == given[sel]).mean()), **r}
             for name, p in probs.items() for r in detection_sweep(given[sel], p, mask[sel], counts=counts.get(name))]
 
     args.out.mkdir(parents=True, exist_ok=True)
     print(write_sweep_table(args.out, "compare_folds", rows, COLUMNS,
-                            f"Fold models compared at {args.noise_rate:g} noise: folds {[k + 1 for k in shared]} of "
-                            f"{cl.folds} ({sel.size} samples, {int(mask[sel].sum())} of them flipped)",
+                            f"Fold models compared at {args.noise_rate:g} noise on the {sel.size} samples every "
+                            f"detection scored ({int(mask[sel].sum())} of them flipped): {described}",
                             ["top1_true: the fold models' top-1 against the true labels on the samples they did not "
                              "see."]), end="")
     return 0

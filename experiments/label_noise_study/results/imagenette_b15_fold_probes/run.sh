@@ -2,15 +2,17 @@
 # Issue 13: probe fold recipes for the detection at 20 % noise on the b15 study, one fold each, before a whole
 # 4-fold detection is paid for. For each fold config named (folds_<name>.yaml in experiments/label_noise_study/),
 # it runs the b15 study's noise20_cleanlab row with --study.fold_config that file until fold 1 of 4 has scored the
-# samples it did not see (a probe named k<N>, e.g. k8, keeps the b15 fold recipe and runs --cl.folds N instead: fold 1
-# of N, trained on (N-1)/N of the images), then stops it with SIGTERM (the study saves a checkpoint and exits; rerunning the same
-# study command without this script continues the detection). It reuses the b15 study's finished rows without
-# detection (clean, noise20, noise20_sim80: their fingerprints are checked). Then compare_folds.py scores every
-# probe beside the b15 detections' fold 1 (seeds 0 and 1: the same samples and flips) and writes compare_folds.md.
+# samples it did not see (a probe named k<N>, e.g. k8, keeps the b15 fold recipe and runs --cl.folds N
+# instead: fold 1 of N, trained on (N-1)/N of the images), then stops it with SIGTERM (the study saves a
+# checkpoint and exits; rerunning the same study command without this script continues the detection). It
+# reuses the b15 study's finished rows without detection (clean, noise20, noise20_sim80: their fingerprints are
+# checked). Then compare_folds.py scores every probe beside the b15 detections (seeds 0 and 1: the same samples
+# and flips) on the samples all of them scored and writes compare_folds.md.
 #   bash experiments/label_noise_study/results/imagenette_b15_fold_probes/run.sh 32ep_160 ls mixup k8
 # from the repository root; REPO=/path/to/worktree runs that checkout's code, RUNS=/path the run folders
-# (default runs/ beside the study), DATA=/path the data root as the kept rows recorded it. Measured (README.md here): 32ep_160 from a worktree at 8f4899a, ls and mixup at
-# f4a96e0 (the same library code), k8 at the commit its README names.
+# (default runs/ beside the study), DATA=/path the data root as the kept rows recorded it. Measured (README.md
+# here): 32ep_160 from a worktree at 8f4899a, ls and mixup at f4a96e0 (the same library code), k8 at the commit
+# its README names.
 set -eu
 ROOT=$(pwd)
 S=$ROOT/experiments/label_noise_study
