@@ -6,8 +6,9 @@
 # instead: fold 1 of N, trained on (N-1)/N of the images), then stops it with SIGTERM (the study saves a
 # checkpoint and exits; rerunning the same study command without this script continues the detection). It
 # reuses the b15 study's finished rows without detection (clean, noise20, noise20_sim80: their fingerprints are
-# checked). Then compare_folds.py scores every probe beside the b15 detections (seeds 0 and 1: the same samples
-# and flips) on the samples all of them scored and writes compare_folds.md.
+# checked). Then compare_folds.py scores every fold-recipe probe beside the b15 detections (seeds 0 and 1: the
+# same samples and flips) on the samples all of them scored and writes compare_folds.md; each k<N> probe gets its
+# own table (compare_k<N>/compare_folds.md: the b15 detections and it, on the samples its fold 1 scored).
 #   bash experiments/label_noise_study/results/imagenette_b15_fold_probes/run.sh 32ep_160 ls mixup k8
 # from the repository root; REPO=/path/to/worktree runs that checkout's code, RUNS=/path the run folders
 # (default runs/ beside the study), DATA=/path the data root as the kept rows recorded it. Measured (README.md
@@ -49,7 +50,14 @@ for P in "$@"; do
     kill -TERM $pid; wait $pid || true  # the trainer saves a checkpoint and stops its loader workers itself
   fi
   echo "$P fold 1 done $(date -u +%T)"
-  detections+=("$P=$OUT/noise20_cleanlab/detection")
+  if [ ${#PROBE[@]} -eq 2 ] && [ "${PROBE[0]}" = --cl.folds ]; then  # another K: its own table, beside b15's K = 4
+    python "$S/compare_folds.py" "${FLAGS[@]}" --detection "${detections[@]:0:2}" \
+      "$P=$OUT/noise20_cleanlab/detection" --out "$S/results/imagenette_b15_fold_probes/compare_$P"
+  else
+    detections+=("$P=$OUT/noise20_cleanlab/detection")
+  fi
 done
-python "$S/compare_folds.py" "${FLAGS[@]}" --detection "${detections[@]}" \
-  --out "$S/results/imagenette_b15_fold_probes"
+if [ ${#detections[@]} -gt 2 ]; then  # the fold-recipe probes, on fold 1 of 4
+  python "$S/compare_folds.py" "${FLAGS[@]}" --detection "${detections[@]}" \
+    --out "$S/results/imagenette_b15_fold_probes"
+fi

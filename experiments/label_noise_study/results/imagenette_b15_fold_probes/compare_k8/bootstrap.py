@@ -1,0 +1,58 @@
+"""One-off (issue 13, 2026-12-06): paired bootstrap of the k8 probe against the b15 detections on the samples
+compare_folds.py compared (the 1,184 that k8's fold 1 scored). Resamples those samples with replacement and
+recomputes, for each detection's self-confidence ranking, the best precision at recall >= 0.8 (the bound),
+average precision and top-1 against the true labels; prints each figure and the 95 % interval of k8 minus each
+b15 detection. Run from the repository root with run.sh's flags:
+
+    python experiments/label_noise_study/results/imagenette_b15_fold_probes/compare_k8/bootstrap.py \
+        --data.root ../shared/data/imagenette2-224 --config experiments/label_noise_study/imagenette_cpu.yaml \
+        --config experiments/label_noise_study/imagenette_b15.yaml --logging.progress_bar false \
+        --detection b15_s0=runs/noise_study_b15/noise20_cleanlab/detection \
+                    b15_s1=runs/noise_study_b15/noise20_cleanlab_seed1/detection \
+                    k8=runs/noise_study_fold_k8/noise20_cleanlab/detection
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from cleanlab.rank import get_label_quality_scores
+
+from core.data.manager import ImageNetDataManager
+from core.label_noise import ranking_metrics
+from experiments.label_noise_study.compare_folds import shared_samples
+from services.noise_study import parse_study_config, study_noise
+
+extra = argparse.ArgumentParser(add_help=False)
+extra.add_argument("--detection", nargs="+", required=True)
+extra.add_argument("--resamples", type=int, default=2000)
+args, rest = extra.parse_known_args(sys.argv[1:])
+cfg, study, cl = parse_study_config(Path("experiments/label_noise_study"), rest, __doc__)
+base = ImageNetDataManager(cfg.data, seed=cfg.training.seed, progress=False)
+noisy = study_noise(base, 0.2, study)
+dets = {n: Path(p) for n, _, p in (d.partition("=") for d in args.detection)}
+sel, probs, _, described = shared_samples(dets, base.train_ids, noisy.labels, cl.fold_seed, cl.filter_by)
+given, true, mask = noisy.labels[sel], base.train_labels[sel], noisy.noise_mask[sel]
+wrong = {n: -get_label_quality_scores(given, p, method="self_confidence") for n, p in probs.items()}
+
+
+def figures(idx):
+    out = {}
+    for n, w in wrong.items():
+        r = ranking_metrics(w[idx], mask[idx])
+        out[n] = (r["precision_at_recall"], r["average_precision"], float((probs[n][idx].argmax(1) == true[idx]).mean()))
+    return out
+
+
+rng = np.random.default_rng(0)
+point = figures(np.arange(sel.size))
+boots = [figures(rng.integers(0, sel.size, sel.size)) for _ in range(args.resamples)]
+print(f"{described}; {sel.size} samples, {int(mask.sum())} flipped; {args.resamples} paired resamples")
+for n, (b, ap, top1) in point.items():
+    print(f"{n}: bound {b:.3f}  AP {ap:.3f}  top-1 {top1:.3f}")
+for other in [n for n in dets if n != "k8"]:
+    for i, name in enumerate(("bound", "AP", "top-1")):
+        d = np.array([x["k8"][i] - x[other][i] for x in boots])
+        lo, hi = np.percentile(d, [2.5, 97.5])
+        print(f"k8 - {other} {name}: {point['k8'][i] - point[other][i]:+.3f} (95 % interval {lo:+.3f} .. {hi:+.3f}, "
+              f"k8 ahead in {100 * (d > 0).mean():.0f} % of resamples)")
