@@ -295,6 +295,8 @@ def test_fold_probes_with_another_k_compare_on_the_samples_both_scored(tmp_path)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="has no finished fold"):
         shared_samples({"empty": tmp_path / "empty"}, ids, labels, 0, "prune_by_noise_rate")
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        shared_samples({"typo": tmp_path / "k9"}, ids, labels, 0, "prune_by_noise_rate")
 
 
 def test_aum_detection_flags_the_samples_whose_mean_margin_is_low_and_reuses_its_run(tmp_path, monkeypatch):

@@ -48,6 +48,13 @@ COLUMNS = ("fold_models", "top1_true", "agreement_given", "rule", "num_flagged",
            "average_precision", "precision_at_recall")
 
 
+def _check_folder(name: str, det_dir: Path) -> None:
+    """Raises FileNotFoundError, naming the fix, when detection ``det_dir`` is not a folder."""
+    if not det_dir.is_dir():
+        raise FileNotFoundError(f"--detection {name}={det_dir}: no such folder; give a cleanlab row's detection/ "
+                                f"folder (e.g. runs/noise_study_b15/noise20_cleanlab/detection)")
+
+
 def finished_folds(name: str, det_dir: Path, ids: np.ndarray, labels: np.ndarray, fold_of: np.ndarray,
                    train_mask: np.ndarray | None = None) -> dict[int, np.ndarray]:
     """The (M_k, C) probabilities of each finished fold k of detection ``det_dir``, checked against the study's
@@ -59,9 +66,7 @@ def finished_folds(name: str, det_dir: Path, ids: np.ndarray, labels: np.ndarray
         ValueError: a fold scored other samples, or trained on other samples or labels (another noise rate, noise
             seed, fold seed or data flags than the ones given).
     """
-    if not det_dir.is_dir():
-        raise FileNotFoundError(f"--detection {name}={det_dir}: no such folder; give a cleanlab row's detection/ "
-                                f"folder (e.g. runs/noise_study_b15/noise20_cleanlab/detection)")
+    _check_folder(name, det_dir)
     out = {}
     for k in range(int(fold_of.max()) + 1):
         fold_dir = det_dir / f"fold_{k}"
@@ -184,8 +189,10 @@ def detection_fold_count(name: str, det_dir: Path, num_samples: int) -> int:
     afterwards by :func:`finished_folds`, which rebuilds the K folds and compares the scored ids.
 
     Raises:
+        FileNotFoundError: ``det_dir`` is not a folder.
         ValueError: no fold of ``det_dir`` has finished.
     """
+    _check_folder(name, det_dir)
     scored = sorted(det_dir.glob("fold_*/scored_ids.npy"))
     if not scored:
         raise ValueError(f"--detection {name}: {det_dir} has no finished fold (no fold_k/scored_ids.npy); let one "
