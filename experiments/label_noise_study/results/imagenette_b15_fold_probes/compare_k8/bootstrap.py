@@ -23,36 +23,43 @@ from core.label_noise import ranking_metrics
 from experiments.label_noise_study.compare_folds import shared_samples
 from services.noise_study import parse_study_config, study_noise
 
-extra = argparse.ArgumentParser(add_help=False)
-extra.add_argument("--detection", nargs="+", required=True)
-extra.add_argument("--resamples", type=int, default=2000)
-args, rest = extra.parse_known_args(sys.argv[1:])
-cfg, study, cl = parse_study_config(Path("experiments/label_noise_study"), rest, __doc__)
-base = ImageNetDataManager(cfg.data, seed=cfg.training.seed, progress=False)
-noisy = study_noise(base, 0.2, study)
-dets = {n: Path(p) for n, _, p in (d.partition("=") for d in args.detection)}
-sel, probs, _, described = shared_samples(dets, base.train_ids, noisy.labels, cl.fold_seed, cl.filter_by)
-given, true, mask = noisy.labels[sel], base.train_labels[sel], noisy.noise_mask[sel]
-wrong = {n: -get_label_quality_scores(given, p, method="self_confidence") for n, p in probs.items()}
+def main() -> None:
+    """Print the figures and the intervals (see the module docstring)."""
+    extra = argparse.ArgumentParser(add_help=False)
+    extra.add_argument("--detection", nargs="+", required=True)
+    extra.add_argument("--resamples", type=int, default=2000)
+    args, rest = extra.parse_known_args(sys.argv[1:])
+    cfg, study, cl = parse_study_config(Path("experiments/label_noise_study"), rest, __doc__)
+    base = ImageNetDataManager(cfg.data, seed=cfg.training.seed, progress=False)
+    noisy = study_noise(base, 0.2, study)
+    dets = {n: Path(p) for n, _, p in (d.partition("=") for d in args.detection)}
+    sel, probs, _, described = shared_samples(dets, base.train_ids, noisy.labels, cl.fold_seed, cl.filter_by)
+    given, true, mask = noisy.labels[sel], base.train_labels[sel], noisy.noise_mask[sel]
+    wrong = {n: -get_label_quality_scores(given, p, method="self_confidence") for n, p in probs.items()}
+
+    def figures(idx: np.ndarray) -> dict[str, tuple[float, float, float]]:
+        """{name: (bound, AP, top-1)} on the resampled positions idx (S,) of the compared samples."""
+        out = {}
+        for n, w in wrong.items():
+            r = ranking_metrics(w[idx], mask[idx])
+            top1 = float((probs[n][idx].argmax(1) == true[idx]).mean())
+            out[n] = (r["precision_at_recall"], r["average_precision"], top1)
+        return out
+
+    rng = np.random.default_rng(0)
+    point = figures(np.arange(sel.size))
+    boots = [figures(rng.integers(0, sel.size, sel.size)) for _ in range(args.resamples)]
+    print(f"{described}; {sel.size} samples, {int(mask.sum())} flipped; {args.resamples} paired resamples")
+    for n, (b, ap, top1) in point.items():
+        print(f"{n}: bound {b:.3f}  AP {ap:.3f}  top-1 {top1:.3f}")
+    for other in [n for n in dets if n != "k8"]:
+        for i, name in enumerate(("bound", "AP", "top-1")):
+            d = np.array([x["k8"][i] - x[other][i] for x in boots])
+            lo, hi = np.percentile(d, [2.5, 97.5])
+            diff = point["k8"][i] - point[other][i]
+            print(f"k8 - {other} {name}: {diff:+.3f} (95 % interval {lo:+.3f} .. {hi:+.3f}, "
+                  f"k8 ahead in {100 * (d > 0).mean():.0f} % of resamples)")
 
 
-def figures(idx):
-    out = {}
-    for n, w in wrong.items():
-        r = ranking_metrics(w[idx], mask[idx])
-        out[n] = (r["precision_at_recall"], r["average_precision"], float((probs[n][idx].argmax(1) == true[idx]).mean()))
-    return out
-
-
-rng = np.random.default_rng(0)
-point = figures(np.arange(sel.size))
-boots = [figures(rng.integers(0, sel.size, sel.size)) for _ in range(args.resamples)]
-print(f"{described}; {sel.size} samples, {int(mask.sum())} flipped; {args.resamples} paired resamples")
-for n, (b, ap, top1) in point.items():
-    print(f"{n}: bound {b:.3f}  AP {ap:.3f}  top-1 {top1:.3f}")
-for other in [n for n in dets if n != "k8"]:
-    for i, name in enumerate(("bound", "AP", "top-1")):
-        d = np.array([x["k8"][i] - x[other][i] for x in boots])
-        lo, hi = np.percentile(d, [2.5, 97.5])
-        print(f"k8 - {other} {name}: {point['k8'][i] - point[other][i]:+.3f} (95 % interval {lo:+.3f} .. {hi:+.3f}, "
-              f"k8 ahead in {100 * (d > 0).mean():.0f} % of resamples)")
+if __name__ == "__main__":
+    main()
