@@ -34,7 +34,8 @@ for P in "$@"; do
       mkdir -p "$OUT/noise20_cleanlab" && cp -r "$S/results/imagenette_b15_fold_probes/$P/." "$OUT/noise20_cleanlab/"
     fi
   fi
-  if [[ $P =~ ^k([0-9]+)$ ]]; then PROBE=(--cl.folds "${BASH_REMATCH[1]}"); else
+  K_PROBE=false
+  if [[ $P =~ ^k([0-9]+)$ ]]; then K_PROBE=true; PROBE=(--cl.folds "${BASH_REMATCH[1]}"); else
     PROBE=(--study.fold_config "experiments/label_noise_study/folds_$P.yaml"); fi
   echo "$P start $(date -u +%T) $(git rev-parse --short HEAD)"
   if [ ! -f "$OUT/noise20_cleanlab/detection/fold_0/pred_probs.npy" ]; then
@@ -50,7 +51,7 @@ for P in "$@"; do
     kill -TERM $pid; wait $pid || true  # the trainer saves a checkpoint and stops its loader workers itself
   fi
   echo "$P fold 1 done $(date -u +%T)"
-  if [ ${#PROBE[@]} -eq 2 ] && [ "${PROBE[0]}" = --cl.folds ]; then  # another K: its own table, beside b15's K = 4
+  if $K_PROBE; then  # another K: its own table, beside b15's K = 4
     python "$S/compare_folds.py" "${FLAGS[@]}" --detection "${detections[@]:0:2}" \
       "$P=$OUT/noise20_cleanlab/detection" --out "$S/results/imagenette_b15_fold_probes/compare_$P"
   else
