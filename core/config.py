@@ -206,6 +206,12 @@ class TrainingConfig:
     training pass's own logits, to logs/dynamics.npz (core.dynamics: the Area Under the Margin ranking of label
     issues, Pleiss et al. 2020). 8 bytes per sample and epoch on the training device; no extra forward pass.
     Not with MixUp/CutMix (a mixed batch has no single given label)."""
+    elr_lambda: float = 0.0
+    """Weight of the early-learning regularization term, lambda * log(1 - <t, p>) per sample (core.elr: Liu et al.
+    2020, a loss that keeps a network from memorising wrong labels; 3 in the paper's CIFAR-10 setting); 0 disables.
+    Keeps an (N, C) float32 table of targets on the training device and in the checkpoint. Not with MixUp/CutMix."""
+    elr_beta: float = 0.7
+    """Momentum of ELR's per-sample temporal ensemble of predictions, in [0, 1) (the paper's CIFAR-10 value)."""
     log_every_steps: int = 20
     """Refresh the progress bar and check the loss for NaN/Inf every this many optimizer steps."""
 
@@ -355,6 +361,11 @@ class ExperimentConfig:
         check(not (t.record_dynamics and (t.mixup_alpha > 0 or t.cutmix_alpha > 0)), "training.record_dynamics",
               "false with --training.mixup_alpha or --training.cutmix_alpha (a mixed batch has no single given "
               "label)", t.record_dynamics)
+        check(t.elr_lambda >= 0, "training.elr_lambda", ">= 0 (0 disables)", t.elr_lambda)
+        check(0 <= t.elr_beta < 1, "training.elr_beta", "in [0, 1)", t.elr_beta)
+        check(not (t.elr_lambda > 0 and (t.mixup_alpha > 0 or t.cutmix_alpha > 0)), "training.elr_lambda",
+              "0 with --training.mixup_alpha or --training.cutmix_alpha (a mixed image is two samples, its "
+              "prediction no single sample's target)", t.elr_lambda)
         check(t.log_every_steps >= 1, "training.log_every_steps", ">= 1", t.log_every_steps)
         check(t.device == "auto" or t.device.split(":")[0] in ("cpu", "cuda", "mps"), "training.device",
               "'auto', 'cpu', 'cuda[:N]' or 'mps'", t.device)

@@ -31,6 +31,7 @@ from core.logger import (MetricsLogger, TensorBoardLogger, finish_wandb, git_com
                          process_start_time, progress_bar, setup_logging)
 from core.preprocessing import CHECKPOINT_KEY as PREPROCESSING_KEY, PreprocessingSpec
 from core.schedules import build_scheduler, resolution_at
+from core.elr import EarlyLearningRegularization
 from core.soft_targets import soft_target_table
 from core.step import (StepSums, build_batch_mix, build_criterion, build_ema, build_optimizer, build_run_data,
                        build_run_model, configure_determinism, forward_backward, memory_format_for, optimizer_step,
@@ -146,6 +147,8 @@ class ImageNetTrainer:
         self.state = TrainState()
         self.dynamics = (TrainingDynamics(len(self.data.train_ids), t.epochs, self.device)
                          if t.record_dynamics else None)
+        self.elr = (EarlyLearningRegularization(len(self.data.train_ids), self.num_classes, t.elr_beta, t.elr_lambda,
+                                                self.device) if t.elr_lambda > 0 else None)
         self.soft_targets = soft_target_table(self.data.train_soft_targets, len(self.data.train_ids), self.num_classes,
                                               self.device, mixing=self.batch_mix is not None)
         self.metrics = MetricsLogger(self.logs_dir / "metrics.jsonl")
@@ -215,6 +218,11 @@ class ImageNetTrainer:
         restore_rng_state(ckpt["rng"])
         if self.dynamics is not None:
             self.dynamics.load(self.logs_dir / DYNAMICS_FILE, self.data.train_ids)
+        if self.elr is not None:
+            if "elr" not in ckpt:
+                raise CheckpointMismatchError(f"{path} has no ELR targets but --training.elr_lambda is set; resume "
+                                              f"with --training.elr_lambda 0 or start a new run")
+            self.elr.load_state_dict(ckpt["elr"])
         self._wandb_id = ckpt.get("wandb_id")
         self.resumed_from = Path(path)
         log.info("resumed from %s: epoch %d, micro-batch %d, global step %d, best top-1 %.2f%%", path,
@@ -251,6 +259,7 @@ class ImageNetTrainer:
             "rng": capture_rng_state(),
             **({"model_ema": self.ema.module.state_dict(), "ema_n_averaged": self.ema.n_averaged.detach().cpu()}
                if self.ema is not None else {}),
+            **({"elr": self.elr.state_dict()} if self.elr is not None else {}),
             "wandb_id": getattr(self.wandb_run, "id", None) or getattr(self, "_wandb_id", None),
             "torch_version": str(torch.__version__),
         }
@@ -418,7 +427,8 @@ class ImageNetTrainer:
             torch.cuda.reset_peak_memory_stats(self.device)
         micro = self.state.micro_batch
         positions = (torch.from_numpy(self.sampler.positions()).to(self.device)
-                     if self.dynamics is not None or self.soft_targets is not None else None)
+                     if self.dynamics is not None or self.soft_targets is not None or self.elr is not None
+                     else None)
         batches = iter(self.train_loader)
         while (batch := self._next_batch(batches)) is not None:
             images = self._to_device(batch[0], self.device)
@@ -429,8 +439,12 @@ class ImageNetTrainer:
                 loss_targets = self.soft_targets(positions[micro * b:(micro + 1) * b], targets)
             if self.batch_mix is not None:
                 images, loss_targets = self._mix_batch(images, targets, epoch, micro)
+            criterion = self.criterion
+            if self.elr is not None:  # cross-entropy + the ELR term of this micro-batch's samples
+                batch_positions = positions[micro * b:(micro + 1) * b]
+                criterion = lambda z, y: self.criterion(z, y) + self.elr(batch_positions, z)  # noqa: E731
             with self._no_sync((micro + 1) % t.grad_accum_steps == 0):
-                loss, logits = forward_backward(self.model, images, loss_targets, self.criterion, self.amp_dtype,
+                loss, logits = forward_backward(self.model, images, loss_targets, criterion, self.amp_dtype,
                                                 self.scaler, t.grad_accum_steps)
             sums.add(loss, logits, targets)
             if self.dynamics is not None:
