@@ -209,7 +209,8 @@ class TrainingConfig:
     elr_lambda: float = 0.0
     """Weight of the early-learning regularization term, lambda * log(1 - <t, p>) per sample (core.elr: Liu et al.
     2020, a loss that keeps a network from memorising wrong labels; 3 in the paper's CIFAR-10 setting); 0 disables.
-    Keeps an (N, C) float32 table of targets on the training device and in the checkpoint. Not with MixUp/CutMix."""
+    Keeps an (N, C) float32 table of targets on the training device and in the checkpoint; the logged train loss
+    includes the term (<= 0). Not with MixUp/CutMix."""
     elr_beta: float = 0.7
     """Momentum of ELR's per-sample temporal ensemble of predictions, in [0, 1) (the paper's CIFAR-10 value)."""
     log_every_steps: int = 20

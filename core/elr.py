@@ -10,13 +10,19 @@ cross-entropy's pull towards a wrong given label. The constants of the paper's C
 as Imagenette) are ``beta = 0.7``, ``lambda = 3``; probabilities are clamped to [1e-4, 1 - 1e-4] as there.
 
 Storage: an (N, C) float32 table on the training device, 4 * N * C bytes (0.4 MB for Imagenette's 9,469 x 10;
-5.1 GB for ILSVRC2012's 1.28 M x 1,000), saved in the checkpoint for an exact resume. Under DDP every rank keeps the
-whole table and the ranks exchange each micro-batch's updates (an all-gather of B x C probabilities), so the table
-is the same on every rank at every step and a resume from rank 0's checkpoint is exact.
+5.1 GB for ILSVRC2012's 1.28 M x 1,000), saved in the checkpoint with the training-set ids it belongs to, for an
+exact resume. A micro-batch's new targets are used by its term at once but written to the table only at the
+optimizer step that ends its accumulation cycle (:meth:`EarlyLearningRegularization.commit`): a run stopped
+mid-cycle replays those micro-batches on resume, and an average is not safe to apply twice (each position is
+trained once per epoch, so reading ``beta * t + (1 - beta) * p`` before writing it is the same term). Under DDP
+every rank keeps the whole table and the ranks exchange each micro-batch's updates (an all-gather of B x C
+probabilities), so the table is the same on every rank at every step and a resume from rank 0's checkpoint is
+exact. The logged train loss is the cross-entropy plus this term (which is <= 0).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -44,6 +50,7 @@ class EarlyLearningRegularization:
         self.beta = beta
         self.strength = strength
         self.targets = torch.zeros(num_samples, num_classes, dtype=torch.float32, device=device)
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (positions, new targets) until the step
 
     def __call__(self, positions: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """Update the targets of a micro-batch and return its ELR term.
@@ -54,38 +61,46 @@ class EarlyLearningRegularization:
                 through them).
 
         Returns:
-            () ``strength * mean(log(1 - <t_i, p_i>))`` over the micro-batch, with the updated targets t_i.
+            () ``strength * mean(log(1 - <t_i, p_i>))`` over the micro-batch, with the updated targets t_i
+            (written to the table at the next :meth:`commit`).
         """
         probs = F.softmax(logits.float(), dim=1).clamp(self.clamp, 1 - self.clamp)
         with torch.no_grad():
             update = probs / probs.sum(1, keepdim=True)
-            positions, update = _gather_ranks(positions, update)
-            self.targets[positions] = self.beta * self.targets[positions] + (1 - self.beta) * update
-        target = self.targets[positions[:logits.shape[0]]] if _world_size() == 1 else self._own(positions, logits)
-        return self.strength * torch.log(1 - (target * probs).sum(1)).mean()
+            everyone, update = _gather_ranks(positions, update)
+            new = self.beta * self.targets[everyone] + (1 - self.beta) * update
+            self._pending.append((everyone, new))
+            b = logits.shape[0]
+            rank = torch.distributed.get_rank() if _world_size() > 1 else 0
+            own = new[rank * b:(rank + 1) * b]  # the all-gather puts rank r's B rows r-th
+        return self.strength * torch.log(1 - (own * probs).sum(1)).mean()
 
-    def _own(self, positions: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """Under DDP: this rank's rows of the gathered positions (the all-gather puts rank r's B rows r-th)."""
-        b = logits.shape[0]
-        rank = torch.distributed.get_rank()
-        return self.targets[positions[rank * b:(rank + 1) * b]]
+    @torch.no_grad()
+    def commit(self) -> None:
+        """Write the new targets of the micro-batches since the last optimizer step (call it at each step)."""
+        for positions, new in self._pending:
+            self.targets[positions] = new
+        self._pending.clear()
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The targets (N, C) on the CPU, for the checkpoint."""
-        return {"targets": self.targets.detach().cpu()}
+    def state_dict(self, sample_ids: np.ndarray) -> dict[str, torch.Tensor]:
+        """The committed targets (N, C) on the CPU and ``sample_ids`` (N,), the training set they belong to, for
+        the checkpoint."""
+        return {"targets": self.targets.detach().cpu(), "sample_ids": torch.as_tensor(np.asarray(sample_ids, np.int64))}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore :meth:`state_dict`'s targets.
+    def load_state_dict(self, state: dict[str, torch.Tensor], sample_ids: np.ndarray) -> None:
+        """Restore :meth:`state_dict`'s targets for the training set ``sample_ids`` (N,); uncommitted updates are
+        dropped (their micro-batches replay).
 
         Raises:
-            ValueError: a table of another shape (another training set or model), naming the fix.
+            ValueError: targets saved for another training set (other ids or order) or class count, naming the fix.
         """
-        targets = state["targets"]
-        if tuple(targets.shape) != tuple(self.targets.shape):
-            raise ValueError(f"the checkpoint's ELR targets are {tuple(targets.shape)}, this run needs "
-                             f"{tuple(self.targets.shape)} (another training set or class count); resume with the "
+        targets, saved_ids = state["targets"], state["sample_ids"].numpy()
+        if tuple(targets.shape) != tuple(self.targets.shape) or not np.array_equal(saved_ids, sample_ids):
+            raise ValueError(f"the checkpoint's ELR targets ({tuple(targets.shape)}) were saved for another training "
+                             f"set or class count than this run's ({tuple(self.targets.shape)}); resume with the "
                              f"same --data settings or start a new run")
         self.targets.copy_(targets)
+        self._pending.clear()
 
 
 def _world_size() -> int:

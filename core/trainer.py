@@ -26,12 +26,12 @@ from core.data.manager import ImageNetDataManager
 from core.data.rng import sample_seed
 from core.distributed import all_reduce_sum
 from core.dynamics import DYNAMICS_FILE, TrainingDynamics
+from core.elr import EarlyLearningRegularization
 from core.evaluate import evaluate
 from core.logger import (MetricsLogger, TensorBoardLogger, finish_wandb, git_commit, init_wandb, layer_statistics,
                          process_start_time, progress_bar, setup_logging)
 from core.preprocessing import CHECKPOINT_KEY as PREPROCESSING_KEY, PreprocessingSpec
 from core.schedules import build_scheduler, resolution_at
-from core.elr import EarlyLearningRegularization
 from core.soft_targets import soft_target_table
 from core.step import (StepSums, build_batch_mix, build_criterion, build_ema, build_optimizer, build_run_data,
                        build_run_model, configure_determinism, forward_backward, memory_format_for, optimizer_step,
@@ -222,7 +222,7 @@ class ImageNetTrainer:
             if "elr" not in ckpt:
                 raise CheckpointMismatchError(f"{path} has no ELR targets but --training.elr_lambda is set; resume "
                                               f"with --training.elr_lambda 0 or start a new run")
-            self.elr.load_state_dict(ckpt["elr"])
+            self.elr.load_state_dict(ckpt["elr"], self.data.train_ids)
         self._wandb_id = ckpt.get("wandb_id")
         self.resumed_from = Path(path)
         log.info("resumed from %s: epoch %d, micro-batch %d, global step %d, best top-1 %.2f%%", path,
@@ -259,7 +259,7 @@ class ImageNetTrainer:
             "rng": capture_rng_state(),
             **({"model_ema": self.ema.module.state_dict(), "ema_n_averaged": self.ema.n_averaged.detach().cpu()}
                if self.ema is not None else {}),
-            **({"elr": self.elr.state_dict()} if self.elr is not None else {}),
+            **({"elr": self.elr.state_dict(self.data.train_ids)} if self.elr is not None else {}),
             "wandb_id": getattr(self.wandb_run, "id", None) or getattr(self, "_wandb_id", None),
             "torch_version": str(torch.__version__),
         }
@@ -508,6 +508,8 @@ class ImageNetTrainer:
         """One optimizer step after ``micro`` micro-batches of the epoch: step, schedule, progress, EMA."""
         t = self.cfg.training
         optimizer_step(self.optimizer, self.scaler, self.model, t.grad_clip_norm)
+        if self.elr is not None:
+            self.elr.commit()
         self.scheduler.step()
         self.state.global_step += 1
         self.state.micro_batch = micro

@@ -21,31 +21,46 @@ from core.trainer import ImageNetTrainer
 CPU = torch.device("cpu")
 
 
-def test_targets_are_a_temporal_ensemble_and_the_term_pulls_towards_them():
+def _reference_term(targets: torch.Tensor, logits: torch.Tensor, strength: float = 3.0) -> torch.Tensor:
+    """The reference code's term (shengliu66/ELR ``elr_loss``) on given targets: clamped softmax, targets held."""
+    p = torch.softmax(logits, 1).clamp(1e-4, 1 - 1e-4)
+    return strength * torch.log(1 - (targets.detach() * p).sum(1)).mean()
+
+
+def test_targets_are_a_temporal_ensemble_committed_at_the_step():
     elr = EarlyLearningRegularization(5, 3, beta=0.7, strength=3.0, device=CPU)
-    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
-    p = torch.softmax(logits, 1)
+    logits = torch.tensor([[20.0, 0.0, 0.0], [0.0, 0.0, 3.0]])  # the first saturates: the clamp and renormalising bite
+    p = torch.softmax(logits, 1).clamp(1e-4, 1 - 1e-4)
+    p = p / p.sum(1, keepdim=True)
     elr(torch.tensor([4, 1]), logits)
+    assert elr.targets.abs().sum() == 0  # not written before the optimizer step
+    elr.commit()
     torch.testing.assert_close(elr.targets[[4, 1]], 0.3 * p)
     assert elr.targets[[0, 2, 3]].abs().sum() == 0  # positions not trained keep an empty target
     elr(torch.tensor([4]), logits[1:])  # sample 4 again, now predicted as class 2
+    elr.commit()
     torch.testing.assert_close(elr.targets[4], 0.7 * 0.3 * p[0] + 0.3 * p[1])
 
-    # the target says class 0 (the early prediction); a descent step on the term moves p towards it
-    elr.targets[3] = torch.tensor([0.9, 0.05, 0.05])
-    z = torch.tensor([[0.0, 2.0, 0.0]], requires_grad=True)
-    term = elr.strength * torch.log(1 - (elr.targets[3] * torch.softmax(z, 1)).sum())
+    # the term and its gradient are the reference's, on the targets updated by this very micro-batch
+    z = torch.tensor([[0.0, 2.0, 0.0], [25.0, -3.0, 1.0]], requires_grad=True)
+    before = elr.targets[[4, 0]].clone()
+    term = elr(torch.tensor([4, 0]), z)
+    zr = z.detach().clone().requires_grad_(True)
+    q = torch.softmax(zr.detach(), 1).clamp(1e-4, 1 - 1e-4)
+    expected_targets = 0.7 * before + 0.3 * q / q.sum(1, keepdim=True)
+    reference = _reference_term(expected_targets, zr)
+    torch.testing.assert_close(term.detach(), reference.detach())
     term.backward()
-    z_next = z.detach() - 0.5 * z.grad
-    assert torch.softmax(z_next, 1)[0, 0] > torch.softmax(z.detach(), 1)[0, 0]
-    # and the term the class returns is that expression, with its gradient through the logits
-    elr2 = EarlyLearningRegularization(5, 3, beta=0.0, strength=3.0, device=CPU)
-    z2 = torch.tensor([[0.0, 2.0, 0.0]], requires_grad=True)
-    out = elr2(torch.tensor([0]), z2)
-    q = torch.softmax(z2.detach(), 1)
-    torch.testing.assert_close(out.detach(), 3.0 * torch.log(1 - (q * q).sum()))
-    out.backward()
-    assert z2.grad is not None and z2.grad.abs().sum() > 0
+    reference.backward()
+    torch.testing.assert_close(z.grad, zr.grad)
+
+    # a resume drops updates that were never committed (their micro-batches replay) and checks the training set
+    elr(torch.tensor([2]), logits[:1])
+    elr.load_state_dict(elr.state_dict(np.arange(5)), np.arange(5))
+    elr.commit()
+    assert elr.targets[2].abs().sum() == 0
+    with pytest.raises(ValueError, match="another training set"):
+        elr.load_state_dict(elr.state_dict(np.arange(5)), np.arange(5)[::-1].copy())
 
 
 def test_elr_settings_are_checked():
@@ -55,7 +70,7 @@ def test_elr_settings_are_checked():
         EarlyLearningRegularization(4, 2, beta=0.7, strength=0.0, device=CPU)
     elr = EarlyLearningRegularization(4, 2, beta=0.7, strength=3.0, device=CPU)
     with pytest.raises(ValueError, match="another training set or class count"):
-        elr.load_state_dict({"targets": torch.zeros(5, 2)})
+        elr.load_state_dict({"targets": torch.zeros(5, 2), "sample_ids": torch.arange(5)}, np.arange(4))
     for bad, match in (({"elr_lambda": -1.0}, "training.elr_lambda"), ({"elr_beta": 1.0}, "training.elr_beta"),
                        ({"elr_lambda": 3.0, "mixup_alpha": 0.2}, "a mixed image is two samples")):
         with pytest.raises(ValueError, match=match):
@@ -127,6 +142,7 @@ def _rank_step(rank: int, port: int, positions: torch.Tensor, logits: torch.Tens
         b = positions.shape[1] // 2
         for step in range(2):  # two micro-batches, rank r training block r of each
             term = elr(positions[step, rank * b:(rank + 1) * b], logits[step, rank * b:(rank + 1) * b])
+            elr.commit()
             out[(rank, step)] = float(term)
         out[(rank, "targets")] = elr.targets.clone()
     finally:
@@ -145,6 +161,7 @@ def test_under_ddp_every_rank_keeps_the_whole_table_of_one_process():
     one = EarlyLearningRegularization(8, 3, beta=0.7, strength=3.0, device=CPU)
     for step in range(2):
         one(positions[step], logits[step])
+        one.commit()
         for rank in range(2):
             # the rank's term reads its rows of the table as updated by this micro-batch, every rank's part of it
             p = torch.softmax(logits[step, rank * 2:(rank + 1) * 2], 1).clamp(1e-4, 1 - 1e-4)
