@@ -1,10 +1,11 @@
-"""One-off (issue 13, 2026-12-06): paired bootstrap of the k8 probe against the b15 detections on the samples
-compare_folds.py compared (the 1,184 that k8's fold 1 scored). Resamples those samples with replacement and
-recomputes, for each detection's self-confidence ranking, the best precision at recall >= 0.8 (the bound),
-average precision and top-1 against the true labels; prints each figure and the 95 % interval of k8 minus each
-b15 detection. Run from the repository root with run.sh's flags:
+"""Paired bootstrap of a fold probe against the b15 detections (issue 13, 2026-12-06; first written for the k8
+probe) on the samples compare_folds.py compares (those a finished fold of every detection scored). Resamples those
+samples with replacement and recomputes, for each detection's self-confidence ranking, the best precision at
+recall >= 0.8 (the bound), average precision and top-1 against the true labels; prints each figure and the 95 %
+interval of the last detection named (the probe) minus each other one. Run from the repository root with run.sh's
+flags:
 
-    python experiments/label_noise_study/results/imagenette_b15_fold_probes/compare_k8/bootstrap.py \
+    python experiments/label_noise_study/results/imagenette_b15_fold_probes/bootstrap.py \
         --data.root ../shared/data/imagenette2-224 --config experiments/label_noise_study/imagenette_cpu.yaml \
         --config experiments/label_noise_study/imagenette_b15.yaml --logging.progress_bar false \
         --detection b15_s0=runs/noise_study_b15/noise20_cleanlab/detection \
@@ -52,13 +53,14 @@ def main() -> None:
     print(f"{described}; {sel.size} samples, {int(mask.sum())} flipped; {args.resamples} paired resamples")
     for n, (b, ap, top1) in point.items():
         print(f"{n}: bound {b:.3f}  AP {ap:.3f}  top-1 {top1:.3f}")
-    for other in [n for n in dets if n != "k8"]:
+    probe = list(dets)[-1]
+    for other in list(dets)[:-1]:
         for i, name in enumerate(("bound", "AP", "top-1")):
-            d = np.array([x["k8"][i] - x[other][i] for x in boots])
+            d = np.array([x[probe][i] - x[other][i] for x in boots])
             lo, hi = np.percentile(d, [2.5, 97.5])
-            diff = point["k8"][i] - point[other][i]
-            print(f"k8 - {other} {name}: {diff:+.3f} (95 % interval {lo:+.3f} .. {hi:+.3f}, "
-                  f"k8 ahead in {100 * (d > 0).mean():.0f} % of resamples)")
+            diff = point[probe][i] - point[other][i]
+            print(f"{probe} - {other} {name}: {diff:+.3f} (95 % interval {lo:+.3f} .. {hi:+.3f}, "
+                  f"{probe} ahead in {100 * (d > 0).mean():.0f} % of resamples)")
 
 
 if __name__ == "__main__":
