@@ -9,11 +9,11 @@
 # checked). Then compare_folds.py scores every fold-recipe probe beside the b15 detections (seeds 0 and 1: the
 # same samples and flips) on the samples all of them scored and writes compare_folds.md; each k<N> probe gets its
 # own table (compare_k<N>/compare_folds.md: the b15 detections and it, on the samples its fold 1 scored).
-#   bash experiments/label_noise_study/results/imagenette_b15_fold_probes/run.sh 32ep_160 ls mixup k8
+#   bash experiments/label_noise_study/results/imagenette_b15_fold_probes/run.sh 32ep_160 ls mixup elr k8
 # from the repository root; REPO=/path/to/worktree runs that checkout's code, RUNS=/path the run folders
 # (default runs/ beside the study), DATA=/path the data root as the kept rows recorded it. Measured (README.md
-# here): 32ep_160 from a worktree at 8f4899a, ls and mixup at f4a96e0 (the same library code), k8 at the commit
-# its README names.
+# here): 32ep_160 from a worktree at 8f4899a, ls and mixup at f4a96e0 (the same library code), elr and k8 at the
+# commits its README names.
 set -eu
 ROOT=$(pwd)
 S=$ROOT/experiments/label_noise_study
