@@ -22,9 +22,14 @@ exact. The logged train loss is the cross-entropy plus this term (which is <= 0)
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from core.checkpoint import CheckpointMismatchError
 
 
 class EarlyLearningRegularization:
@@ -75,6 +80,12 @@ class EarlyLearningRegularization:
             own = new[rank * b:(rank + 1) * b]  # the all-gather puts rank r's B rows r-th
         return self.strength * torch.log(1 - (own * probs).sum(1)).mean()
 
+    def added_to(self, criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 positions: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The loss of a micro-batch at training-set ``positions`` (B,): ``criterion(logits, targets)`` plus this
+        term on the same logits."""
+        return lambda logits, targets: criterion(logits, targets) + self(positions, logits)
+
     @torch.no_grad()
     def commit(self) -> None:
         """Write the new targets of the micro-batches since the last optimizer step (call it at each step)."""
@@ -86,6 +97,18 @@ class EarlyLearningRegularization:
         """The committed targets (N, C) on the CPU and ``sample_ids`` (N,), the training set they belong to, for
         the checkpoint."""
         return {"targets": self.targets.detach().cpu(), "sample_ids": torch.as_tensor(np.asarray(sample_ids, np.int64))}
+
+    def load_checkpoint(self, ckpt: dict[str, Any], path: Path, sample_ids: np.ndarray) -> None:
+        """Restore the targets from a trainer checkpoint ``ckpt`` read from ``path`` (:meth:`load_state_dict`).
+
+        Raises:
+            CheckpointMismatchError: the checkpoint has no ELR targets (trained without ELR).
+            ValueError: as :meth:`load_state_dict`.
+        """
+        if "elr" not in ckpt:
+            raise CheckpointMismatchError(f"{path} has no ELR targets but --training.elr_lambda is set; resume "
+                                          f"with --training.elr_lambda 0 or start a new run")
+        self.load_state_dict(ckpt["elr"], sample_ids)
 
     def load_state_dict(self, state: dict[str, torch.Tensor], sample_ids: np.ndarray) -> None:
         """Restore :meth:`state_dict`'s targets for the training set ``sample_ids`` (N,); uncommitted updates are

@@ -46,6 +46,11 @@ def setup_logging(log_dir: Optional[Path], level: str = "INFO", rank: int = 0) -
         root.addHandler(h)
 
 
+def format_metric(value: Optional[float], spec: str, suffix: str = "") -> str:
+    """``value`` formatted with ``spec`` and ``suffix`` for a log line, or '-' when there is none (not evaluated)."""
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
 def progress_bar(iterable: Optional[Iterable] = None, total: Optional[float] = None, desc: str = "",
                  enabled: bool = True, unit: str = "it", **kwargs: Any) -> tqdm:
     """A tqdm bar (done/total, rate, elapsed and ETA) for a loop that can take more than a few seconds.

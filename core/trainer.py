@@ -28,8 +28,8 @@ from core.distributed import all_reduce_sum
 from core.dynamics import DYNAMICS_FILE, TrainingDynamics
 from core.elr import EarlyLearningRegularization
 from core.evaluate import evaluate
-from core.logger import (MetricsLogger, TensorBoardLogger, finish_wandb, git_commit, init_wandb, layer_statistics,
-                         process_start_time, progress_bar, setup_logging)
+from core.logger import (MetricsLogger, TensorBoardLogger, finish_wandb, format_metric, git_commit, init_wandb,
+                         layer_statistics, process_start_time, progress_bar, setup_logging)
 from core.preprocessing import CHECKPOINT_KEY as PREPROCESSING_KEY, PreprocessingSpec
 from core.schedules import build_scheduler, resolution_at
 from core.soft_targets import soft_target_table
@@ -145,8 +145,7 @@ class ImageNetTrainer:
         self.scheduler = build_scheduler(self.optimizer, t, self.steps_per_epoch, self.world_size)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.state = TrainState()
-        self.dynamics = (TrainingDynamics(len(self.data.train_ids), t.epochs, self.device)
-                         if t.record_dynamics else None)
+        self.dynamics = TrainingDynamics(len(self.data.train_ids), t.epochs, self.device) if t.record_dynamics else None
         self.elr = (EarlyLearningRegularization(len(self.data.train_ids), self.num_classes, t.elr_beta, t.elr_lambda,
                                                 self.device) if t.elr_lambda > 0 else None)
         self.soft_targets = soft_target_table(self.data.train_soft_targets, len(self.data.train_ids), self.num_classes,
@@ -219,10 +218,7 @@ class ImageNetTrainer:
         if self.dynamics is not None:
             self.dynamics.load(self.logs_dir / DYNAMICS_FILE, self.data.train_ids)
         if self.elr is not None:
-            if "elr" not in ckpt:
-                raise CheckpointMismatchError(f"{path} has no ELR targets but --training.elr_lambda is set; resume "
-                                              f"with --training.elr_lambda 0 or start a new run")
-            self.elr.load_state_dict(ckpt["elr"], self.data.train_ids)
+            self.elr.load_checkpoint(ckpt, path, self.data.train_ids)
         self._wandb_id = ckpt.get("wandb_id")
         self.resumed_from = Path(path)
         log.info("resumed from %s: epoch %d, micro-batch %d, global step %d, best top-1 %.2f%%", path,
@@ -439,10 +435,8 @@ class ImageNetTrainer:
                 loss_targets = self.soft_targets(positions[micro * b:(micro + 1) * b], targets)
             if self.batch_mix is not None:
                 images, loss_targets = self._mix_batch(images, targets, epoch, micro)
-            criterion = self.criterion
-            if self.elr is not None:  # cross-entropy + the ELR term of this micro-batch's samples
-                batch_positions = positions[micro * b:(micro + 1) * b]
-                criterion = lambda z, y: self.criterion(z, y) + self.elr(batch_positions, z)  # noqa: E731
+            criterion = (self.criterion if self.elr is None  # cross-entropy + the ELR term of the micro-batch
+                         else self.elr.added_to(self.criterion, positions[micro * b:(micro + 1) * b]))
             with self._no_sync((micro + 1) % t.grad_accum_steps == 0):
                 loss, logits = forward_backward(self.model, images, loss_targets, criterion, self.amp_dtype,
                                                 self.scaler, t.grad_accum_steps)
@@ -636,8 +630,8 @@ class ImageNetTrainer:
         self._end_of_epoch_checkpoints(epoch_done, top1, improved)
         log.info("epoch %d/%d: train loss %.4f top-1 %.2f%% | val loss %s top-1 %s top-5 %s | lr %.4g | %.0f img/s "
                  "| %.1f s", epoch_done, t.epochs, record["train_loss"], record["train_top1"],
-                 _fmt(val.get("val_loss"), ".4f"), _fmt(val.get("val_top1"), ".2f", "%"),
-                 _fmt(val.get("val_top5"), ".2f", "%"), record["lr"], record["images_per_sec"],
+                 format_metric(val.get("val_loss"), ".4f"), format_metric(val.get("val_top1"), ".2f", "%"),
+                 format_metric(val.get("val_top5"), ".2f", "%"), record["lr"], record["images_per_sec"],
                  record["epoch_time_s"])
         return val
 
@@ -684,11 +678,7 @@ class ImageNetTrainer:
         score it trained nothing, and its summary holds the final metrics and wall time), loggers closed."""
         if not self.is_main:
             return
-        bad = self.data.corrupt_images()
-        if bad:
-            (self.logs_dir / "corrupt_images.txt").write_text("".join(f"{b['path']}\t{b['error']}\n" for b in bad))
-            log.warning("%d unreadable image(s) were skipped; listed in %s", len(bad),
-                        self.logs_dir / "corrupt_images.txt")
+        self.data.report_corrupt_images(self.logs_dir)
         try:
             from utils.visualization import plot_training_curves
 
@@ -706,7 +696,3 @@ class ImageNetTrainer:
             finish_wandb(self.wandb_run, result)
         log.info("best val top-1 %.2f%% at epoch %d; logs in %s, checkpoints in %s", result["best_top1"],
                  result["best_epoch"], self.logs_dir, self.models_dir)
-
-
-def _fmt(value: Optional[float], spec: str, suffix: str = "") -> str:
-    return "-" if value is None else f"{value:{spec}}{suffix}"

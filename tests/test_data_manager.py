@@ -167,6 +167,9 @@ def test_corrupt_images_are_skipped_replaced_and_listed(sample_copy, tmp_path, n
     bad = m.corrupt_images()
     assert sorted(Path(b["path"]).name for b in bad) == sorted(f.name for f in files[:3])
     assert all(b["error"] for b in bad)
+    m.report_corrupt_images(tmp_path)  # what the trainer writes to its logs at the end of a run
+    listed = [line.split("\t") for line in (tmp_path / "corrupt_images.txt").read_text().splitlines()]
+    assert sorted(Path(p).name for p, _ in listed) == sorted(f.name for f in files[:3]) and all(e for _, e in listed)
 
 
 def test_all_images_of_a_class_corrupt_is_a_clear_error(sample_copy, tmp_path):

@@ -273,6 +273,14 @@ class ImageNetDataManager:
                  sub.min(), sub.max(), len(self.val_ids))
         return path
 
+    def report_corrupt_images(self, logs_dir: Path) -> None:
+        """Write the run's unreadable images (:meth:`corrupt_images`) to ``logs_dir/corrupt_images.txt`` (path, tab,
+        error; one per line) and warn, naming the file; nothing when every image was read."""
+        bad = self.corrupt_images()
+        if bad:
+            (logs_dir / "corrupt_images.txt").write_text("".join(f"{b['path']}\t{b['error']}\n" for b in bad))
+            log.warning("%d unreadable image(s) were skipped; listed in %s", len(bad), logs_dir / "corrupt_images.txt")
+
     def corrupt_images(self) -> list[dict[str, Any]]:
         """Unreadable images met so far in this run (deduplicated by sample id, first error kept)."""
         f = self.bad_images_file
