@@ -4,6 +4,7 @@ its exchange of updates under DDP."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 
@@ -78,8 +79,8 @@ def test_elr_settings_are_checked():
 
 
 def _fit(tmp_path, stop_at_step: int = 0, **training) -> ImageNetTrainer:
-    cfg = tiny_config(tmp_path, training={"epochs": 2, "elr_lambda": 3.0, "elr_beta": 0.7, "resume": "auto",
-                                          **training})
+    cfg = tiny_config(tmp_path, data={"fraction": 0.15}, training={"epochs": 2, "elr_lambda": 3.0, "elr_beta": 0.7,
+                                                                  "resume": "auto", **training})
     trainer = ImageNetTrainer(cfg)
     if stop_at_step:  # as a SIGTERM during that optimizer step: checkpoint after it, then stop
         update = trainer._update
@@ -107,6 +108,7 @@ def test_the_trainer_resumes_elr_exactly_and_the_targets_matter(tmp_path, one_to
     _fit(tmp_path / "stopped", stop_at_step=3)
     ckpt_path = tmp_path / "stopped" / "run" / "models" / "last.pt"
     assert load_checkpoint(ckpt_path)["elr"]["targets"].abs().sum() > 0
+    shutil.copytree(tmp_path / "stopped", tmp_path / "emptied")
     resumed = _fit(tmp_path / "stopped")
     assert resumed.resumed_from is not None
     torch.testing.assert_close(_weights(resumed), _weights(straight), rtol=0, atol=0)
@@ -115,7 +117,6 @@ def test_the_trainer_resumes_elr_exactly_and_the_targets_matter(tmp_path, one_to
     seen = np.isclose(sums[:, None], [0.0, 0.3, 0.51], atol=1e-5)
     assert seen.any(1).all() and seen[:, 2].sum() > seen[:, 1].sum() > 0
 
-    _fit(tmp_path / "emptied", stop_at_step=3)
     path = tmp_path / "emptied" / "run" / "models" / "last.pt"
     ckpt = load_checkpoint(path)
     ckpt["elr"]["targets"].zero_()
