@@ -1,9 +1,10 @@
 """Paired bootstrap of a fold probe against the b15 detections (issue 13, 2026-12-06; first written for the k8
 probe) on the samples compare_folds.py compares (those a finished fold of every detection scored). Resamples those
 samples with replacement and recomputes, for each detection's self-confidence ranking, the best precision at
-recall >= 0.8 (the bound), average precision and top-1 against the true labels; prints each figure and the 95 %
-interval of the last detection named (the probe) minus each other one. Run from the repository root with run.sh's
-flags:
+recall >= 0.8 (the bound), average precision and top-1 against the true labels; prints each figure (the bound with
+its 95 % interval) and the 95 % interval of the last detection named (the probe) minus each other one; with
+``--mean``, of the mean of all the detections' probabilities (an ensemble, each sample scored by one fold model of
+each) minus each of them. Run from the repository root with run.sh's flags:
 
     python experiments/label_noise_study/results/imagenette_b15_fold_probes/bootstrap.py \
         --data.root ../shared/data/imagenette2-224 --config experiments/label_noise_study/imagenette_cpu.yaml \
@@ -29,6 +30,7 @@ def main() -> None:
     extra = argparse.ArgumentParser(add_help=False)
     extra.add_argument("--detection", nargs="+", required=True)
     extra.add_argument("--resamples", type=int, default=2000)
+    extra.add_argument("--mean", action="store_true", help="the probe is the mean of all the detections")
     args, rest = extra.parse_known_args(sys.argv[1:])
     cfg, study, cl = parse_study_config(Path("experiments/label_noise_study"), rest, __doc__)
     base = ImageNetDataManager(cfg.data, seed=cfg.training.seed, progress=False)
@@ -36,6 +38,9 @@ def main() -> None:
     dets = {n: Path(p) for n, _, p in (d.partition("=") for d in args.detection)}
     sel, probs, _, described = shared_samples(dets, base.train_ids, noisy.labels, cl.fold_seed, cl.filter_by)
     given, true, mask = noisy.labels[sel], base.train_labels[sel], noisy.noise_mask[sel]
+    if args.mean:
+        probs["mean"] = np.mean(list(probs.values()), axis=0)
+        dets["mean"] = Path("")
     wrong = {n: -get_label_quality_scores(given, p, method="self_confidence") for n, p in probs.items()}
 
     def figures(idx: np.ndarray) -> dict[str, tuple[float, float, float]]:
@@ -52,7 +57,8 @@ def main() -> None:
     boots = [figures(rng.integers(0, sel.size, sel.size)) for _ in range(args.resamples)]
     print(f"{described}; {sel.size} samples, {int(mask.sum())} flipped; {args.resamples} paired resamples")
     for n, (b, ap, top1) in point.items():
-        print(f"{n}: bound {b:.3f}  AP {ap:.3f}  top-1 {top1:.3f}")
+        lo, hi = np.percentile([x[n][0] for x in boots], [2.5, 97.5])
+        print(f"{n}: bound {b:.3f} (95 % interval {lo:.3f} .. {hi:.3f})  AP {ap:.3f}  top-1 {top1:.3f}")
     probe = list(dets)[-1]
     for other in list(dets)[:-1]:
         for i, name in enumerate(("bound", "AP", "top-1")):
