@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import PROJECT_ROOT, run_script, tiny_config
+from conftest import PROJECT_ROOT, run_script, run_script_in_process, tiny_config
 from core.checkpoint import atomic_torch_save, load_checkpoint
 from core.cli import build_trainer, experiment_config, with_default_init
 from core.data.manager import ImageNetDataManager
@@ -58,9 +58,9 @@ def test_phase2_then_phase3_chain(tmp_path, phase1_best):
     assert "initial weights from" in p2.stderr
     m2 = [json.loads(x) for x in (tmp_path / "p2" / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert len(m2) == 2 and "val_top1_ema" in m2[-1]
-    p3 = run_script(EXPERIMENTS / "phase3_full_training" / "train.py",
-                    SHORT + ["--training.init_from", str(tmp_path / "p2" / "models" / "best.pt"),
-                             "--training.epochs", "1", "--logging.output_dir", str(tmp_path / "p3")])
+    p3 = run_script_in_process(EXPERIMENTS / "phase3_full_training" / "train.py",
+                               SHORT + ["--training.init_from", str(tmp_path / "p2" / "models" / "best.pt"),
+                                        "--training.epochs", "1", "--logging.output_dir", str(tmp_path / "p3")])
     assert p3.returncode == 0, p3.stderr[-3000:]
     ckpt = load_checkpoint(tmp_path / "p3" / "models" / "last.pt")
     assert ckpt["config"]["training"]["grad_accum_steps"] == 4 and "model_ema" in ckpt
@@ -94,7 +94,7 @@ def test_label_mapping_repair(tmp_path, phase1_best):
     for k, v in broken["model"].items():
         same = torch.equal(v, fixed["model"][k])
         assert same != k.startswith("fc."), k  # backbone untouched, classifier retrained
-    missing = run_script(EXPERIMENTS / "label_mapping_repair" / "repair.py", [])
+    missing = run_script_in_process(EXPERIMENTS / "label_mapping_repair" / "repair.py", [])
     assert missing.returncode == 2 and "--checkpoint" in missing.stderr
 
 
