@@ -30,11 +30,8 @@ def setup_logging(log_dir: Optional[Path], level: str = "INFO", rank: int = 0) -
     Only rank 0 writes the file; other ranks log warnings and errors to the console only.
     Calling it again (a second run in one process) replaces the handlers it installed before.
     """
+    remove_library_handlers()
     root = logging.getLogger()
-    for h in list(root.handlers):
-        if getattr(h, "_resnet_imagenet", False):
-            root.removeHandler(h)
-            h.close()
     root.setLevel(level if rank == 0 else "WARNING")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_dir is not None and rank == 0:
@@ -44,6 +41,15 @@ def setup_logging(log_dir: Optional[Path], level: str = "INFO", rank: int = 0) -
         h.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%H:%M:%S"))
         h._resnet_imagenet = True  # type: ignore[attr-defined]
         root.addHandler(h)
+
+
+def remove_library_handlers() -> None:
+    """Remove and close the root-logger handlers :func:`setup_logging` installed (console and ``train.log``)."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_resnet_imagenet", False):
+            root.removeHandler(h)
+            h.close()
 
 
 def format_metric(value: Optional[float], spec: str, suffix: str = "") -> str:

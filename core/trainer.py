@@ -430,19 +430,20 @@ class ImageNetTrainer:
             images = self._to_device(batch[0], self.device)
             targets = batch[1].to(self.device, non_blocking=True)
             b = targets.shape[0]
+            batch_positions = positions[micro * b:(micro + 1) * b] if positions is not None else None
             loss_targets = targets
             if self.soft_targets is not None:  # (B, C): flagged samples train on their soft target
-                loss_targets = self.soft_targets(positions[micro * b:(micro + 1) * b], targets)
+                loss_targets = self.soft_targets(batch_positions, targets)
             if self.batch_mix is not None:
                 images, loss_targets = self._mix_batch(images, targets, epoch, micro)
             criterion = (self.criterion if self.elr is None  # cross-entropy + the ELR term of the micro-batch
-                         else self.elr.added_to(self.criterion, positions[micro * b:(micro + 1) * b]))
+                         else self.elr.added_to(self.criterion, batch_positions))
             with self._no_sync((micro + 1) % t.grad_accum_steps == 0):
                 loss, logits = forward_backward(self.model, images, loss_targets, criterion, self.amp_dtype,
                                                 self.scaler, t.grad_accum_steps)
             sums.add(loss, logits, targets)
             if self.dynamics is not None:
-                self.dynamics.add(epoch, positions[micro * b:(micro + 1) * b], logits, targets)
+                self.dynamics.add(epoch, batch_positions, logits, targets)
             micro += 1
             bar.update(1)
             if micro % t.grad_accum_steps:

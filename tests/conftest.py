@@ -69,8 +69,9 @@ def run_script_in_process(script: Path, args: list[str]) -> subprocess.Completed
     library's log handlers are removed afterwards, as the next script's ``setup_logging`` would."""
     import contextlib
     import io
-    import logging
     import runpy
+
+    from core.logger import remove_library_handlers
 
     out, err, code = io.StringIO(), io.StringIO(), 0
     argv = sys.argv
@@ -82,10 +83,7 @@ def run_script_in_process(script: Path, args: list[str]) -> subprocess.Completed
         code = e.code if isinstance(e.code, int) else int(e.code is not None)
     finally:
         sys.argv = argv
-        root = logging.getLogger()
-        for h in [h for h in root.handlers if getattr(h, "_resnet_imagenet", False)]:
-            root.removeHandler(h)
-            h.close()
+        remove_library_handlers()
     return subprocess.CompletedProcess([str(script), *args], code, out.getvalue(), err.getvalue())
 
 

@@ -300,10 +300,11 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     # the other cleaning policies on the same detections: every flagged sample removed, or kept on soft labels, no
     # fold model retrained; and the two halves of its gap to the clean row (removals alone, wrong labels alone),
     # told apart with the truth. At 20 % only (40 % runs the same code), which keeps the 20 % rows' results
-    policies = run_in_process(STUDY_SCRIPT, args + ["--study.noise_rates", "[0.2]", "--study.simulated_detection_rates",
-                                                "[0.8]", "--study.cleanlab_remove_only", "true",
-                                                "--study.cleanlab_soft_labels", "true",
-                                                "--study.cleanlab_gap_rows", "true"])
+    policies = run_in_process(STUDY_SCRIPT, args + ["--study.noise_rates", "[0.2]",
+                                                    "--study.simulated_detection_rates", "[0.8]",
+                                                    "--study.cleanlab_remove_only", "true",
+                                                    "--study.cleanlab_soft_labels", "true",
+                                                    "--study.cleanlab_gap_rows", "true"])
     assert policies.returncode == 0, policies.stderr[-4000:]
     assert policies.stderr.count("not rerun") == 5  # clean (2 seeds), noise20, noise20_sim80, noise20_cleanlab
     assert sorted(p.stat().st_mtime_ns for p in det.glob("fold_*/models/*.pt")) == model_times
@@ -361,7 +362,7 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     seeded = args + ["--study.repeat_experiments", "[clean, noise20_cleanlab]"]
     assert run_in_process(STUDY_SCRIPT, seeded).returncode == 0  # trains noise20_cleanlab_seed1 alone
     ensemble = run_in_process(ABLATION_SCRIPT, seeded + ["--experiment", "noise20_cleanlab", "--ensemble",
-                                                     "noise20_cleanlab_seed1"])
+                                                         "noise20_cleanlab_seed1"])
     assert ensemble.returncode == 0, ensemble.stderr[-4000:]
     with open(det / "ablation.csv") as f:
         sweep = list(csv.DictReader(f))
@@ -372,7 +373,7 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     for got in (sweep[per_scoring:2 * per_scoring], sweep[2 * per_scoring:]):  # the ensemble; the overall mean
         assert [float(r["precision"]) for r in got] == pytest.approx([e["precision"] for e in expected])
     twin = run_in_process(ABLATION_SCRIPT, args + ["--study.cleanlab_remove_only", "true", "--ensemble",
-                                               "noise20_cleanlab_remove"])
+                                                   "noise20_cleanlab_remove"])
     assert twin.returncode == 2 and "shares its fold models" in twin.stderr
     other_rate = run_in_process(ABLATION_SCRIPT, args + ["--ensemble", "noise40_cleanlab"])
     assert other_rate.returncode == 2 and "not a cleanlab row at noise rate 0.2" in other_rate.stderr
@@ -410,7 +411,7 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     (fresh / "results.csv").unlink()
     settings = (fresh / "study.json").read_text()
     reported = run_in_process(STUDY_SCRIPT, [*args[:1], str(fresh), *args[2:], "--study.report_only", "true",
-                                         "--study.noise_only_rates", "[0.5]"])
+                                             "--study.noise_only_rates", "[0.5]"])
     assert reported.returncode == 0 and "noise50: not finished" in reported.stderr, reported.stderr[-4000:]
     assert not (fresh / "noise50").exists() and not list(fresh.rglob("*.pt"))
     assert (fresh / "study.json").read_text() == settings  # the study's own record is left alone
@@ -419,13 +420,15 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     assert run_in_process(KEEP_SCRIPT, [str(tmp_path / "nowhere"), str(kept)]).returncode == 2
 
     # the ablation runs there too, from the kept fold probabilities alone
-    fresh_ablation = run_in_process(ABLATION_SCRIPT, [*args[:1], str(fresh), *args[2:], "--experiment", "noise20_cleanlab"])
+    fresh_ablation = run_in_process(ABLATION_SCRIPT, [*args[:1], str(fresh), *args[2:], "--experiment",
+                                                      "noise20_cleanlab"])
     assert fresh_ablation.returncode == 0, fresh_ablation.stderr[-4000:]
     with open(fresh / "noise20_cleanlab" / "detection" / "ablation.csv") as f:
         fresh_default = next(r for r in csv.DictReader(f) if r["rule"] == "filter_by=prune_by_noise_rate")
     assert float(fresh_default["precision"]) == pytest.approx(metrics_20["precision"])
+    # its flip-TTA probabilities were never made; no model here
     no_models = run_in_process(ABLATION_SCRIPT, [*args[:1], str(fresh), *args[2:], "--experiment", "noise40_cleanlab",
-                                             "--hflip"])  # its flip-TTA probabilities were never made; no model here
+                                                 "--hflip"])
     assert no_models.returncode == 2 and "--hflip needs noise40_cleanlab's fold models" in no_models.stderr
     # two detections compared on their shared folds: all of them here, so each alone is the detection itself and
     # their mean the ablation's 2-seed ensemble; a detection with one fold unfinished narrows them to the other
@@ -445,10 +448,10 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     shutil.copytree(fresh / "noise20_cleanlab_seed1" / "detection", partial)
     (partial / "fold_1" / "pred_probs.npy").unlink()
     narrowed = run_in_process(COMPARE_SCRIPT, args + ["--detection", detections[0], f"p={partial}", "--out",
-                                                  str(tmp_path / "cmp")])
+                                                      str(tmp_path / "cmp")])
     assert narrowed.returncode == 0 and "folds [1] of 2" in narrowed.stdout, narrowed.stderr[-4000:]
     other = run_in_process(COMPARE_SCRIPT, args + ["--detection", f"x={fresh / 'noise40_cleanlab' / 'detection'}",
-                                               "--out", str(tmp_path / "cmp")])  # its folds hold the 40 % flips
+                                                   "--out", str(tmp_path / "cmp")])  # its folds hold the 40 % flips
     assert other.returncode == 2 and "made on other samples or labels" in other.stderr
 
     changed = run_in_process(STUDY_SCRIPT, args[:-1] + ["4"])
