@@ -60,3 +60,6 @@ mkdir -p "$K/imagenette_b15_rounds/all"
 python "$S/compare_folds.py" "${FLAGS[@]}" --detection "r1=$OUT/noise20_cleanlab/detection" "r2=$R2" \
   "s1=$K/imagenette_b15/noise20_cleanlab_seed1/detection" "f32=$K/imagenette_b15_fold_probes/32ep_160/detection" \
   "ls=$K/imagenette_b15_fold_probes/ls/detection" --out "$K/imagenette_b15_rounds/all"
+# round 2's self-confidence rank-averaged with the AUM of the noisy row's own run (kept in ../imagenette_b15_aum/)
+python "$S/compare_aum.py" "${FLAGS[@]}" --noise_rate 0.2 --kfold "$R2" --windows 1-15 \
+  --aum_run "$K/imagenette_b15_aum/noise20_cleanlab/detection/aum_run" --out "$K/imagenette_b15_rounds/aum"
