@@ -177,6 +177,8 @@ class TrainingConfig:
     """With init_from: load everything but the classifier, which is re-initialised for this data's classes."""
     lr_finder: bool = False
     """Before a fresh run, run the LR range test on the initial weights and train at its suggested LR; applied by the entry points before they build the trainer (core.cli.build_trainer), not by the trainer itself."""
+    lr_finder_steps: int = 100
+    """Optimizer steps of that sweep, log-spaced from 1e-7 to 10 (100: fastai's lr_find and torch-lr-finder's default; python -m services.lr_finder has its own --lr_finder.num_steps)."""
     freeze_backbone: bool = False
     """Train only the classifier: conv1, bn1 and layer1-4 are frozen, their BatchNorm kept in eval mode."""
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
@@ -346,6 +348,8 @@ class ExperimentConfig:
         check(t.cutmix_alpha >= 0, "training.cutmix_alpha", ">= 0", t.cutmix_alpha)
         check(0 <= t.ema_decay < 1, "training.ema_decay", "in [0, 1)", t.ema_decay)
         check(t.ema_every_steps >= 1, "training.ema_every_steps", ">= 1", t.ema_every_steps)
+        check(t.lr_finder_steps >= 10, "training.lr_finder_steps", ">= 10 (the suggestion's edge checks use the first and "
+              "last 10 %)", t.lr_finder_steps)
         check(not t.reinit_head or t.init_from is not None, "training.reinit_head",
               "false unless --training.init_from is set", t.reinit_head)
         check(t.grad_clip_norm >= 0, "training.grad_clip_norm", ">= 0 (0 disables)", t.grad_clip_norm)

@@ -387,10 +387,10 @@ def find_lr(cfg: ExperimentConfig, model: Optional[nn.Module] = None, data: Opti
 
 def apply_lr_finder(cfg: ExperimentConfig, model: nn.Module, data: ImageNetDataManager, device: torch.device,
                     out_dir: Path) -> ExperimentConfig:
-    """``--training.lr_finder``: run the LR range test on ``model``'s current (initial) weights, which it leaves
-    unchanged, and return ``cfg`` with ``--training.lr`` set to its suggestion when that passes
-    :func:`check_suggestion`; otherwise ``cfg`` unchanged, with a warning saying why. The curve and
-    ``optimal_lr.txt`` go to ``out_dir``.
+    """``--training.lr_finder``: run the LR range test (``--training.lr_finder_steps`` steps) on ``model``'s current
+    (initial) weights, which it leaves unchanged, and return ``cfg`` with ``--training.lr`` set to its suggestion
+    when that passes :func:`check_suggestion`; otherwise ``cfg`` unchanged, with a warning saying why. The curve
+    and ``optimal_lr.txt`` go to ``out_dir``.
 
     Units: the sweep runs on one process at ``batch_size x grad_accum_steps`` images per step, and its
     absolute LR is converted to the units of ``--training.lr`` (:meth:`TrainingConfig.lr_from_peak`: per
@@ -406,7 +406,7 @@ def apply_lr_finder(cfg: ExperimentConfig, model: nn.Module, data: ImageNetDataM
     distributed = torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
     decision = torch.tensor([t.lr, 0.0], dtype=torch.float64)  # (LR in --training.lr units, adopted?)
     if not distributed or torch.distributed.get_rank() == 0:
-        result = find_lr(cfg, model=model, data=data, out_dir=out_dir)
+        result = find_lr(cfg, model=model, data=data, out_dir=out_dir, num_steps=t.lr_finder_steps)
         problem = result.problem
         if problem is None:
             decision[:] = torch.tensor([t.lr_from_peak(result.suggested_lr), 1.0], dtype=torch.float64)

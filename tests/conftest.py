@@ -66,7 +66,8 @@ def run_script_in_process(script: Path, args: list[str]) -> subprocess.Completed
     the same arguments, its stdout, stderr (the library's log lines) and exit status. It saves the 7 s a fresh
     interpreter spends importing torch, torchvision and albumentations (measured on the 2-core CPU), for a test that
     runs many scripts; each such test still runs its first script with :func:`run_script`, as a user does. The
-    library's log handlers are removed afterwards, as the next script's ``setup_logging`` would."""
+    script's folder leads ``sys.path`` while it runs, as in a fresh interpreter; the library's log handlers are
+    removed afterwards, as the next script's ``setup_logging`` would."""
     import contextlib
     import io
     import runpy
@@ -74,15 +75,16 @@ def run_script_in_process(script: Path, args: list[str]) -> subprocess.Completed
     from core.logger import remove_library_handlers
 
     out, err, code = io.StringIO(), io.StringIO(), 0
-    argv = sys.argv
+    argv, path = sys.argv, list(sys.path)
     sys.argv = [str(script), *args]
+    sys.path.insert(0, str(Path(script).resolve().parent))  # as `python script.py` does (its sibling modules)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             runpy.run_path(str(script), run_name="__main__")
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else int(e.code is not None)
     finally:
-        sys.argv = argv
+        sys.argv, sys.path[:] = argv, path
         remove_library_handlers()
     return subprocess.CompletedProcess([str(script), *args], code, out.getvalue(), err.getvalue())
 

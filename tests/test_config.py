@@ -34,9 +34,10 @@ def test_every_field_has_a_default_and_a_doc():
 def test_all_problems_reported_at_once_with_flag_names():
     with pytest.raises(ValueError) as e:
         ExperimentConfig(data=DataConfig(fraction=0.0), model=ModelConfig(name="resnet51"),
-                         training=TrainingConfig(grad_accum_steps=0, label_smoothing=1.5))
+                         training=TrainingConfig(grad_accum_steps=0, label_smoothing=1.5, lr_finder_steps=5))
     msg = str(e.value)
-    for flag in ("--data.fraction", "--model.name", "--training.grad_accum_steps", "--training.label_smoothing"):
+    for flag in ("--data.fraction", "--model.name", "--training.grad_accum_steps", "--training.label_smoothing",
+                 "--training.lr_finder_steps"):
         assert flag in msg
     assert "resnet18" in msg  # the valid choices are listed
 

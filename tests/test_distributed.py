@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PHASE1_SCRIPT, cli_args, tiny_config
+from conftest import PHASE1_SCRIPT, cli_args, run_script_in_process, tiny_config
 from core.checkpoint import load_checkpoint
 from core.data.sampler import EpochSampler
 
@@ -19,15 +19,15 @@ PROBE = Path(__file__).with_name("ddp_probe.py")
 
 
 def _run(args: list[str], nproc: int, probe: bool = False) -> subprocess.CompletedProcess:
-    """The phase-1 script on ``nproc`` processes; with ``probe``, through ddp_probe.py, which reports the DDP
-    wrappers still alive after the run."""
+    """The phase-1 script under torchrun on ``nproc`` processes; with ``probe``, through ddp_probe.py, which reports
+    the DDP wrappers still alive after the run."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    cmd = (launcher if nproc > 1 else [sys.executable]) + [str(PROBE)] * probe + [str(PHASE1_SCRIPT), *args]
+    cmd = launcher + [str(PROBE)] * probe + [str(PHASE1_SCRIPT), *args]
     return subprocess.run(cmd, cwd="/", env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, one_torch_thread):
     # global batch 16 both ways: 2 processes x 8, or 1 process x 8 x 2 accumulation steps
     common = dict(data={"fraction": 0.25, "num_workers": 0},
                   training={"epochs": 2, "batch_size": 8, "lr": 0.05, "warmup_epochs": 0.5, "log_every_steps": 1,
@@ -37,7 +37,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
                          **{**common, "training": {**common["training"], "grad_accum_steps": 2}})
     r2 = _run(cli_args(ddp), nproc=2)
     assert r2.returncode == 0, r2.stderr[-4000:]
-    r1 = _run(cli_args(single), nproc=1)
+    r1 = run_script_in_process(PHASE1_SCRIPT, cli_args(single))  # one thread, as each torchrun process
     assert r1.returncode == 0, r1.stderr[-4000:]
 
     m2 = [json.loads(x) for x in (tmp_path / "ddp" / "logs" / "metrics.jsonl").read_text().splitlines()]
@@ -77,7 +77,8 @@ def test_sampler_shards_are_the_micro_batches_of_one_process_with_accumulation()
 def test_lr_finder_under_ddp_rank0_sweeps_and_every_rank_trains_at_its_lr(tmp_path):
     cfg = tiny_config(tmp_path, data={"fraction": 0.25, "num_workers": 0},
                       training={"epochs": 1, "batch_size": 8, "lr": 0.05, "lr_scaling": "linear",
-                                "lr_reference_batch": 256, "lr_finder": True, "log_every_steps": 1})
+                                "lr_reference_batch": 256, "lr_finder": True, "lr_finder_steps": 20,
+                                "log_every_steps": 1})
     r = _run(cli_args(cfg), nproc=2, probe=True)
     assert r.returncode == 0, r.stderr[-4000:]
     # no rank's DDP wrapper outlives its process group (one that did was torn down at exit, where gloo sometimes

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import PHASE1_SCRIPT, cli_args, tiny_config
+from conftest import PHASE1_SCRIPT, cli_args, run_script_in_process, tiny_config
 from core.config import ExperimentConfig
 from core.dynamics import DYNAMICS_FILE, TrainingDynamics, area_under_margin, aum_flags, load_dynamics
 from core.trainer import ImageNetTrainer
@@ -98,8 +96,7 @@ def test_sigkill_mid_epoch_then_resume_records_the_same_margins(tmp_path):
                            training={"epochs": 2, "deterministic": True, "checkpoint_every_steps": 1,
                                      "resume": "auto", "record_dynamics": True, "save_every_epochs": 0})
 
-    ref = subprocess.run([sys.executable, str(PHASE1_SCRIPT), *cli_args(cfg("ref"))], cwd="/", capture_output=True,
-                         text=True, timeout=300)
+    ref = run_script_in_process(PHASE1_SCRIPT, cli_args(cfg("ref")))  # the killed run is a real process
     assert ref.returncode == 0, ref.stderr[-3000:]
     from test_trainer import _start, _wait_for_step
 
@@ -114,8 +111,7 @@ def test_sigkill_mid_epoch_then_resume_records_the_same_margins(tmp_path):
     saved = load_checkpoint(last)
     partial = load_dynamics(tmp_path / "killed" / "logs" / DYNAMICS_FILE)
     assert 0 < (~np.isnan(partial["margin"])).sum() < partial["margin"].size  # killed with part of the record
-    done = subprocess.run([sys.executable, str(PHASE1_SCRIPT), *args], cwd="/", capture_output=True, text=True,
-                          timeout=300)
+    done = run_script_in_process(PHASE1_SCRIPT, args)
     assert done.returncode == 0 and "resumed from" in done.stderr, done.stderr[-3000:]
     assert saved["global_step"] >= 3
     a = load_dynamics(tmp_path / "ref" / "logs" / DYNAMICS_FILE)

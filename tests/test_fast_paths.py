@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -212,10 +213,12 @@ def test_training_and_lr_finder_with_every_fast_path(tmp_path):
     from core.cli import build_trainer
 
     cfg = tiny_config(tmp_path, data={**FAST, "num_workers": 1, "image_size": 48},
-                      training={"epochs": 1, "lr_finder": True})
+                      training={"epochs": 1, "lr_finder": True, "lr_finder_steps": 20})
     result = build_trainer(cfg).fit()
     assert result["epochs_completed"] == 1 and math.isfinite(result["best_top1"])
     assert (tmp_path / "run" / "logs" / "lr_finder" / "optimal_lr.txt").is_file()
+    sweep = json.loads((tmp_path / "run" / "logs" / "lr_finder" / "lr_finder.json").read_text())
+    assert sweep["settings"]["num_steps"] == 20 and len(sweep["lrs"]) <= 20  # --training.lr_finder_steps
 
 
 def test_compiled_training_writes_plain_checkpoints_and_resumes(tmp_path):

@@ -9,7 +9,7 @@ import yaml
 
 from conftest import PHASE1_SCRIPT, run_script
 
-SHORTENED = {("training", "epochs"): 6, ("training", "save_every_epochs"): 3}
+SHORTENED = {("training", "epochs"): 4, ("training", "save_every_epochs"): 2}
 """The only settings the test changes, to keep the suite short."""
 
 
@@ -30,12 +30,12 @@ def test_phase1_default_run_on_bundled_sample(tmp_path):
             assert resolved[section][key] == expected, (section, key, resolved[section][key], expected)
 
     metrics = [json.loads(line) for line in (logs / "metrics.jsonl").read_text().splitlines()]
-    assert len(metrics) == 6 and all(m["val_top1"] is not None for m in metrics)
+    assert len(metrics) == 4 and all(m["val_top1"] is not None for m in metrics)
     assert metrics[-1]["train_loss"] < metrics[0]["train_loss"] - 0.2  # the loss falls
     best = json.loads((logs / "summary.json").read_text())["best_top1"]
     assert best > 20.0, best  # 10 classes: chance is 10 %
     for name in ("train.log", "config.yaml", "curves.png", "class_distribution.csv", "class_distribution.png",
                  "run_info.json"):
         assert (logs / name).stat().st_size > 0, name
-    assert {p.name for p in models.iterdir()} >= {"last.pt", "best.pt", "epoch_003.pt", "epoch_006.pt"}
+    assert {p.name for p in models.iterdir()} >= {"last.pt", "best.pt", "epoch_002.pt", "epoch_004.pt"}
     assert json.loads((logs / "run_info.json").read_text())["bundled_sample"] is True

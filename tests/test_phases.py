@@ -99,7 +99,8 @@ def test_label_mapping_repair(tmp_path, phase1_best):
 
 
 def test_lr_finder_before_a_fresh_run(tmp_path, phase1_best, monkeypatch):
-    cfg = tiny_config(tmp_path, training={"epochs": 1, "init_from": phase1_best, "lr_finder": True, "lr": 1.0})
+    cfg = tiny_config(tmp_path, training={"epochs": 1, "init_from": phase1_best, "lr_finder": True, "lr": 1.0,
+                                          "lr_finder_steps": 30})
     built = []
     init = ImageNetDataManager.__init__
     monkeypatch.setattr(ImageNetDataManager, "__init__", lambda self, *a, **k: built.append(1) or init(self, *a, **k))

@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import PHASE1_SCRIPT, cli_args, tiny_config
+from conftest import PHASE1_SCRIPT, cli_args, run_script_in_process, tiny_config
 from core.checkpoint import CheckpointMismatchError, load_checkpoint
 from core.preprocessing import preprocessing_of_checkpoint
 from core.config import TrainingConfig
@@ -205,8 +205,8 @@ def _wait_for_step(ckpt: Path, proc: subprocess.Popen, min_step: int, timeout: f
 
 
 def test_sigkill_anywhere_then_resume_is_bitwise_identical(tmp_path):
-    ref = subprocess.run([sys.executable, str(PHASE1_SCRIPT), *cli_args(_resume_cfg(tmp_path, "ref"))], cwd="/",
-                         capture_output=True, text=True, timeout=300)
+    # the uninterrupted reference and the final resume run in this interpreter; the runs killed are real processes
+    ref = run_script_in_process(PHASE1_SCRIPT, cli_args(_resume_cfg(tmp_path, "ref")))
     assert ref.returncode == 0, ref.stderr[-3000:]
     args = cli_args(_resume_cfg(tmp_path, "killed"))
     last = tmp_path / "killed" / "models" / "last.pt"
@@ -219,8 +219,7 @@ def test_sigkill_anywhere_then_resume_is_bitwise_identical(tmp_path):
         saved = load_checkpoint(last)
         kill_points.append((saved["epoch"], saved["step_in_epoch"]))
     assert any(step > 0 for _, step in kill_points), kill_points  # at least one mid-epoch resume
-    done = subprocess.run([sys.executable, str(PHASE1_SCRIPT), *args], cwd="/", capture_output=True, text=True,
-                          timeout=300)
+    done = run_script_in_process(PHASE1_SCRIPT, args)
     assert done.returncode == 0, done.stderr[-3000:]
     a = load_checkpoint(tmp_path / "ref" / "models" / "last.pt")
     b = load_checkpoint(last)
@@ -250,8 +249,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert "received SIGTERM" in out and "--training.resume auto" in out
     saved = load_checkpoint(tmp_path / "spot" / "models" / "last.pt")
     assert saved["global_step"] >= 1
-    resumed = subprocess.run([sys.executable, str(PHASE1_SCRIPT), *cli_args(cfg)], cwd="/", capture_output=True,
-                             text=True, timeout=300)
+    resumed = run_script_in_process(PHASE1_SCRIPT, cli_args(cfg))
     assert resumed.returncode == 0 and "resumed from" in resumed.stderr
     assert load_checkpoint(tmp_path / "spot" / "models" / "last.pt")["epoch"] == 2
     # run_time_s carries the first session's time on: the whole run's cost, not the resumed process's
