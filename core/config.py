@@ -348,8 +348,8 @@ class ExperimentConfig:
         check(t.cutmix_alpha >= 0, "training.cutmix_alpha", ">= 0", t.cutmix_alpha)
         check(0 <= t.ema_decay < 1, "training.ema_decay", "in [0, 1)", t.ema_decay)
         check(t.ema_every_steps >= 1, "training.ema_every_steps", ">= 1", t.ema_every_steps)
-        check(t.lr_finder_steps >= 10, "training.lr_finder_steps", ">= 10 (the suggestion's edge checks use the first and "
-              "last 10 %)", t.lr_finder_steps)
+        check(t.lr_finder_steps >= 10, "training.lr_finder_steps",
+              ">= 10 (the suggestion's edge checks use the first and last 10 %)", t.lr_finder_steps)
         check(not t.reinit_head or t.init_from is not None, "training.reinit_head",
               "false unless --training.init_from is set", t.reinit_head)
         check(t.grad_clip_norm >= 0, "training.grad_clip_norm", ">= 0 (0 disables)", t.grad_clip_norm)

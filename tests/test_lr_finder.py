@@ -94,7 +94,7 @@ def test_found_lr_is_stored_in_the_units_of_training_lr() -> None:
 
 # Bounds: a sane LR for the optimizer at that batch, wide enough for the sweep's spread over seeds (measured at 100
 # steps, seeds 0-2, 2026-12-06: ResNet-18 SGD batch 32 1.9e-3, 3.4e-3, 1.2e-2; ResNet-50 AdamW batch 16 4.3e-4,
-# 3.6e-4, 9.8e-5), far from the sweep's first point (1e-7). 32 px: each sweep about 45 s on the 2-core CPU.
+# 3.6e-4, 9.8e-5), far from the sweep's first point (1e-7). 32 px: each test 40-75 s on the 2-core CPU.
 @pytest.mark.parametrize("model_name, optimizer, batch_size, bounds", [
     ("resnet18", "sgd", 32, (5e-4, 2.0)),
     ("resnet50", "adamw", 16, (3e-5, 3e-2)),
