@@ -64,18 +64,29 @@ def run_script(script: Path, args: list[str], timeout: float = 600, **popen: Any
 def run_script_in_process(script: Path, args: list[str]) -> subprocess.CompletedProcess:
     """Run an experiment script as ``__main__`` in this interpreter, as :func:`run_script` runs it in a fresh one:
     the same arguments, its stdout, stderr (the library's log lines) and exit status. It saves the 7 s a fresh
-    interpreter spends importing torch, torchvision and albumentations (measured on the 2-core CPU), for a test that
-    runs many scripts; each such test still runs its first script with :func:`run_script`, as a user does. The
-    script's folder leads ``sys.path`` while it runs, as in a fresh interpreter; the library's log handlers are
-    removed afterwards, as the next script's ``setup_logging`` would."""
+    interpreter spends importing torch, torchvision and albumentations (measured on the 2-core CPU). A script run
+    only this way is not checked for what a fresh interpreter adds (its imports from an unrelated cwd); the phase
+    scripts, the study and the benchmarks also run with :func:`run_script` or a subprocess of their own.
+
+    The script's folder leads ``sys.path`` while it runs, as in a fresh interpreter. What a run sets for the whole
+    process is put back afterwards, so that it cannot leak into later tests: the library's log handlers (removed,
+    as the next script's ``setup_logging`` would), ``torch.use_deterministic_algorithms`` and the cuDNN flags
+    (``--training.deterministic``), the intra-op thread count and ``os.environ`` (``CUBLAS_WORKSPACE_CONFIG``).
+    Unlike :func:`run_script` it has no timeout: a hang stalls the suite rather than failing the test.
+    """
     import contextlib
     import io
     import runpy
 
+    import torch
+
     from core.logger import remove_library_handlers
 
     out, err, code = io.StringIO(), io.StringIO(), 0
-    argv, path = sys.argv, list(sys.path)
+    argv, path, environ = sys.argv, list(sys.path), dict(os.environ)
+    deterministic = (torch.are_deterministic_algorithms_enabled(),
+                     torch.is_deterministic_algorithms_warn_only_enabled())
+    cudnn, threads = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic), torch.get_num_threads()
     sys.argv = [str(script), *args]
     sys.path.insert(0, str(Path(script).resolve().parent))  # as `python script.py` does (its sibling modules)
     try:
@@ -85,6 +96,11 @@ def run_script_in_process(script: Path, args: list[str]) -> subprocess.Completed
         code = e.code if isinstance(e.code, int) else int(e.code is not None)
     finally:
         sys.argv, sys.path[:] = argv, path
+        os.environ.clear()
+        os.environ.update(environ)
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
+        torch.set_num_threads(threads)
         remove_library_handlers()
     return subprocess.CompletedProcess([str(script), *args], code, out.getvalue(), err.getvalue())
 

@@ -126,7 +126,7 @@ def test_upscaled_imagenette(tmp_path: Path) -> None:
 
 def test_label_ops(tmp_path: Path) -> None:
     rec = run_benchmark("label_ops.py", ["--num-samples", "20000", "--num-classes", "50", "--manifest-entries",
-                                         "2000", "--repeats", "2"], tmp_path / "labels.json")
+                                         "2000", "--repeats", "2"], tmp_path / "labels.json", fresh=True)
     check_machine(rec["machine"])
     assert rec["settings"]["num_samples"] == 20000
     ops = rec["operations"]

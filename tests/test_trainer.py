@@ -184,7 +184,8 @@ def _resume_cfg(tmp_path: Path, out: str):
 
 
 def _start(args: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # this interpreter's thread count: the in-process reference runs compute with it, bit for bit the same
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())}
     return subprocess.Popen([sys.executable, str(PHASE1_SCRIPT), *args], cwd="/", env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
