@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 
@@ -61,7 +61,8 @@ def run_script(script: Path, args: list[str], timeout: float = 600, **popen: Any
                           timeout=timeout, **popen)
 
 
-def run_script_in_process(script: Path, args: list[str]) -> subprocess.CompletedProcess:
+def run_script_in_process(script: Path, args: list[str],
+                          threads: Optional[int] = None) -> subprocess.CompletedProcess:
     """Run an experiment script as ``__main__`` in this interpreter, as :func:`run_script` runs it in a fresh one:
     the same arguments, its stdout, stderr (the library's log lines) and exit status. It saves the 7 s a fresh
     interpreter spends importing torch, torchvision and albumentations (measured on the 2-core CPU). A script run
@@ -72,7 +73,9 @@ def run_script_in_process(script: Path, args: list[str]) -> subprocess.Completed
     process is put back afterwards, so that it cannot leak into later tests: the library's log handlers (removed,
     as the next script's ``setup_logging`` would), ``torch.use_deterministic_algorithms`` and the cuDNN flags
     (``--training.deterministic``), the intra-op thread count and ``os.environ`` (``CUBLAS_WORKSPACE_CONFIG``).
-    Unlike :func:`run_script` it has no timeout: a hang stalls the suite rather than failing the test.
+    ``threads`` sets the intra-op thread count for the run (as ``OMP_NUM_THREADS`` does for a fresh interpreter;
+    None keeps this one's). Unlike :func:`run_script` it has no timeout: a hang stalls the suite rather than
+    failing the test.
     """
     import contextlib
     import io
@@ -86,9 +89,12 @@ def run_script_in_process(script: Path, args: list[str]) -> subprocess.Completed
     argv, path, environ = sys.argv, list(sys.path), dict(os.environ)
     deterministic = (torch.are_deterministic_algorithms_enabled(),
                      torch.is_deterministic_algorithms_warn_only_enabled())
-    cudnn, threads = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic), torch.get_num_threads()
+    cudnn = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    saved_threads = torch.get_num_threads()
     sys.argv = [str(script), *args]
     sys.path.insert(0, str(Path(script).resolve().parent))  # as `python script.py` does (its sibling modules)
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             runpy.run_path(str(script), run_name="__main__")
@@ -100,7 +106,7 @@ def run_script_in_process(script: Path, args: list[str]) -> subprocess.Completed
         os.environ.update(environ)
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
-        torch.set_num_threads(threads)
+        torch.set_num_threads(saved_threads)
         remove_library_handlers()
     return subprocess.CompletedProcess([str(script), *args], code, out.getvalue(), err.getvalue())
 

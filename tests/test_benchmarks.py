@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from conftest import run_script_in_process
 from core.config import BUNDLED_SAMPLE_ROOT, PROJECT_ROOT
@@ -21,19 +20,14 @@ BENCHMARKS = PROJECT_ROOT / "benchmarks"
 def run_benchmark(script: str, args: list[str], out: Path, fresh: bool = False) -> dict[str, Any]:
     """Run ``benchmarks/<script>`` with one intra-op thread; return its JSON. With ``fresh``, in a new interpreter
     from an unrelated cwd (scripts must not depend on it), as a user runs it; otherwise in this one
-    (:func:`run_script_in_process`: the 7 s of imports saved), the thread count restored afterwards."""
+    (:func:`run_script_in_process`: the 7 s of imports saved)."""
     # One intra-op thread: on a small shared CPU, 2 threads per process oversubscribe and are several times slower.
     if fresh:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
         proc = subprocess.run([sys.executable, str(BENCHMARKS / script), *args, "--out", str(out)], cwd="/", env=env,
                               capture_output=True, text=True, timeout=300)
     else:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            proc = run_script_in_process(BENCHMARKS / script, [*args, "--out", str(out)])
-        finally:
-            torch.set_num_threads(previous)
+        proc = run_script_in_process(BENCHMARKS / script, [*args, "--out", str(out)], threads=1)
     assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert f"wrote {out}" in proc.stdout
     return json.loads(out.read_text())

@@ -27,7 +27,7 @@ def _run(args: list[str], nproc: int, probe: bool = False) -> subprocess.Complet
     return subprocess.run(cmd, cwd="/", env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, one_torch_thread):
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
     # global batch 16 both ways: 2 processes x 8, or 1 process x 8 x 2 accumulation steps
     common = dict(data={"fraction": 0.25, "num_workers": 0},
                   training={"epochs": 2, "batch_size": 8, "lr": 0.05, "warmup_epochs": 0.5, "log_every_steps": 1,
@@ -37,7 +37,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
                          **{**common, "training": {**common["training"], "grad_accum_steps": 2}})
     r2 = _run(cli_args(ddp), nproc=2)
     assert r2.returncode == 0, r2.stderr[-4000:]
-    r1 = run_script_in_process(PHASE1_SCRIPT, cli_args(single))  # one thread, as each torchrun process
+    r1 = run_script_in_process(PHASE1_SCRIPT, cli_args(single), threads=1)  # as each torchrun process
     assert r1.returncode == 0, r1.stderr[-4000:]
 
     m2 = [json.loads(x) for x in (tmp_path / "ddp" / "logs" / "metrics.jsonl").read_text().splitlines()]
