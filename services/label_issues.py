@@ -41,6 +41,7 @@ from core.dynamics import aum_flags
 from core.evaluate import predict
 from core.label_noise import CleaningManifest, detection_metrics, ranking_metrics
 from core.logger import progress_bar
+from services.detection_ensemble import ensemble_probs
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,10 @@ class ConfidentLearningConfig:
     ``aum_threshold``: a count cut for when the noise rate is known or estimated (a published noisy set's rate,
     cleanlab's estimate). At a short schedule hard clean images also average a negative margin, so the rule
     AUM < 0 flags far more than the noise (issue 13: 3,904 flagged for 1,894 flips at 15 epochs)."""
+    ensemble: tuple[str, ...] = ()
+    """Other finished K-fold detections of the same samples and labels (their detection/ folders): their
+    out-of-sample probabilities are averaged with this detection's last round before the issues are found and
+    relabels chosen (:mod:`services.detection_ensemble`; e.g. other training seeds or fold recipes). Empty: none."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -103,6 +108,8 @@ class ConfidentLearningConfig:
             problems.append("--cl.aum_fraction needs --cl.scores aum (K-fold detection flags with --cl.filter_by)")
         elif self.aum_fraction > 0 and self.aum_threshold != 0:
             problems.append("--cl.aum_fraction and --cl.aum_threshold are two rules for the same flags: set one")
+        if self.ensemble and self.scores != "k_fold":
+            problems.append("--cl.ensemble needs --cl.scores k_fold (AUM's probabilities are in-sample)")
         if self.folds < 2:
             problems.append(f"--cl.folds must be >= 2, got {self.folds}")
         if self.filter_by not in FILTER_METHODS:
@@ -567,7 +574,7 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
         cfg: the training recipe of the fold models.
         data: the training set (its labels are the ones checked).
         out_dir: the detection folder.
-        cl: folds, filter and relabel threshold.
+        cl: folds, filter, relabel threshold and ensemble members (``cl.ensemble``).
         noise_mask: (M,) bool injected flips, for evaluation only (never seen by the detector).
         original_labels: (M,) labels before injection, to score relabels.
         folds_dir: where the K fold runs live (default ``out_dir``): another detection's folder shares its fold
@@ -600,6 +607,9 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
             if original_labels is not None:
                 summary["top1_true"] = float((probs.argmax(1) == np.asarray(original_labels)).mean())
             rounds.append(summary)
+    if cl.ensemble:  # the mean with the other detections' out-of-sample probabilities decides
+        probs = ensemble_probs(probs, cl.ensemble, data.train_ids, data.train_labels)
+        issues = find_label_issues(data.train_labels, probs, cl.filter_by)
     if folds_dir.resolve() != out_dir.resolve():  # the label review finds the fold models (Grad-CAM) via out_dir
         link_fold_runs(folds_dir, out_dir, cl.folds, cl.rounds, aum=cl.scores == "aum")
     np.save(out_dir / "pred_probs.npy", probs)
@@ -616,7 +626,8 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
                                        f"{rounds_note}")
     manifest.write(out_dir, header=f"{rule}; relabel threshold {cl.relabel_threshold}; {issues.sum()} of "
                                    f"{issues.size} flagged")
-    _write_issue_table(out_dir / "label_issues.csv", data, probs, issues, manifest)
+    from services.label_review.issues import ISSUES_FILE, write_issue_table  # here: the review imports this module
+    write_issue_table(out_dir / ISSUES_FILE, data, probs, issues, manifest.relabel_ids)
     accuracy = float((probs.argmax(1) == data.train_labels).mean()) if probs.size else 0.0
     sample = "in_sample" if cl.scores == "aum" else "out_of_sample"  # the AUM run trained on what it scores
     metrics: dict = {"num_samples": int(issues.size), "num_issues": int(issues.sum()),
@@ -641,23 +652,6 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
         log.info("detection vs injected noise: %d flagged, precision %.3f, recall %.3f, F1 %.3f",
                  metrics["num_flagged"], metrics["precision"], metrics["recall"], metrics["f1"])
     return LabelIssueResult(manifest=manifest, issues=issues, pred_probs=probs, metrics=metrics)
-
-
-def _write_issue_table(path: Path, data: ImageNetDataManager, probs: np.ndarray, issues: np.ndarray,
-                       manifest: CleaningManifest) -> None:
-    rows = np.flatnonzero(issues)  # only the flagged samples: a few percent of the set
-    relabelled = set(manifest.relabel_ids.tolist())
-    relpaths = data.train_index.relpaths
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["sample_id", "path", "given", "given_class", "predicted", "predicted_class", "confidence",
-                    "action"])
-        for i in rows.tolist():
-            sid = int(data.train_ids[i])
-            given, pred = int(data.train_labels[i]), int(probs[i].argmax())
-            w.writerow([sid, os.fsdecode(relpaths[sid]) if relpaths is not None else "", given,
-                        data.classes[given], pred, data.classes[pred], f"{probs[i, pred]:.4f}",
-                        "relabel" if sid in relabelled else "remove"])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -24,6 +24,7 @@ from core.label_noise import (NoisyLabels, apply_manifest_to, exact_count, injec
 from core.logger import setup_logging
 from core.soft_targets import apply_soft_label_cleaning
 from core.trainer import RunInterrupted
+from services.detection_ensemble import member_digests
 from services.label_issues import ConfidentLearningConfig, detect_label_issues
 
 log = logging.getLogger(__name__)
@@ -237,7 +238,7 @@ def _fingerprint(cfg: ExperimentConfig, spec: ExperimentSpec, study: StudyConfig
     if spec.noise_rate > 0:
         out["noise_seed"] = study.noise_seed
     if spec.cleanlab:
-        out["cl"] = dataclasses.asdict(cl)
+        out["cl"] = {k: v for k, v in dataclasses.asdict(cl).items() if k != "ensemble"}  # paths: digests below
         if study.fold_config is not None:  # the fold models' own settings, by content (absent without a fold config)
             out["fold_config"] = fold_overrides(study)
         if cl.rounds > 1:  # at the top level, so a one-round result (saved before rounds existed) is not reused
@@ -246,6 +247,8 @@ def _fingerprint(cfg: ExperimentConfig, spec: ExperimentSpec, study: StudyConfig
             out["detection_scores"] = {"scores": cl.scores, "aum_threshold": cl.aum_threshold}
         if cl.aum_fraction > 0:  # at the top level: a threshold-rule AUM result is not a count-cut one
             out["aum_fraction"] = cl.aum_fraction
+        if cl.ensemble:  # at the top level, by content: the members' probabilities wherever their folders lie
+            out["ensemble"] = member_digests(cl.ensemble)
     return json.loads(json.dumps(out))
 
 

@@ -187,9 +187,9 @@ def test_saved_fold_probabilities_are_reused_only_under_the_settings_they_were_m
     assert _FoldCounter.fits == 2
 
 
-def test_a_second_round_of_detection_trains_on_what_the_first_did_not_flag(tmp_path, monkeypatch):
-    import json
-
+def _noisy_sample_with_counted_folds(tmp_path, monkeypatch):
+    """A fifth of the bundled sample at 32 px with 30 % symmetric noise (its labels the training labels), fold
+    models replaced by :class:`_FoldCounter` (``_FoldCounter.fits`` counts them from 0)."""
     import core.trainer
 
     monkeypatch.setattr(core.trainer, "ImageNetTrainer", _FoldCounter)
@@ -197,7 +197,13 @@ def test_a_second_round_of_detection_trains_on_what_the_first_did_not_flag(tmp_p
     data = ImageNetDataManager(DataConfig(image_size=32, val_image_size=32, num_workers=0, fraction=0.2,
                                           index_cache_dir=tmp_path / "cache"), seed=0)
     noisy = inject_symmetric_noise(data.train_labels, 0.3, data.num_classes, seed=0)
-    data = data.with_train_subset(data.train_ids, noisy.labels)
+    return data.with_train_subset(data.train_ids, noisy.labels), noisy
+
+
+def test_a_second_round_of_detection_trains_on_what_the_first_did_not_flag(tmp_path, monkeypatch):
+    import json
+
+    data, noisy = _noisy_sample_with_counted_folds(tmp_path, monkeypatch)
     cl = ConfidentLearningConfig(folds=2, rounds=2, filter_by="predicted_neq_given")
     res = detect_label_issues(tiny_config(tmp_path, training={"resume": "auto"}), data, tmp_path / "det", cl,
                               noise_mask=noisy.noise_mask, original_labels=noisy.original_labels)
@@ -250,7 +256,8 @@ def test_a_second_round_of_detection_trains_on_what_the_first_did_not_flag(tmp_p
         ConfidentLearningConfig(rounds=0)
 
 
-def _fake_detection(det: Path, ids: np.ndarray, labels: np.ndarray, k: int, finished: list[int], seed: int = 0):
+def _fake_detection(det: Path, ids: np.ndarray, labels: np.ndarray, k: int, finished: list[int], seed: int = 0,
+                    classes: int = 5):
     """A detection folder as services.label_issues leaves it: fold_f/ (scored ids, probabilities, settings digests)
     for the ``finished`` folds of ``k``; the probabilities are random, each row summing to one."""
     import json
@@ -262,7 +269,7 @@ def _fake_detection(det: Path, ids: np.ndarray, labels: np.ndarray, k: int, fini
         fold_dir.mkdir(parents=True)
         held = fold_of == f
         np.save(fold_dir / "scored_ids.npy", ids[held])
-        np.save(fold_dir / "pred_probs.npy", rng.dirichlet(np.ones(5), int(held.sum())).astype(np.float32))
+        np.save(fold_dir / "pred_probs.npy", rng.dirichlet(np.ones(classes), int(held.sum())).astype(np.float32))
         (fold_dir / "fold_settings.json").write_text(json.dumps(
             {"train_ids": array_digest(ids[~held]), "train_labels": array_digest(labels[~held])}))
     return fold_of
@@ -450,3 +457,52 @@ def test_fastdup_script_says_how_to_install_it_when_missing(tmp_path):
                           timeout=120, cwd="/")
     assert proc.returncode == 2
     assert "requirements-fastdup.txt" in proc.stderr
+
+
+def test_an_ensemble_of_detections_averages_their_probabilities_before_cleanlab(tmp_path, monkeypatch):
+    import dataclasses
+    import json
+
+    from services.detection_ensemble import member_probs
+
+    data, noisy = _noisy_sample_with_counted_folds(tmp_path, monkeypatch)
+    cfg = tiny_config(tmp_path, training={"resume": "auto"})
+    cl = ConfidentLearningConfig(folds=2, filter_by="predicted_neq_given", relabel_threshold=0.5)
+    alone = detect_label_issues(cfg, data, tmp_path / "alone", cl, noise_mask=noisy.noise_mask)
+    assert _FoldCounter.fits == 2
+    # a member that knows the truth (another seed's detection, here an oracle), its rows in another order
+    ids, labels = data.train_ids, data.train_labels
+    oracle = np.full((ids.size, data.num_classes), 0.02, dtype=np.float32)
+    oracle[np.arange(ids.size), noisy.original_labels] = 1 - 0.02 * (data.num_classes - 1)
+    member = tmp_path / "member"
+    member.mkdir()
+    order = np.random.default_rng(0).permutation(ids.size)
+    for name, arr in (("pred_probs", oracle), ("train_ids", ids), ("given_labels", labels)):
+        np.save(member / f"{name}.npy", arr[order])
+    np.testing.assert_array_equal(member_probs(member, ids, labels), oracle)  # aligned by sample id
+    both = detect_label_issues(cfg, data, tmp_path / "both", dataclasses.replace(cl, ensemble=(str(member),)),
+                               noise_mask=noisy.noise_mask, original_labels=noisy.original_labels,
+                               folds_dir=tmp_path / "alone")
+    assert _FoldCounter.fits == 2  # the fold models are reused: an ensemble trains nothing more
+    mean = (alone.pred_probs + oracle) / 2
+    np.testing.assert_allclose(both.pred_probs, mean, atol=1e-6)
+    np.testing.assert_allclose(np.load(tmp_path / "both" / "pred_probs.npy"), mean, atol=1e-6)
+    np.testing.assert_array_equal(both.issues, find_label_issues(labels, mean, cl.filter_by))
+    assert both.metrics["precision"] > alone.metrics["precision"]  # the oracle member outvotes a weak fold model
+    assert json.loads((tmp_path / "both" / "detection_metrics.json").read_text())["ensemble"] == [str(member)]
+    relabelled = np.isin(ids, both.manifest.relabel_ids)
+    assert relabelled.sum() == both.manifest.num_relabel > 0
+    np.testing.assert_array_equal(mean.argmax(1)[relabelled] == noisy.original_labels[relabelled], True)
+    # a member of other samples or other labels, or without its files, is refused with the fix
+    with pytest.raises(ValueError, match="scored other samples"):
+        member_probs(member, ids[1:], labels[1:])
+    other = labels.copy()
+    other[0] = (other[0] + 1) % data.num_classes
+    with pytest.raises(ValueError, match=r"checked other labels \(1 differ\)"):
+        member_probs(member, ids, other)
+    (member / "given_labels.npy").unlink()
+    with pytest.raises(FileNotFoundError, match="no given_labels.npy.*export_probs.py"):
+        member_probs(member, ids, labels)
+    with pytest.raises(ValueError, match="--cl.ensemble needs --cl.scores k_fold"):
+        ConfidentLearningConfig(scores="aum", ensemble=(str(member),))
+

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import run_script, run_script_in_process as run_in_process
+from conftest import run_script, run_script_in_process
 from core.config import PROJECT_ROOT
 from services.label_issues import FILTER_METHODS, LABEL_QUALITY_SCORES, detection_sweep
 from services.noise_study import (CSV_COLUMNS, StudyConfig, add_comparisons, aggregate_seeds, parse_study_config,
@@ -273,7 +273,7 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     assert (out / "results.png").stat().st_size > 5000
 
     # a second run trains nothing; changed settings are refused rather than mixed into the table
-    again = run_in_process(STUDY_SCRIPT, args)
+    again = run_script_in_process(STUDY_SCRIPT, args)
     assert again.returncode == 0, again.stderr[-4000:]
     assert again.stderr.count("not rerun") == 8
     with open(out / "results.csv") as f:
@@ -281,7 +281,7 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     # the detection ablation rescores the finished fold models with flip TTA and sweeps the rules; nothing trains
     det = out / "noise20_cleanlab" / "detection"
     model_times = sorted(p.stat().st_mtime_ns for p in det.glob("fold_*/models/*.pt"))
-    ablation = run_in_process(ABLATION_SCRIPT, args + ["--experiment", "noise20_cleanlab", "--hflip", "--in_sample"])
+    ablation = run_script_in_process(ABLATION_SCRIPT, args + ["--experiment", "noise20_cleanlab", "--hflip", "--in_sample"])
     assert ablation.returncode == 0, ablation.stderr[-4000:]
     assert sorted(p.stat().st_mtime_ns for p in det.glob("fold_*/models/*.pt")) == model_times
     assert len(list(det.glob("fold_*/pred_probs_hflip.npy"))) == 2
@@ -294,13 +294,13 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     assert float(plain_default["precision"]) == pytest.approx(metrics_20["precision"])
     assert float(plain_default["recall"]) == pytest.approx(metrics_20["recall"])
     assert sweep[-1]["scoring"] == "mean of every probability set above" and (det / "ablation.md").is_file()
-    wrong_row = run_in_process(ABLATION_SCRIPT, args + ["--experiment", "noise20"])
+    wrong_row = run_script_in_process(ABLATION_SCRIPT, args + ["--experiment", "noise20"])
     assert wrong_row.returncode == 2 and "not a cleanlab row" in wrong_row.stderr
 
     # the other cleaning policies on the same detections: every flagged sample removed, or kept on soft labels, no
     # fold model retrained; and the two halves of its gap to the clean row (removals alone, wrong labels alone),
     # told apart with the truth. At 20 % only (40 % runs the same code), which keeps the 20 % rows' results
-    policies = run_in_process(STUDY_SCRIPT, args + ["--study.noise_rates", "[0.2]",
+    policies = run_script_in_process(STUDY_SCRIPT, args + ["--study.noise_rates", "[0.2]",
                                                     "--study.simulated_detection_rates", "[0.8]",
                                                     "--study.cleanlab_remove_only", "true",
                                                     "--study.cleanlab_soft_labels", "true",
@@ -360,8 +360,8 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     assert int(soft["wrong_labels"]) == int((soft_labels != true_labels).sum())
     # a second seed's detection on the same flips joins an ensemble; the remove-only twin (the same folds) may not
     seeded = args + ["--study.repeat_experiments", "[clean, noise20_cleanlab]"]
-    assert run_in_process(STUDY_SCRIPT, seeded).returncode == 0  # trains noise20_cleanlab_seed1 alone
-    ensemble = run_in_process(ABLATION_SCRIPT, seeded + ["--experiment", "noise20_cleanlab", "--ensemble",
+    assert run_script_in_process(STUDY_SCRIPT, seeded).returncode == 0  # trains noise20_cleanlab_seed1 alone
+    ensemble = run_script_in_process(ABLATION_SCRIPT, seeded + ["--experiment", "noise20_cleanlab", "--ensemble",
                                                          "noise20_cleanlab_seed1"])
     assert ensemble.returncode == 0, ensemble.stderr[-4000:]
     with open(det / "ablation.csv") as f:
@@ -372,15 +372,15 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     expected = detection_sweep(np.load(det / "given_labels.npy"), both, np.load(det / "noise_mask.npy"))
     for got in (sweep[per_scoring:2 * per_scoring], sweep[2 * per_scoring:]):  # the ensemble; the overall mean
         assert [float(r["precision"]) for r in got] == pytest.approx([e["precision"] for e in expected])
-    twin = run_in_process(ABLATION_SCRIPT, args + ["--study.cleanlab_remove_only", "true", "--ensemble",
+    twin = run_script_in_process(ABLATION_SCRIPT, args + ["--study.cleanlab_remove_only", "true", "--ensemble",
                                                    "noise20_cleanlab_remove"])
     assert twin.returncode == 2 and "shares its fold models" in twin.stderr
-    other_rate = run_in_process(ABLATION_SCRIPT, args + ["--ensemble", "noise40_cleanlab"])
+    other_rate = run_script_in_process(ABLATION_SCRIPT, args + ["--ensemble", "noise40_cleanlab"])
     assert other_rate.returncode == 2 and "not a cleanlab row at noise rate 0.2" in other_rate.stderr
 
     # the small files go to git; on a fresh machine they make the same command skip the finished rows
     kept, fresh = tmp_path / "kept", tmp_path / "fresh"
-    assert run_in_process(KEEP_SCRIPT, [str(out), str(kept)]).returncode == 0
+    assert run_script_in_process(KEEP_SCRIPT, [str(out), str(kept)]).returncode == 0
     assert (kept / "noise20_cleanlab" / "detection" / "ablation.csv").is_file()
     assert not list(kept.rglob("*.pt"))
     # each detection's fold probabilities travel too (not the models, nor the remove-only twins' links to them)
@@ -393,7 +393,7 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     assert len(kept_folds) == 6 * 3 + 2  # settings, ids, probabilities; and the flip-TTA probabilities of the ablation
     np.testing.assert_array_equal(np.load(kept / "noise20_cleanlab" / "detection" / "fold_1" / "pred_probs.npy"),
                                   np.load(det / "fold_1" / "pred_probs.npy"))
-    capped = run_in_process(KEEP_SCRIPT, [str(out), str(tmp_path / "capped"), "--max_fold_mb", "0.001"])
+    capped = run_script_in_process(KEEP_SCRIPT, [str(out), str(tmp_path / "capped"), "--max_fold_mb", "0.001"])
     left_out = [line for line in capped.stdout.splitlines() if line.startswith("left out")]
     assert capped.returncode == 0 and sum("/detection/fold_" in line for line in left_out) == 6, capped.stdout
     assert all("/detection/fold_" in line or "label_issues.csv" in line or "soft_targets.npz" in line
@@ -402,38 +402,38 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     assert not (tmp_path / "capped" / "noise20_cleanlab_soft" / "soft_targets.npz").exists()
     assert not list((tmp_path / "capped").glob("*/detection/fold_*"))
     assert (tmp_path / "capped" / "noise20_cleanlab" / "result.json").is_file()
-    assert run_in_process(KEEP_SCRIPT, [str(fresh), str(kept), "--restore"]).returncode == 0
+    assert run_script_in_process(KEEP_SCRIPT, [str(fresh), str(kept), "--restore"]).returncode == 0
     assert sorted(p.relative_to(fresh) for p in fresh.rglob("*") if p.is_file()) == \
         sorted([*(p.relative_to(out) for p in out.glob("*/result.json")), *kept_folds])
-    skipped = run_in_process(STUDY_SCRIPT, [*args[:1], str(fresh), *args[2:]])
+    skipped = run_script_in_process(STUDY_SCRIPT, [*args[:1], str(fresh), *args[2:]])
     assert skipped.returncode == 0 and skipped.stderr.count("not rerun") == 8, skipped.stderr[-4000:]
     # the tables alone, from the kept result.json files (no model there), leaving out a row that never ran
     (fresh / "results.csv").unlink()
     settings = (fresh / "study.json").read_text()
-    reported = run_in_process(STUDY_SCRIPT, [*args[:1], str(fresh), *args[2:], "--study.report_only", "true",
+    reported = run_script_in_process(STUDY_SCRIPT, [*args[:1], str(fresh), *args[2:], "--study.report_only", "true",
                                              "--study.noise_only_rates", "[0.5]"])
     assert reported.returncode == 0 and "noise50: not finished" in reported.stderr, reported.stderr[-4000:]
     assert not (fresh / "noise50").exists() and not list(fresh.rglob("*.pt"))
     assert (fresh / "study.json").read_text() == settings  # the study's own record is left alone
     with open(fresh / "results.csv") as f:
         assert [r["top1"] for r in csv.DictReader(f)] == [r["top1"] for r in rows]
-    assert run_in_process(KEEP_SCRIPT, [str(tmp_path / "nowhere"), str(kept)]).returncode == 2
+    assert run_script_in_process(KEEP_SCRIPT, [str(tmp_path / "nowhere"), str(kept)]).returncode == 2
 
     # the ablation runs there too, from the kept fold probabilities alone
-    fresh_ablation = run_in_process(ABLATION_SCRIPT, [*args[:1], str(fresh), *args[2:], "--experiment",
+    fresh_ablation = run_script_in_process(ABLATION_SCRIPT, [*args[:1], str(fresh), *args[2:], "--experiment",
                                                       "noise20_cleanlab"])
     assert fresh_ablation.returncode == 0, fresh_ablation.stderr[-4000:]
     with open(fresh / "noise20_cleanlab" / "detection" / "ablation.csv") as f:
         fresh_default = next(r for r in csv.DictReader(f) if r["rule"] == "filter_by=prune_by_noise_rate")
     assert float(fresh_default["precision"]) == pytest.approx(metrics_20["precision"])
     # its flip-TTA probabilities were never made; no model here
-    no_models = run_in_process(ABLATION_SCRIPT, [*args[:1], str(fresh), *args[2:], "--experiment", "noise40_cleanlab",
+    no_models = run_script_in_process(ABLATION_SCRIPT, [*args[:1], str(fresh), *args[2:], "--experiment", "noise40_cleanlab",
                                                  "--hflip"])
     assert no_models.returncode == 2 and "--hflip needs noise40_cleanlab's fold models" in no_models.stderr
     # two detections compared on their shared folds: all of them here, so each alone is the detection itself and
     # their mean the ablation's 2-seed ensemble; a detection with one fold unfinished narrows them to the other
     detections = [f"s0={fresh / 'noise20_cleanlab' / 'detection'}", f"s1={fresh / 'noise20_cleanlab_seed1' / 'detection'}"]
-    compared = run_in_process(COMPARE_SCRIPT, args + ["--detection", *detections, "--out", str(tmp_path / "cmp")])
+    compared = run_script_in_process(COMPARE_SCRIPT, args + ["--detection", *detections, "--out", str(tmp_path / "cmp")])
     assert compared.returncode == 0, compared.stderr[-4000:]
     with open(tmp_path / "cmp" / "compare_folds.csv") as f:
         by_models = {}
@@ -447,18 +447,18 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     partial = tmp_path / "partial"
     shutil.copytree(fresh / "noise20_cleanlab_seed1" / "detection", partial)
     (partial / "fold_1" / "pred_probs.npy").unlink()
-    narrowed = run_in_process(COMPARE_SCRIPT, args + ["--detection", detections[0], f"p={partial}", "--out",
+    narrowed = run_script_in_process(COMPARE_SCRIPT, args + ["--detection", detections[0], f"p={partial}", "--out",
                                                       str(tmp_path / "cmp")])
     assert narrowed.returncode == 0 and "folds [1] of 2" in narrowed.stdout, narrowed.stderr[-4000:]
-    other = run_in_process(COMPARE_SCRIPT, args + ["--detection", f"x={fresh / 'noise40_cleanlab' / 'detection'}",
+    other = run_script_in_process(COMPARE_SCRIPT, args + ["--detection", f"x={fresh / 'noise40_cleanlab' / 'detection'}",
                                                    "--out", str(tmp_path / "cmp")])  # its folds hold the 40 % flips
     assert other.returncode == 2 and "made on other samples or labels" in other.stderr
 
-    changed = run_in_process(STUDY_SCRIPT, args[:-1] + ["4"])
+    changed = run_script_in_process(STUDY_SCRIPT, args[:-1] + ["4"])
     assert changed.returncode == 2 and "other settings" in changed.stderr
     # a cleanlab row redone on the fresh machine (no fold model there) reuses the kept fold probabilities
     (fresh / "noise20_cleanlab" / "result.json").unlink()
-    redone = run_in_process(STUDY_SCRIPT, [*args[:1], str(fresh), *args[2:]])
+    redone = run_script_in_process(STUDY_SCRIPT, [*args[:1], str(fresh), *args[2:]])
     assert redone.returncode == 0 and redone.stderr.count("/2: reusing") == 2, redone.stderr[-4000:]
     assert "unchecked" not in redone.stderr and not list((fresh / "noise20_cleanlab" / "detection").rglob("*.pt"))
     assert json.loads((fresh / "noise20_cleanlab" / "result.json").read_text())["row"]["precision"] == \
@@ -470,13 +470,13 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     fold_yaml.write_text("training:\n  epochs: 2\n")
     with_folds = [*args[:1], str(fresh), *args[2:], "--study.fold_config", str(fold_yaml),
                   "--study.noise_rates", "[0.2]", "--study.simulated_detection_rates", "[0.8]"]
-    refused = run_in_process(STUDY_SCRIPT, with_folds)
+    refused = run_script_in_process(STUDY_SCRIPT, with_folds)
     assert refused.returncode == 2 and "fold_config: (none) -> (set)" in refused.stderr, refused.stderr[-4000:]
     (fresh / "noise20_cleanlab" / "result.json").unlink()
-    stale = run_in_process(STUDY_SCRIPT, with_folds)  # the kept folds' records say 1 epoch: not reused for 2
+    stale = run_script_in_process(STUDY_SCRIPT, with_folds)  # the kept folds' records say 1 epoch: not reused for 2
     assert stale.returncode == 2 and "made with other settings" in stale.stderr, stale.stderr[-4000:]
     shutil.rmtree(fresh / "noise20_cleanlab" / "detection")
-    folds = run_in_process(STUDY_SCRIPT, with_folds)
+    folds = run_script_in_process(STUDY_SCRIPT, with_folds)
     assert folds.returncode == 0 and folds.stderr.count("not rerun") == 4, folds.stderr[-4000:]
     det15 = fresh / "noise20_cleanlab" / "detection"
     for k in range(2):
@@ -588,3 +588,42 @@ def test_an_aum_row_is_not_taken_for_a_k_fold_one_and_its_run_is_kept(tmp_path):
     fresh = tmp_path / "fresh"
     restored = {p.relative_to(fresh).as_posix() for p in keep_results.restore(kept, fresh)}
     assert {f"noise20_cleanlab/detection/{AUM_RUN}/{f}" for f in files} <= restored
+
+
+def test_an_ensemble_row_is_fingerprinted_by_its_members_contents_and_export_writes_them(tmp_path):
+    from core.config import settings_conflicts
+    from core.data.manager import ImageNetDataManager
+    from experiments.label_noise_study.compare_folds import kfold_probs
+    from experiments.label_noise_study.export_probs import run as export_probs
+    from services.detection_ensemble import member_probs
+    from services.label_issues import ConfidentLearningConfig
+    from services.noise_study import ExperimentSpec, _fingerprint, study_noise
+    from test_label_issues import _fake_detection
+
+    flags = ["--logging.output_dir", str(tmp_path / "study"), "--logging.progress_bar", "false",
+             "--data.index_cache_dir", str(tmp_path / "cache"), "--data.fraction", "0.25"]
+    cfg, study, cl = parse_study_config(STUDY_SCRIPT.parent, flags)
+    base = ImageNetDataManager(cfg.data, seed=cfg.training.seed, progress=False)
+    noisy = study_noise(base, 0.2, study)
+    ids, given = base.train_ids, noisy.labels
+    _fake_detection(tmp_path / "kept", ids, given, 2, [0, 1], classes=base.num_classes)
+    # a kept detection (fold files only) becomes a member: its folds checked, its whole-set files written
+    assert export_probs([*flags, "--noise_rate", "0.2", "--detection", str(tmp_path / "kept"),
+                         "--out", str(tmp_path / "member")]) == 0
+    probs = kfold_probs(tmp_path / "kept", ids, given, 2, cl.fold_seed, cl.filter_by)
+    np.testing.assert_array_equal(member_probs(tmp_path / "member", ids, given), probs)
+    with pytest.raises(ValueError, match="made on other samples or labels"):  # another noise rate's labels
+        export_probs([*flags, "--noise_rate", "0.4", "--detection", str(tmp_path / "kept"),
+                      "--out", str(tmp_path / "other")])
+
+    spec = ExperimentSpec("noise20_cleanlab", "20 % + cleanlab", noise_rate=0.2, cleanlab=True)
+    one = _fingerprint(cfg, spec, study, ConfidentLearningConfig())
+    ens = _fingerprint(cfg, spec, study, ConfidentLearningConfig(ensemble=(str(tmp_path / "member"),)))
+    assert "ensemble" not in one and "ensemble" not in ens["cl"]  # no paths: the same members elsewhere match
+    assert "ensemble: (none) -> (set)" in settings_conflicts(one, ens)
+    shutil.copytree(tmp_path / "member", tmp_path / "moved")
+    assert not settings_conflicts(ens, _fingerprint(cfg, spec, study, ConfidentLearningConfig(
+        ensemble=(str(tmp_path / "moved"),))))
+    np.save(tmp_path / "moved" / "pred_probs.npy", np.roll(probs, 1, axis=1))  # other probabilities: a change
+    assert settings_conflicts(ens, _fingerprint(cfg, spec, study, ConfidentLearningConfig(
+        ensemble=(str(tmp_path / "moved"),))))
