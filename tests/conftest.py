@@ -61,8 +61,13 @@ def run_script(script: Path, args: list[str], timeout: float = 600, **popen: Any
                           timeout=timeout, **popen)
 
 
-def run_script_in_process(script: Path, args: list[str],
-                          threads: Optional[int] = None) -> subprocess.CompletedProcess:
+class ScriptTimeout(BaseException):
+    """An in-process script run outlasted its timeout (:func:`run_script_in_process`). A BaseException, as
+    KeyboardInterrupt: the code it interrupts may catch Exception (a corrupt image skipped) but not this."""
+
+
+def run_script_in_process(script: Path, args: list[str], threads: Optional[int] = None,
+                          timeout: float = 600) -> subprocess.CompletedProcess:
     """Run an experiment script as ``__main__`` in this interpreter, as :func:`run_script` runs it in a fresh one:
     the same arguments, its stdout, stderr (the library's log lines) and exit status. It saves the 7 s a fresh
     interpreter spends importing torch, torchvision and albumentations (measured on the 2-core CPU). A script run
@@ -74,9 +79,16 @@ def run_script_in_process(script: Path, args: list[str],
     as the next script's ``setup_logging`` would), ``torch.use_deterministic_algorithms`` and the cuDNN flags
     (``--training.deterministic``), the intra-op thread count and ``os.environ`` (``CUBLAS_WORKSPACE_CONFIG``).
     ``threads`` sets the intra-op thread count for the run (as ``OMP_NUM_THREADS`` does for a fresh interpreter;
-    None keeps this one's). Unlike :func:`run_script` it has no timeout: a hang stalls the suite rather than
-    failing the test.
+    None keeps this one's). ``timeout`` (seconds, as :func:`run_script`'s) arms ``SIGALRM`` in the main thread:
+    a run that outlasts it raises :class:`ScriptTimeout` where it is, so a hang fails its test instead of stalling
+    the suite (off in other threads, where Python cannot take the signal).
+
+    Raises:
+        ScriptTimeout: the run took longer than ``timeout``.
     """
+    import signal
+    import threading
+
     import contextlib
     import io
     import runpy
@@ -95,12 +107,23 @@ def run_script_in_process(script: Path, args: list[str],
     sys.path.insert(0, str(Path(script).resolve().parent))  # as `python script.py` does (its sibling modules)
     if threads is not None:
         torch.set_num_threads(threads)
+    alarm = threading.current_thread() is threading.main_thread()
+
+    def expired(signum, frame):
+        raise ScriptTimeout(f"{Path(script).name} {' '.join(args)} ran past its {timeout:g} s timeout")
+
+    previous_handler = signal.signal(signal.SIGALRM, expired) if alarm else None
     try:
+        if alarm:
+            signal.setitimer(signal.ITIMER_REAL, timeout)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             runpy.run_path(str(script), run_name="__main__")
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else int(e.code is not None)
     finally:
+        if alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous_handler)
         sys.argv, sys.path[:] = argv, path
         os.environ.clear()
         os.environ.update(environ)
