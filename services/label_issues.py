@@ -535,6 +535,21 @@ def manifest_from_issues(sample_ids: np.ndarray, labels: np.ndarray, pred_probs:
                             relabel_to=pred[relabel])
 
 
+def detection_rule(cl: ConfidentLearningConfig) -> str:
+    """What flagged the samples, in words, for the manifest's header: the scores, the rule and its round or
+    ensemble."""
+    if cl.scores == "aum":
+        cut = (f"the lowest {100 * cl.aum_fraction:g} % of scored AUMs" if cl.aum_fraction > 0
+               else f"AUM below {cl.aum_threshold:g}")
+        return f"{cut} (one training run; relabels from its in-sample probabilities)"
+    rule = f"cleanlab {cl.filter_by}, {cl.folds}-fold out-of-sample probabilities"
+    if cl.rounds > 1:
+        rule += f" (round {cl.rounds} of detection)"
+    if cl.ensemble:
+        rule += f", averaged with {len(cl.ensemble)} more detection(s) (--cl.ensemble)"
+    return rule
+
+
 @dataclass
 class LabelIssueResult:
     """What :func:`detect_label_issues` found.
@@ -618,14 +633,8 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
     if noise_mask is not None:  # for the label review's precision against the truth
         np.save(out_dir / "noise_mask.npy", np.asarray(noise_mask, dtype=bool))
     manifest = manifest_from_issues(data.train_ids, data.train_labels, probs, issues, cl.relabel_threshold)
-    rounds_note = f" (round {cl.rounds} of detection)" if cl.rounds > 1 else ""
-    aum_rule = (f"the lowest {100 * cl.aum_fraction:g} % of scored AUMs" if cl.aum_fraction > 0
-                else f"AUM below {cl.aum_threshold:g}")
-    rule = (f"{aum_rule} (one training run; relabels from its in-sample probabilities)"
-            if cl.scores == "aum" else f"cleanlab {cl.filter_by}, {cl.folds}-fold out-of-sample probabilities"
-                                       f"{rounds_note}")
-    manifest.write(out_dir, header=f"{rule}; relabel threshold {cl.relabel_threshold}; {issues.sum()} of "
-                                   f"{issues.size} flagged")
+    manifest.write(out_dir, header=f"{detection_rule(cl)}; relabel threshold {cl.relabel_threshold}; "
+                                   f"{issues.sum()} of {issues.size} flagged")
     from services.label_review.issues import ISSUES_FILE, write_issue_table  # here: the review imports this module
     write_issue_table(out_dir / ISSUES_FILE, data, probs, issues, manifest.relabel_ids)
     accuracy = float((probs.argmax(1) == data.train_labels).mean()) if probs.size else 0.0

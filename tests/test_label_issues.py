@@ -490,6 +490,8 @@ def test_an_ensemble_of_detections_averages_their_probabilities_before_cleanlab(
     np.testing.assert_array_equal(both.issues, find_label_issues(labels, mean, cl.filter_by))
     assert both.metrics["precision"] > alone.metrics["precision"]  # the oracle member outvotes a weak fold model
     assert json.loads((tmp_path / "both" / "detection_metrics.json").read_text())["ensemble"] == [str(member)]
+    header = (tmp_path / "both" / "removal_list.txt").read_text().splitlines()[0]  # the manifest says what flagged
+    assert "out-of-sample probabilities, averaged with 1 more detection(s) (--cl.ensemble)" in header
     relabelled = np.isin(ids, both.manifest.relabel_ids)
     assert relabelled.sum() == both.manifest.num_relabel > 0
     np.testing.assert_array_equal(mean.argmax(1)[relabelled] == noisy.original_labels[relabelled], True)
