@@ -42,6 +42,7 @@ from core.evaluate import predict
 from core.label_noise import CleaningManifest, detection_metrics, ranking_metrics
 from core.logger import progress_bar
 from services.detection_ensemble import ensemble_probs
+from services.issue_table import ISSUES_FILE, write_issue_table
 
 log = logging.getLogger(__name__)
 
@@ -635,7 +636,6 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
     manifest = manifest_from_issues(data.train_ids, data.train_labels, probs, issues, cl.relabel_threshold)
     manifest.write(out_dir, header=f"{detection_rule(cl)}; relabel threshold {cl.relabel_threshold}; "
                                    f"{issues.sum()} of {issues.size} flagged")
-    from services.label_review.issues import ISSUES_FILE, write_issue_table  # here: the review imports this module
     write_issue_table(out_dir / ISSUES_FILE, data, probs, issues, manifest.relabel_ids)
     accuracy = float((probs.argmax(1) == data.train_labels).mean()) if probs.size else 0.0
     sample = "in_sample" if cl.scores == "aum" else "out_of_sample"  # the AUM run trained on what it scores
