@@ -28,7 +28,7 @@ def sweep_row(rule: str, flagged: np.ndarray, noise_mask: np.ndarray, curve: Opt
     :data:`NO_CURVE`)."""
     d = detection_metrics(flagged, noise_mask)
     return {"rule": rule, **{k: d[k] for k in ("num_flagged", "precision", "recall", "f1")}, **(curve or NO_CURVE)}
-"""The columns of an :func:`aum_sweep` table (:func:`services.label_issues.write_sweep_table`)."""
+"""The columns of an :func:`aum_sweep` table (:func:`services.detection_sweep.write_sweep_table`)."""
 
 
 def rank_fraction(wrongness: np.ndarray) -> np.ndarray:

@@ -4,24 +4,31 @@ the same samples and labels (other training seeds, fold recipes or rounds), aver
 Each member's probability for a sample comes from a fold model that did not train on it, so their mean is still
 out of sample. Averaging the predicted probabilities of several models is the ensemble cleanlab's documentation
 recommends for label-quality scores (``cleanlab.rank.get_label_quality_ensemble_scores`` averages the members'
-scores; averaging ``pred_probs`` as here keeps every ``filter_by`` rule usable). Issue 13 measured it on
-Imagenette at 20 % noise: the mean of three 4-fold detections ranks the flips at average precision 0.904 against
-0.886-0.899 for each alone (``experiments/label_noise_study/results/imagenette_b15_rounds/README.md``).
+scores; averaging ``pred_probs`` as here keeps every ``filter_by`` rule usable). Members need not be independent:
+a later round of a detection (``--cl.rounds``) trained on what that detection kept, and every detection of a study
+shares its fold split. Issue 13 measured the mean of three detections on Imagenette at 20 % noise (two seeds and a
+second round): its self-confidence ranks the flips at average precision 0.904 against 0.886 and 0.899 for the
+first and second round alone (``experiments/label_noise_study/results/imagenette_b15_rounds/README.md``), and
+cleanlab's ``prune_by_noise_rate`` flags at P 0.685 R 0.894 against 0.666 / 0.883 (``.../imagenette_b15_ensemble/``).
 
 A member is a detection folder as :func:`services.label_issues.detect_label_issues` writes it: ``pred_probs.npy``
 (M, C), ``train_ids.npy`` (M,) and ``given_labels.npy`` (M,). ``experiments/label_noise_study/export_probs.py``
-writes these three files for a kept detection that holds only its ``fold_k/`` files.
+writes these three files for a kept detection that holds only its ``fold_k/`` files. Refused as members: an AUM
+detection (in-sample probabilities) and a detection that is itself an ensemble (its ``pred_probs.npy`` is a mean).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 MEMBER_FILES = ("pred_probs.npy", "train_ids.npy", "given_labels.npy")
+ENSEMBLE_FILE = "ensemble.json"
+"""Written by a detection made with ``--cl.ensemble`` (:func:`write_ensemble_record`): its members and digests."""
 
 
 def member_probs(det_dir: str | Path, train_ids: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -30,63 +37,120 @@ def member_probs(det_dir: str | Path, train_ids: np.ndarray, labels: np.ndarray)
 
     Raises:
         FileNotFoundError: a file of :data:`MEMBER_FILES` is missing from ``det_dir``.
-        ValueError: the member scored other samples, checked other labels, or holds rows that are not
-            probability vectors.
+        ValueError: the member is an AUM detection or an ensemble, its three files disagree in length, it scored
+            other samples or checked other labels, or its rows are not probability vectors.
     """
     det_dir = Path(det_dir)
+    where = f"--cl.ensemble {det_dir}"
     missing = [f for f in MEMBER_FILES if not (det_dir / f).is_file()]
     if missing:
-        raise FileNotFoundError(f"--cl.ensemble {det_dir}: no {', '.join(missing)}; give a finished detection/ "
-                                f"folder, or write them for a kept one with "
-                                f"experiments/label_noise_study/export_probs.py")
+        raise FileNotFoundError(f"{where}: no {', '.join(missing)}; give a finished detection/ folder, or write "
+                                f"them for a kept one with experiments/label_noise_study/export_probs.py")
+    if (det_dir / "aum.npy").is_file():
+        raise ValueError(f"{where} is an AUM detection (in-sample probabilities); give K-fold detections")
+    if (det_dir / ENSEMBLE_FILE).is_file():
+        raise ValueError(f"{where} is itself an ensemble (its pred_probs.npy is a mean); list its members instead")
     probs, ids, given = (np.load(det_dir / f) for f in MEMBER_FILES)
+    if probs.ndim != 2 or not probs.shape[0] == ids.size == given.size:
+        raise ValueError(f"{where}: pred_probs.npy {probs.shape}, train_ids.npy ({ids.size},) and given_labels.npy "
+                         f"({given.size},) must be (M, C), (M,), (M,); write the folder again")
     train_ids, labels = np.asarray(train_ids), np.asarray(labels)
     pos = np.arange(ids.size)
     if not np.array_equal(ids, train_ids):  # the same samples in another order: align by id
-        by_id, by_train = np.argsort(ids, kind="stable"), np.argsort(train_ids, kind="stable")
-        if ids.size != train_ids.size or not np.array_equal(ids[by_id], train_ids[by_train]):
-            raise ValueError(f"--cl.ensemble {det_dir} scored other samples ({ids.size} ids) than this detection "
-                             f"({train_ids.size}); give a detection of the same training set")
-        pos[by_train] = by_id
+        unseen = int(np.isin(train_ids, ids, invert=True).sum())
+        if ids.size != train_ids.size or unseen:
+            raise ValueError(f"{where} scored other samples ({ids.size}, {unseen} of this detection's {train_ids.size} "
+                             f"missing); give a detection of the same training set")
+        pos[np.argsort(train_ids, kind="stable")] = np.argsort(ids, kind="stable")
     if not np.array_equal(given[pos], labels):
-        raise ValueError(f"--cl.ensemble {det_dir} checked other labels ({int((given[pos] != labels).sum())} "
-                         f"differ); give a detection of the same noisy labels (noise rate and seed)")
+        raise ValueError(f"{where} checked other labels ({int((given[pos] != labels).sum())} differ); give a "
+                         f"detection of the same noisy labels (noise rate and seed)")
     probs = probs[pos].astype(np.float32)
-    if probs.ndim != 2 or not np.isfinite(probs).all() or np.abs(probs.sum(1) - 1).max() > 1e-3:
-        raise ValueError(f"--cl.ensemble {det_dir}: pred_probs.npy {probs.shape} is not (M, C) probabilities")
+    if not np.isfinite(probs).all() or probs.min(initial=0) < 0 or np.abs(probs.sum(1) - 1).max(initial=0) > 1e-3:
+        raise ValueError(f"{where}: pred_probs.npy rows are not probability vectors (softmax outputs)")
     return probs
 
 
-def ensemble_probs(own: np.ndarray, members: Sequence[str | Path], train_ids: np.ndarray,
-                   labels: np.ndarray) -> np.ndarray:
-    """(M, C) float32 mean of this detection's probabilities ``own`` (M, C) and each member's
-    (:func:`member_probs`), every model weighted equally; ``own`` unchanged when there are no members.
+def load_members(members: Sequence[str | Path], train_ids: np.ndarray, labels: np.ndarray) -> list[np.ndarray]:
+    """Each member's (M, C) probabilities (:func:`member_probs`), checked before anything trains.
 
     Raises:
-        ValueError: as :func:`member_probs`, or a member with another number of classes.
+        FileNotFoundError, ValueError: as :func:`member_probs`; members with another number of classes, or two
+            members with the same probabilities (one folder listed twice, or copied).
     """
-    if not members:
-        return own
-    stack = [np.asarray(own, dtype=np.float32)]
-    for m in members:
-        p = member_probs(m, train_ids, labels)
-        if p.shape != stack[0].shape:
-            raise ValueError(f"--cl.ensemble {m}: probabilities {p.shape}, this detection's {stack[0].shape}")
-        stack.append(p)
-    return np.mean(stack, axis=0, dtype=np.float32)
+    out = [member_probs(m, train_ids, labels) for m in members]
+    for i, p in enumerate(out):
+        if p.shape != out[0].shape:
+            raise ValueError(f"--cl.ensemble {members[i]}: probabilities {p.shape}, {members[0]}'s {out[0].shape}")
+        same = [str(members[j]) for j in range(i) if np.array_equal(out[j], p)]
+        if same:
+            raise ValueError(f"--cl.ensemble lists the same detection twice ({same[0]} and {members[i]}); drop one")
+    return out
+
+
+def ensemble_mean(own: np.ndarray, members: Sequence[np.ndarray], names: Sequence[str | Path]) -> np.ndarray:
+    """(M, C) float32 mean of this detection's probabilities ``own`` (M, C) and the ``members``' (as
+    :func:`load_members` returns them, named ``names``), every model weighted equally; ``own`` when none.
+
+    Raises:
+        ValueError: a member with another shape than ``own``, or equal to it (this detection listed as its own
+            member: it would count twice).
+    """
+    for name, p in zip(names, members):
+        if p.shape != own.shape:
+            raise ValueError(f"--cl.ensemble {name}: probabilities {p.shape}, this detection's {own.shape}")
+        if np.array_equal(p, own):
+            raise ValueError(f"--cl.ensemble {name} is this detection itself (the same probabilities); list only "
+                             f"the other detections")
+    return np.mean([own, *members], axis=0, dtype=np.float32) if len(members) else own
+
+
+def check_study_members(members: Sequence[str | Path], cleanlab_runs: set[tuple[float, int]], train_ids: np.ndarray,
+                        labels_by_rate: dict[float, np.ndarray]) -> None:
+    """Before a study trains: ``--cl.ensemble`` is one list of members, made for one noise rate's labels by other
+    detections than the row's own, so it serves one cleanlab detection: ``cleanlab_runs``, the (noise rate,
+    training seed) of the study's cleanlab rows, must hold one entry (a remove-only, soft or gap twin shares it),
+    and every member must match that rate's labels ((M,) in ``labels_by_rate``, for the samples ``train_ids``).
+
+    Raises:
+        ValueError: several cleanlab detections (another seed's row would average its own detection with members
+            that may include it), or as :func:`load_members`.
+    """
+    if not members or not cleanlab_runs:
+        return
+    if len(cleanlab_runs) > 1:
+        runs = ", ".join(f"{rate:g} noise seed {seed}" for rate, seed in sorted(cleanlab_runs))
+        raise ValueError(f"--cl.ensemble serves one cleanlab detection, and this study has {len(cleanlab_runs)} "
+                         f"({runs}); run one noise rate and one seed of the cleanlab row per study "
+                         f"(--study.noise_rates, --study.seeds, --study.repeat_experiments)")
+    (rate, _), = cleanlab_runs
+    load_members(members, train_ids, labels_by_rate[rate])
+
+
+def write_ensemble_record(out_dir: str | Path, members: Sequence[str | Path]) -> None:
+    """Record in ``out_dir``/:data:`ENSEMBLE_FILE` that its ``pred_probs.npy`` is the mean with ``members``: their
+    paths and :func:`member_digests` (written whole or not at all)."""
+    from core.atomic import atomic_write_text
+
+    atomic_write_text(Path(out_dir) / ENSEMBLE_FILE, json.dumps(
+        {"members": [str(m) for m in members], "sha256": member_digests(members)}, indent=2) + "\n")
 
 
 def member_digests(members: Sequence[str | Path]) -> list[str]:
-    """SHA-256 hex digest of each member's ``pred_probs.npy`` bytes, in order: what the study's row fingerprint
-    records, so that a finished row is not reused with other members (wherever their folders lie).
+    """SHA-256 hex digest of each member's three files (:data:`MEMBER_FILES`, their bytes in that order): what the
+    study's row fingerprint records, so that a finished row is not reused with other members, wherever their
+    folders lie.
 
     Raises:
-        FileNotFoundError: a member has no ``pred_probs.npy``.
+        FileNotFoundError: a member lacks one of the files.
     """
     out = []
     for m in members:
-        path = Path(m) / MEMBER_FILES[0]
-        if not path.is_file():
-            raise FileNotFoundError(f"--cl.ensemble {m}: no {MEMBER_FILES[0]}; give a finished detection/ folder")
-        out.append(hashlib.sha256(path.read_bytes()).hexdigest())
+        h = hashlib.sha256()
+        for f in MEMBER_FILES:
+            path = Path(m) / f
+            if not path.is_file():
+                raise FileNotFoundError(f"--cl.ensemble {m}: no {f}; give a finished detection/ folder")
+            h.update(path.read_bytes())
+        out.append(h.hexdigest())
     return out

@@ -15,7 +15,6 @@ Command line (detects issues in a dataset's own labels and writes the manifest u
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import json
@@ -25,7 +24,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Mapping, Optional, Sequence
+from typing import Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -41,7 +40,7 @@ from core.dynamics import aum_flags
 from core.evaluate import predict
 from core.label_noise import CleaningManifest, detection_metrics, ranking_metrics
 from core.logger import progress_bar
-from services.detection_ensemble import ensemble_probs
+from services.detection_ensemble import ensemble_mean, load_members, write_ensemble_record
 from services.issue_table import ISSUES_FILE, write_issue_table
 
 log = logging.getLogger(__name__)
@@ -93,7 +92,9 @@ class ConfidentLearningConfig:
     ensemble: tuple[str, ...] = ()
     """Other finished K-fold detections of the same samples and labels (their detection/ folders): their
     out-of-sample probabilities are averaged with this detection's last round before the issues are found and
-    relabels chosen (:mod:`services.detection_ensemble`; e.g. other training seeds or fold recipes). Empty: none."""
+    relabels chosen (:mod:`services.detection_ensemble`; e.g. other training seeds or fold recipes). Checked before
+    any fold trains; refused: this detection itself, an AUM detection, an ensemble, and in the label-noise study
+    more than one cleanlab detection (one list fits one noise rate and seed). Empty: none."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -417,105 +418,6 @@ def find_label_issues(labels: np.ndarray, pred_probs: np.ndarray,
     return np.asarray(_find(labels=y, pred_probs=p, filter_by=filter_by, n_jobs=1), dtype=bool)
 
 
-LABEL_QUALITY_SCORES = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
-"""The ``method`` values of ``cleanlab.rank.get_label_quality_scores`` (cleanlab 2.6-2.9)."""
-
-
-def detection_sweep(labels: np.ndarray, pred_probs: np.ndarray, noise_mask: np.ndarray,
-                    target_precision: float = 0.9, target_recall: float = 0.8,
-                    counts: Mapping[str, int] | None = None) -> list[dict]:
-    """How well each cleanlab rule and each label-quality ranking finds the known wrong labels.
-
-    Every ``filter_by`` of :data:`FILTER_METHODS` is scored on the set it flags. Every ranking of
-    :data:`LABEL_QUALITY_SCORES` (lowest score = most likely wrong) flags its ``n`` lowest samples, ``n`` being
-    cleanlab's estimate of the number of issues (``cleanlab.count.num_label_issues``, from the confident joint),
-    and is also scored on its whole precision-recall curve (``sklearn.metrics.precision_recall_curve``): average
-    precision, the best precision at recall >= ``target_recall``, the best recall at precision >=
-    ``target_precision``, and whether any threshold reaches both targets (issue 13: 0.9 and 0.8 at 20 %
-    symmetric noise). The curve figures choose the threshold with the truth, so they bound what a rule on that
-    ranking could reach; they are not a rule. Vectorised: 1.28 M samples take seconds per rule.
-
-    Args:
-        labels: (M,) int given labels in [0, C).
-        pred_probs: (M, C) out-of-sample probabilities.
-        noise_mask: (M,) bool, True where the given label is wrong (the truth; never shown to the rules).
-        counts: {name: n}, further numbers of samples each ranking flags (0 <= n <= M).
-
-    Returns:
-        One dict per rule: {"rule", "num_flagged", "precision", "recall", "f1", "meets_targets",
-        "average_precision", "precision_at_recall", "recall_at_precision", "curve_meets_targets"}; a filter's
-        curve fields, and a ``counts`` row's, are NaN (and curve_meets_targets None).
-
-    Raises:
-        ValueError: shapes disagree, or a count is outside [0, M].
-    """
-    from cleanlab.count import num_label_issues
-    from cleanlab.rank import get_label_quality_scores
-
-    y = np.asarray(labels, dtype=np.int64)
-    probs = np.asarray(pred_probs, dtype=np.float32)
-    m = np.asarray(noise_mask, dtype=bool)
-    if m.shape != y.shape or probs.shape[:1] != y.shape:
-        raise ValueError(f"labels {y.shape}, pred_probs {probs.shape} and noise_mask {m.shape} must share M")
-    counts = dict(counts or {})
-    if any(not 0 <= n <= y.size for n in counts.values()):
-        raise ValueError(f"counts {counts} must lie in [0, {y.size}] (the number of samples scored)")
-    nan = float("nan")
-
-    def scored(rule: str, flagged: np.ndarray) -> dict:
-        d = detection_metrics(flagged, m)
-        return {"rule": rule, "num_flagged": d["num_flagged"], "precision": d["precision"], "recall": d["recall"],
-                "f1": d["f1"], "meets_targets": d["precision"] >= target_precision and d["recall"] >= target_recall,
-                "average_precision": nan, "precision_at_recall": nan, "recall_at_precision": nan,
-                "curve_meets_targets": None}
-
-    rows = [scored(f"filter_by={method}", find_label_issues(y, probs, method)) for method in FILTER_METHODS]
-    n_issues = int(num_label_issues(y, probs))
-    for method in LABEL_QUALITY_SCORES:
-        wrongness = -get_label_quality_scores(y, probs, method=method)
-        order = np.argsort(-wrongness, kind="stable")
-
-        def lowest(n: int) -> np.ndarray:
-            flagged = np.zeros(y.size, dtype=bool)
-            flagged[order[:n]] = True
-            return flagged
-
-        row = scored(f"rank={method} (lowest {n_issues})", lowest(n_issues))
-        row.update(ranking_metrics(wrongness, m, target_precision, target_recall))
-        rows.append(row)
-        rows += [scored(f"rank={method} (lowest {n}: {name})", lowest(n)) for name, n in counts.items()]
-    return rows
-
-
-SWEEP_NOTE = ("Rank rows flag the lowest-scored samples, as many as cleanlab estimates are wrong; their curve columns "
-              "pick the threshold with the truth (a bound, not a rule).")
-"""What the curve columns of a :func:`detection_sweep` table mean, for its readers."""
-
-
-def write_sweep_table(out_dir: Path, stem: str, rows: list[dict], columns: Sequence[str], title: str,
-                      notes: Sequence[str] = ()) -> str:
-    """Write :func:`detection_sweep` rows (with any leading columns of the caller's) as ``out_dir/stem.csv`` and a
-    markdown table ``out_dir/stem.md`` under ``# title``, ``notes`` and :data:`SWEEP_NOTE`; floats to 3 decimals,
-    NaN and None as '-'. Returns the markdown. Keys of a row outside ``columns`` are left out."""
-    out_dir = Path(out_dir)
-    with open(out_dir / f"{stem}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-
-    def fmt(v) -> str:
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            return "-"
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
-
-    lines = [f"# {title}\n", " ".join([*notes, SWEEP_NOTE]) + "\n",
-             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(r[c]) for c in columns) + " |" for r in rows]
-    text = "\n".join(lines) + "\n"
-    (out_dir / f"{stem}.md").write_text(text)
-    return text
-
-
 def manifest_from_issues(sample_ids: np.ndarray, labels: np.ndarray, pred_probs: np.ndarray, issues: np.ndarray,
                          relabel_threshold: float) -> CleaningManifest:
     """Relabel a flagged sample to its predicted class when ``pred_probs[i, predicted] >= relabel_threshold`` and
@@ -534,6 +436,20 @@ def manifest_from_issues(sample_ids: np.ndarray, labels: np.ndarray, pred_probs:
     remove = issues & ~relabel
     return CleaningManifest(remove=np.sort(sample_ids[remove]), relabel_ids=sample_ids[relabel],
                             relabel_to=pred[relabel])
+
+
+def round_summary(r: int, probs: np.ndarray, issues: np.ndarray, noise_mask: Optional[np.ndarray],
+                  original_labels: Optional[np.ndarray]) -> dict:
+    """Round ``r``'s entry of ``detection_metrics.json``'s "rounds": its flagged count ((M,) bool ``issues``) and,
+    against the truth when given, precision, recall and F1 ((M,) bool ``noise_mask``) and the top-1 of its (M, C)
+    ``probs`` against the (M,) ``original_labels``."""
+    summary = {"round": r, "num_flagged": int(issues.sum())}
+    if noise_mask is not None:
+        d = detection_metrics(issues, noise_mask)
+        summary.update(precision=d["precision"], recall=d["recall"], f1=d["f1"])
+    if original_labels is not None:
+        summary["top1_true"] = float((probs.argmax(1) == np.asarray(original_labels)).mean())
+    return summary
 
 
 def detection_rule(cl: ConfidentLearningConfig) -> str:
@@ -583,7 +499,9 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
     With ``cl.rounds`` > 1, each round's probabilities are also saved (``pred_probs_round{r}.npy``; round r > 1's
     fold runs in ``round_r/``, trained on what round r-1 did not flag) and ``detection_metrics.json`` gets a
     "rounds" list: each round's flagged count (with ``cl.filter_by``), and against the truth its precision, recall
-    and the fold models' top-1. The issues and the manifest come from the last round.
+    and the fold models' top-1. The issues and the manifest come from the last round. With ``cl.ensemble``, they
+    and ``pred_probs.npy`` come from the mean of the last round's probabilities and the members' (checked before any
+    fold trains), ``ensemble.json`` records the members, and the "rounds" figures stay this detection's own.
     ``python -m services.label_review --issues out_dir`` reviews the flagged samples.
 
     Args:
@@ -600,6 +518,7 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     folds_dir = Path(folds_dir or out_dir)
+    members = load_members(cl.ensemble, data.train_ids, data.train_labels)  # checked before any fold trains
     if cl.scores == "aum":
         aum, probs = aum_pred_probs(cfg, data, folds_dir)
         issues = aum_flags(aum, cl.aum_threshold, cl.aum_fraction)
@@ -616,16 +535,11 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
         issues = find_label_issues(data.train_labels, probs, cl.filter_by)
         if cl.rounds > 1:
             np.save(out_dir / f"pred_probs_round{r}.npy", probs)
-            summary = {"round": r, "num_flagged": int(issues.sum())}
-            if noise_mask is not None:
-                d = detection_metrics(issues, noise_mask)
-                summary.update(precision=d["precision"], recall=d["recall"], f1=d["f1"])
-            if original_labels is not None:
-                summary["top1_true"] = float((probs.argmax(1) == np.asarray(original_labels)).mean())
-            rounds.append(summary)
-    if cl.ensemble:  # the mean with the other detections' out-of-sample probabilities decides
-        probs = ensemble_probs(probs, cl.ensemble, data.train_ids, data.train_labels)
+            rounds.append(round_summary(r, probs, issues, noise_mask, original_labels))
+    if members:  # the mean with the other detections' probabilities decides (the rounds' files stay this one's)
+        probs = ensemble_mean(probs, members, cl.ensemble)
         issues = find_label_issues(data.train_labels, probs, cl.filter_by)
+        write_ensemble_record(out_dir, cl.ensemble)
     if folds_dir.resolve() != out_dir.resolve():  # the label review finds the fold models (Grad-CAM) via out_dir
         link_fold_runs(folds_dir, out_dir, cl.folds, cl.rounds, aum=cl.scores == "aum")
     np.save(out_dir / "pred_probs.npy", probs)

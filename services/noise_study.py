@@ -24,7 +24,7 @@ from core.label_noise import (NoisyLabels, apply_manifest_to, exact_count, injec
 from core.logger import setup_logging
 from core.soft_targets import apply_soft_label_cleaning
 from core.trainer import RunInterrupted
-from services.detection_ensemble import member_digests
+from services.detection_ensemble import check_study_members, member_digests
 from services.label_issues import ConfidentLearningConfig, detect_label_issues
 
 log = logging.getLogger(__name__)
@@ -529,8 +529,9 @@ def run_study(cfg: ExperimentConfig, study: StudyConfig, cl: ConfidentLearningCo
         StudyInterrupted: a run was stopped by a signal.
         ValueError: --study.repeat_experiments names an experiment the study does not have, a finished row's
             result.json was made with other settings (:func:`finished_row`), or --study.fold_config is invalid
-            (:func:`detection_config`), or --study.cleanlab_soft_labels with --cl.scores aum or MixUp/CutMix; all
-            checked before anything trains.
+            (:func:`detection_config`), or --study.cleanlab_soft_labels with --cl.scores aum or MixUp/CutMix, or
+            --cl.ensemble with several cleanlab detections or members of other labels; all checked before anything
+            trains.
     """
     if study.cleanlab_soft_labels and study.cleanlab:
         if cl.scores != "k_fold":
@@ -556,6 +557,8 @@ def run_study(cfg: ExperimentConfig, study: StudyConfig, cl: ConfidentLearningCo
     planned = [(spec, with_seed(cfg, seed), name) for spec, seed, name in study_runs(study, cfg.training.seed)]
     if study.fold_config is not None and any(spec.cleanlab for spec, _, _ in planned):
         detection_config(cfg, "noise_cleanlab", study)  # a bad fold config fails now, not hours into the study
+    check_study_members(cl.ensemble, {(s.noise_rate, c.training.seed) for s, c, _ in planned if s.cleanlab},
+                        base.train_ids, {rate: n.labels for rate, n in noisy.items()})
     done = {name: row for spec, run_cfg, name in planned
             if (row := finished_row(spec, run_cfg, study, cl, name)) is not None}  # settings checked up front
     runs: list[dict[str, Any]] = []
@@ -629,42 +632,12 @@ def write_reports(rows: list[dict[str, Any]], out_dir: Path, cfg: ExperimentConf
               f"the mean ± half the range (runs.csv has each run).\n\n")
     (out_dir / "results.md").write_text(header + "\n".join(lines) + "\n")
     try:
-        plot_study(rows, out_dir / "results.png", title=f"Label noise and cleaning: {m.name}, {d.image_size} px, "
-                                                        f"{t.epochs} epochs")
+        from utils.visualization import plot_noise_study  # matplotlib: imported when a chart is drawn
+
+        plot_noise_study(rows, out_dir / "results.png",
+                         title=f"Label noise and cleaning: {m.name}, {d.image_size} px, {t.epochs} epochs")
     except Exception as e:  # a plot is a report, never a reason to fail a finished study
         log.warning("could not draw the study chart (%s)", e)
-
-
-def plot_study(rows: list[dict[str, Any]], out_path: Path, title: str = "Label-noise study") -> Path:
-    """Horizontal bar chart of val top-1 per experiment, colour by cleaning, the clean run as a dashed line; rows
-    run with several seeds get their mean, an error bar of half the range and 'n seeds' in the label. The axis
-    starts 10 points below the lowest bar (rounded down to 10) so that differences of a few points show."""
-    from utils.visualization import _new_figure, _save
-
-    seeds = [len(str(r.get("seeds", "")).split()) for r in rows]
-    names = [r["description"] + (f" ({n} seeds)" if n > 1 else "") for r, n in zip(rows, seeds)]
-    top1 = np.array([r["top1"] for r in rows], dtype=float)
-    spread = np.array([r.get("top1_spread", 0.0) if n > 1 else 0.0 for r, n in zip(rows, seeds)], dtype=float)
-    colours = ["C2" if r["noise_rate"] == 0 else "C3" if r["cleaning"] == "none" else
-               "C0" if r["cleaning"].startswith("cleanlab") else "C1" for r in rows]
-    fig = _new_figure((8.0, 0.5 * len(rows) + 1.8))
-    ax = fig.subplots()
-    y = np.arange(len(rows))[::-1]
-    bars = ax.barh(y, top1, color=colours, xerr=np.where(np.array(seeds) > 1, spread, np.nan),  # NaN: no bar
-                   error_kw={"capsize": 3, "elinewidth": 1})
-    ax.bar_label(bars, labels=[f"{v:.1f} %" for v in top1], label_type="center", color="white", fontsize="small",
-                 fontweight="bold")
-    ax.set_yticks(y)
-    ax.set_yticklabels(names)
-    if rows and rows[0]["noise_rate"] == 0:
-        ax.axvline(top1[0], color="C2", linestyle="--", linewidth=1)
-    low = max(0.0, 10 * np.floor((np.nanmin(top1) - 10) / 10)) if top1.size else 0.0
-    ax.set_xlim(low, min(100.0, 10 * np.ceil((np.nanmax(top1 + spread) + 3) / 10)) if top1.size else 100)
-    ax.set_xlabel("val top-1 (%)")
-    ax.grid(True, axis="x", alpha=0.3)
-    ax.set_title(title, fontsize="medium")
-    fig.tight_layout()
-    return _save(fig, out_path)
 
 
 def log_study_to_wandb(rows: list[dict[str, Any]], out_dir: Path, cfg: ExperimentConfig, study: StudyConfig) -> None:

@@ -79,19 +79,20 @@ def run_script_in_process(script: Path, args: list[str], threads: Optional[int] 
     as the next script's ``setup_logging`` would), ``torch.use_deterministic_algorithms`` and the cuDNN flags
     (``--training.deterministic``), the intra-op thread count and ``os.environ`` (``CUBLAS_WORKSPACE_CONFIG``).
     ``threads`` sets the intra-op thread count for the run (as ``OMP_NUM_THREADS`` does for a fresh interpreter;
-    None keeps this one's). ``timeout`` (seconds, as :func:`run_script`'s) arms ``SIGALRM`` in the main thread:
-    a run that outlasts it raises :class:`ScriptTimeout` where it is, so a hang fails its test instead of stalling
-    the suite (off in other threads, where Python cannot take the signal).
+    None keeps this one's). ``timeout`` (seconds, as :func:`run_script`'s) arms ``SIGALRM`` when called from the
+    main thread (an outer timer is put back with what it had left): a run still going then raises
+    :class:`ScriptTimeout` in Python code, with the tail of its stderr, so a hang in Python fails its test instead
+    of stalling the suite. A wait inside C code that does not return to the interpreter is not interrupted.
 
     Raises:
         ScriptTimeout: the run took longer than ``timeout``.
     """
-    import signal
-    import threading
-
     import contextlib
     import io
     import runpy
+    import signal
+    import threading
+    import time
 
     import torch
 
@@ -110,20 +111,25 @@ def run_script_in_process(script: Path, args: list[str], threads: Optional[int] 
     alarm = threading.current_thread() is threading.main_thread()
 
     def expired(signum, frame):
-        raise ScriptTimeout(f"{Path(script).name} {' '.join(args)} ran past its {timeout:g} s timeout")
+        raise ScriptTimeout(f"{Path(script).name} {' '.join(args)} ran past its {timeout:g} s timeout; its stderr "
+                            f"ended with:\n{err.getvalue()[-3000:]}")
 
-    previous_handler = signal.signal(signal.SIGALRM, expired) if alarm else None
     try:
         if alarm:
-            signal.setitimer(signal.ITIMER_REAL, timeout)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            runpy.run_path(str(script), run_name="__main__")
+            previous_handler = signal.signal(signal.SIGALRM, expired)
+            outer_left, started = signal.setitimer(signal.ITIMER_REAL, timeout)[0], time.monotonic()
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                runpy.run_path(str(script), run_name="__main__")
+        finally:  # disarmed before anything is put back: a late alarm cannot cut the restoring short
+            if alarm:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, signal.SIG_DFL if previous_handler is None else previous_handler)
+                if outer_left > 0:  # a timer armed outside this call: what it had left, at least a moment
+                    signal.setitimer(signal.ITIMER_REAL, max(outer_left - (time.monotonic() - started), 1e-3))
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else int(e.code is not None)
     finally:
-        if alarm:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous_handler)
         sys.argv, sys.path[:] = argv, path
         os.environ.clear()
         os.environ.update(environ)

@@ -16,9 +16,10 @@ from core.data.manager import ImageNetDataManager
 from core.label_noise import detection_metrics, inject_symmetric_noise, read_manifest
 from services.fastdup_manifest import relative_to_split, removal_entries, write_manifest
 from core.trainer import RunInterrupted
-from services.label_issues import (FILTER_METHODS, LABEL_QUALITY_SCORES, ConfidentLearningConfig, array_digest,
-                                   detect_label_issues, detection_sweep, find_label_issues, manifest_from_issues,
-                                   out_of_sample_pred_probs, predict_proba, stratified_folds)
+from services.detection_sweep import LABEL_QUALITY_SCORES, detection_sweep
+from services.label_issues import (FILTER_METHODS, ConfidentLearningConfig, array_digest, detect_label_issues,
+                                   find_label_issues, manifest_from_issues, out_of_sample_pred_probs, predict_proba,
+                                   stratified_folds)
 
 
 def test_stratified_folds_are_balanced_per_class_and_seeded():
@@ -463,7 +464,9 @@ def test_an_ensemble_of_detections_averages_their_probabilities_before_cleanlab(
     import dataclasses
     import json
 
-    from services.detection_ensemble import member_probs
+    import shutil
+
+    from services.detection_ensemble import ensemble_mean, load_members, member_probs
 
     data, noisy = _noisy_sample_with_counted_folds(tmp_path, monkeypatch)
     cfg = tiny_config(tmp_path, training={"resume": "auto"})
@@ -495,7 +498,26 @@ def test_an_ensemble_of_detections_averages_their_probabilities_before_cleanlab(
     relabelled = np.isin(ids, both.manifest.relabel_ids)
     assert relabelled.sum() == both.manifest.num_relabel > 0
     np.testing.assert_array_equal(mean.argmax(1)[relabelled] == noisy.original_labels[relabelled], True)
-    # a member of other samples or other labels, or without its files, is refused with the fix
+    assert (tmp_path / "both" / "ensemble.json").is_file() and not (tmp_path / "alone" / "ensemble.json").exists()
+    # refused before anything trains: the detection itself, the same member twice, an ensemble, an AUM detection,
+    # another class count, files of other lengths, other samples, other labels, missing files
+    with pytest.raises(ValueError, match="alone is this detection itself"):
+        detect_label_issues(cfg, data, tmp_path / "self", dataclasses.replace(cl, ensemble=(str(tmp_path / "alone"),)),
+                            folds_dir=tmp_path / "alone")
+    shutil.copytree(member, tmp_path / "copy")
+    with pytest.raises(ValueError, match="lists the same detection twice"):
+        load_members([member, tmp_path / "copy"], ids, labels)
+    with pytest.raises(ValueError, match="both is itself an ensemble"):
+        member_probs(tmp_path / "both", ids, labels)
+    (tmp_path / "copy" / "aum.npy").write_bytes(b"")
+    with pytest.raises(ValueError, match="is an AUM detection"):
+        member_probs(tmp_path / "copy", ids, labels)
+    with pytest.raises(ValueError, match=r"probabilities \(\d+, 11\), this detection's \(\d+, 10\)"):
+        ensemble_mean(oracle, [np.pad(oracle, ((0, 0), (0, 1)))], ["wide"])
+    np.save(tmp_path / "copy" / "pred_probs.npy", oracle[1:])
+    (tmp_path / "copy" / "aum.npy").unlink()
+    with pytest.raises(ValueError, match=r"must be \(M, C\), \(M,\), \(M,\)"):
+        member_probs(tmp_path / "copy", ids, labels)
     with pytest.raises(ValueError, match="scored other samples"):
         member_probs(member, ids[1:], labels[1:])
     other = labels.copy()

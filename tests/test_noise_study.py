@@ -13,7 +13,8 @@ import yaml
 
 from conftest import run_script, run_script_in_process
 from core.config import PROJECT_ROOT
-from services.label_issues import FILTER_METHODS, LABEL_QUALITY_SCORES, detection_sweep
+from services.detection_sweep import LABEL_QUALITY_SCORES, detection_sweep
+from services.label_issues import FILTER_METHODS
 from services.noise_study import (CSV_COLUMNS, StudyConfig, add_comparisons, aggregate_seeds, parse_study_config,
                                   study_experiments, study_runs)
 
@@ -37,8 +38,8 @@ def test_default_study_is_the_seven_experiments_of_the_issue():
     assert [s.cleaning for s in both[5:7]] == ["cleanlab", "cleanlab, remove only"]
     gaps = study_experiments(StudyConfig(noise_rates=(0.2,), simulated_detection_rates=(0.8,),
                                          cleanlab_remove_only=True, cleanlab_gap_rows=True))
-    assert [s.name for s in gaps[3:]] == ["noise20_cleanlab", "noise20_cleanlab_remove", "noise20_cleanlab_gap_removals",
-                                          "noise20_cleanlab_gap_labels"]
+    assert [s.name for s in gaps[3:]] == ["noise20_cleanlab", "noise20_cleanlab_remove",
+                                          "noise20_cleanlab_gap_removals", "noise20_cleanlab_gap_labels"]
     assert [s.cleaning for s in gaps[5:]] == ["cleanlab, its removals alone", "cleanlab, its wrong labels alone"]
     soft = study_experiments(StudyConfig(noise_rates=(0.2,), simulated_detection_rates=(0.8,),
                                          cleanlab_remove_only=True, cleanlab_soft_labels=True, cleanlab_gap_rows=True))
@@ -281,7 +282,8 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     # the detection ablation rescores the finished fold models with flip TTA and sweeps the rules; nothing trains
     det = out / "noise20_cleanlab" / "detection"
     model_times = sorted(p.stat().st_mtime_ns for p in det.glob("fold_*/models/*.pt"))
-    ablation = run_script_in_process(ABLATION_SCRIPT, args + ["--experiment", "noise20_cleanlab", "--hflip", "--in_sample"])
+    ablation = run_script_in_process(ABLATION_SCRIPT,
+                                     args + ["--experiment", "noise20_cleanlab", "--hflip", "--in_sample"])
     assert ablation.returncode == 0, ablation.stderr[-4000:]
     assert sorted(p.stat().st_mtime_ns for p in det.glob("fold_*/models/*.pt")) == model_times
     assert len(list(det.glob("fold_*/pred_probs_hflip.npy"))) == 2
@@ -427,13 +429,15 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
         fresh_default = next(r for r in csv.DictReader(f) if r["rule"] == "filter_by=prune_by_noise_rate")
     assert float(fresh_default["precision"]) == pytest.approx(metrics_20["precision"])
     # its flip-TTA probabilities were never made; no model here
-    no_models = run_script_in_process(ABLATION_SCRIPT, [*args[:1], str(fresh), *args[2:], "--experiment", "noise40_cleanlab",
-                                                 "--hflip"])
+    no_models = run_script_in_process(ABLATION_SCRIPT, [*args[:1], str(fresh), *args[2:], "--experiment",
+                                                        "noise40_cleanlab", "--hflip"])
     assert no_models.returncode == 2 and "--hflip needs noise40_cleanlab's fold models" in no_models.stderr
     # two detections compared on their shared folds: all of them here, so each alone is the detection itself and
     # their mean the ablation's 2-seed ensemble; a detection with one fold unfinished narrows them to the other
-    detections = [f"s0={fresh / 'noise20_cleanlab' / 'detection'}", f"s1={fresh / 'noise20_cleanlab_seed1' / 'detection'}"]
-    compared = run_script_in_process(COMPARE_SCRIPT, args + ["--detection", *detections, "--out", str(tmp_path / "cmp")])
+    detections = [f"s0={fresh / 'noise20_cleanlab' / 'detection'}",
+                  f"s1={fresh / 'noise20_cleanlab_seed1' / 'detection'}"]
+    compared = run_script_in_process(COMPARE_SCRIPT,
+                                     args + ["--detection", *detections, "--out", str(tmp_path / "cmp")])
     assert compared.returncode == 0, compared.stderr[-4000:]
     with open(tmp_path / "cmp" / "compare_folds.csv") as f:
         by_models = {}
@@ -450,8 +454,9 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     narrowed = run_script_in_process(COMPARE_SCRIPT, args + ["--detection", detections[0], f"p={partial}", "--out",
                                                       str(tmp_path / "cmp")])
     assert narrowed.returncode == 0 and "folds [1] of 2" in narrowed.stdout, narrowed.stderr[-4000:]
-    other = run_script_in_process(COMPARE_SCRIPT, args + ["--detection", f"x={fresh / 'noise40_cleanlab' / 'detection'}",
-                                                   "--out", str(tmp_path / "cmp")])  # its folds hold the 40 % flips
+    other = run_script_in_process(COMPARE_SCRIPT, args + ["--detection",  # its folds hold the 40 % flips
+                                                          f"x={fresh / 'noise40_cleanlab' / 'detection'}",
+                                                          "--out", str(tmp_path / "cmp")])
     assert other.returncode == 2 and "made on other samples or labels" in other.stderr
 
     changed = run_script_in_process(STUDY_SCRIPT, args[:-1] + ["4"])
@@ -595,7 +600,7 @@ def test_an_ensemble_row_is_fingerprinted_by_its_members_contents_and_export_wri
     from core.data.manager import ImageNetDataManager
     from experiments.label_noise_study.compare_folds import kfold_probs
     from experiments.label_noise_study.export_probs import run as export_probs
-    from services.detection_ensemble import member_probs
+    from services.detection_ensemble import check_study_members, member_probs
     from services.label_issues import ConfidentLearningConfig
     from services.noise_study import ExperimentSpec, _fingerprint, study_noise
     from test_label_issues import _fake_detection
@@ -615,6 +620,15 @@ def test_an_ensemble_row_is_fingerprinted_by_its_members_contents_and_export_wri
     with pytest.raises(ValueError, match="made on other samples or labels"):  # another noise rate's labels
         export_probs([*flags, "--noise_rate", "0.4", "--detection", str(tmp_path / "kept"),
                       "--out", str(tmp_path / "other")])
+
+    # a study checks its one cleanlab detection's members before anything trains
+    member = [tmp_path / "member"]
+    check_study_members(member, {(0.2, 0)}, ids, {0.2: given})
+    with pytest.raises(ValueError, match=r"serves one cleanlab detection, and this study has 2 \(0.2 noise seed 0, "
+                                         r"0.2 noise seed 1\)"):
+        check_study_members(member, {(0.2, 0), (0.2, 1)}, ids, {0.2: given})
+    with pytest.raises(ValueError, match="checked other labels"):
+        check_study_members(member, {(0.4, 0)}, ids, {0.4: study_noise(base, 0.4, study).labels})
 
     spec = ExperimentSpec("noise20_cleanlab", "20 % + cleanlab", noise_rate=0.2, cleanlab=True)
     one = _fingerprint(cfg, spec, study, ConfidentLearningConfig())

@@ -576,3 +576,34 @@ def plot_time_to_accuracy(
     ax.set_title(title or "Time to accuracy", fontsize="medium")
     fig.tight_layout()
     return _save(fig, out_path)
+
+
+def plot_noise_study(rows: list[dict[str, Any]], out_path: Path, title: str = "Label-noise study") -> Path:
+    """Horizontal bar chart of val top-1 per experiment, colour by cleaning, the clean run as a dashed line; rows
+    run with several seeds get their mean, an error bar of half the range and 'n seeds' in the label. The axis
+    starts 10 points below the lowest bar (rounded down to 10) so that differences of a few points show. ``rows``
+    are :func:`services.noise_study.run_study`'s (description, top1, noise_rate, cleaning, seeds, top1_spread)."""
+    seeds = [len(str(r.get("seeds", "")).split()) for r in rows]
+    names = [r["description"] + (f" ({n} seeds)" if n > 1 else "") for r, n in zip(rows, seeds)]
+    top1 = np.array([r["top1"] for r in rows], dtype=float)
+    spread = np.array([r.get("top1_spread", 0.0) if n > 1 else 0.0 for r, n in zip(rows, seeds)], dtype=float)
+    colours = ["C2" if r["noise_rate"] == 0 else "C3" if r["cleaning"] == "none" else
+               "C0" if r["cleaning"].startswith("cleanlab") else "C1" for r in rows]
+    fig = _new_figure((8.0, 0.5 * len(rows) + 1.8))
+    ax = fig.subplots()
+    y = np.arange(len(rows))[::-1]
+    bars = ax.barh(y, top1, color=colours, xerr=np.where(np.array(seeds) > 1, spread, np.nan),  # NaN: no bar
+                   error_kw={"capsize": 3, "elinewidth": 1})
+    ax.bar_label(bars, labels=[f"{v:.1f} %" for v in top1], label_type="center", color="white", fontsize="small",
+                 fontweight="bold")
+    ax.set_yticks(y)
+    ax.set_yticklabels(names)
+    if rows and rows[0]["noise_rate"] == 0:
+        ax.axvline(top1[0], color="C2", linestyle="--", linewidth=1)
+    low = max(0.0, 10 * np.floor((np.nanmin(top1) - 10) / 10)) if top1.size else 0.0
+    ax.set_xlim(low, min(100.0, 10 * np.ceil((np.nanmax(top1 + spread) + 3) / 10)) if top1.size else 100)
+    ax.set_xlabel("val top-1 (%)")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.set_title(title, fontsize="medium")
+    fig.tight_layout()
+    return _save(fig, out_path)

@@ -27,7 +27,7 @@ from core.data.manager import ImageNetDataManager
 from core.dynamics import DYNAMICS_FILE, load_dynamics
 from experiments.label_noise_study.compare_folds import kfold_probs
 from services.aum_sweep import SWEEP_COLUMNS, aum_sweep
-from services.label_issues import write_sweep_table
+from services.detection_sweep import write_sweep_table
 from services.noise_study import parse_study_config, study_noise
 
 

@@ -25,7 +25,8 @@ from core.data.manager import ImageNetDataManager
 from experiments.label_noise_study.compare_folds import kfold_probs
 from services.aum_sweep import SWEEP_COLUMNS
 from services.datalab_sweep import datalab_sweep, embeddings
-from services.label_issues import eval_loader, write_sweep_table
+from services.detection_sweep import write_sweep_table
+from services.label_issues import eval_loader
 from services.noise_study import parse_study_config, study_noise
 
 

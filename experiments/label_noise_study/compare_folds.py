@@ -19,7 +19,7 @@ every detection count, so a detection interrupted after one fold already compare
 1/K of the samples and of the flips, the same ones for every detection; with another K, the samples its folds share:
 a paired comparison either way). On those samples it scores each detection's probabilities, and with more than one
 detection their mean (an ensemble: each sample scored by one fold model per detection, none of which saw it), with
-every rule and ranking of :func:`services.label_issues.detection_sweep`, beside each fold model set's top-1 against
+every rule and ranking of :func:`services.detection_sweep.detection_sweep`, beside each fold model set's top-1 against
 the true labels. cleanlab's rules estimate their thresholds from the samples given, so on a subset of the samples
 they are close to, not equal to, what the whole detection gives. Writes ``compare_folds.csv`` and
 ``compare_folds.md`` to ``--out``; trains nothing (seconds of CPU).
@@ -38,8 +38,8 @@ import numpy as np
 from cleanlab.count import num_label_issues
 
 from core.data.manager import ImageNetDataManager
-from services.label_issues import (array_digest, detection_sweep, find_label_issues, stratified_folds,
-                                   write_sweep_table)
+from services.detection_sweep import detection_sweep, write_sweep_table
+from services.label_issues import array_digest, find_label_issues, stratified_folds
 from services.noise_study import parse_study_config, study_noise
 
 log = logging.getLogger(__name__)

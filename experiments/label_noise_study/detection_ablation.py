@@ -14,7 +14,7 @@ cleanlab warns against because a model that memorised the noise trusts it; a sho
 flips (the further seeds' detections, e.g. ``noise20_cleanlab_seed1``): each sample is then scored by one fold
 model per seed, none of which saw it, at no training cost. With more than one probability set, their mean (each set
 once) is swept too. Writes ``<row>/detection/ablation.csv`` and ``ablation.md``: one line per (scoring, rule) from
-:func:`services.label_issues.detection_sweep`. The truth is used only to score.
+:func:`services.detection_sweep.detection_sweep`. The truth is used only to score.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import numpy as np
 
 from core.config import ExperimentConfig
 from core.data.manager import ImageNetDataManager
-from services.label_issues import (ConfidentLearningConfig, detection_sweep, eval_loader, out_of_sample_pred_probs,
-                                   predict_proba, write_sweep_table)
+from services.detection_sweep import detection_sweep, write_sweep_table
+from services.label_issues import ConfidentLearningConfig, eval_loader, out_of_sample_pred_probs, predict_proba
 from services.noise_study import (StudyConfig, detection_config, detection_folds_dir, parse_study_config, run_config,
                                   study_noise, study_runs, with_seed)
 

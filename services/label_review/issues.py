@@ -314,4 +314,3 @@ def pair_choices(classes: ClassList, items: Sequence[ReviewItem]) -> list[tuple[
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], classes.short(kv[0][0]), classes.short(kv[0][1])))
     return [(f"{classes.short(g)} → {classes.short(s)}: {n}", f"{classes.wnids[g]}>{classes.wnids[s]}")
             for (g, s), n in ranked]
-
