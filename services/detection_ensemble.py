@@ -15,25 +15,77 @@ A member is a detection folder as :func:`services.label_issues.detect_label_issu
 (M, C), ``train_ids.npy`` (M,) and ``given_labels.npy`` (M,). ``experiments/label_noise_study/export_probs.py``
 writes these three files for a kept detection that holds only its ``fold_k/`` files. Refused as members: an AUM
 detection (in-sample probabilities) and a detection that is itself an ensemble (its ``pred_probs.npy`` is a mean).
+
+Sized for ILSVRC-2012, where one member's probabilities are 1,281,167 x 1,000 float32 (5.1 GB): members are
+memory-mapped, checked and hashed in blocks of rows, and added into one running sum, so an ensemble holds two such
+arrays in memory (this detection's and the sum) whatever its number of members.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
 MEMBER_FILES = ("pred_probs.npy", "train_ids.npy", "given_labels.npy")
 ENSEMBLE_FILE = "ensemble.json"
 """Written by a detection made with ``--cl.ensemble`` (:func:`write_ensemble_record`): its members and digests."""
+BLOCK_BYTES = 1 << 26
+"""Bytes of probabilities read at a time (64 MiB: 16,777 rows of ImageNet's 1,000 classes)."""
 
 
-def member_probs(det_dir: str | Path, train_ids: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """(M, C) float32 out-of-sample probabilities of detection ``det_dir`` for the samples ``train_ids`` (M,), in
-    that order, checked against the given ``labels`` (M,) it must have scored.
+@dataclass(frozen=True)
+class Member:
+    """A checked ensemble member (:func:`open_member`).
+
+    Attributes:
+        path: the detection folder.
+        probs: (M', C) its ``pred_probs.npy``, memory-mapped, rows in its own order.
+        pos: (M,) int64 row of ``probs`` for each sample of the detection it joins, or None when in the same order.
+        digest: SHA-256 of its three files (:func:`member_digests`).
+    """
+
+    path: Path
+    probs: np.ndarray
+    pos: np.ndarray | None
+    digest: str
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(M, C): samples of the detection it joins, classes."""
+        return (self.probs.shape[0] if self.pos is None else self.pos.size, self.probs.shape[1])
+
+    def blocks(self) -> Iterator[tuple[slice, np.ndarray]]:
+        """(rows, block): float32 probabilities of the joined detection's samples ``rows``, in its order, read a
+        block of :data:`BLOCK_BYTES` at a time."""
+        m, c = self.shape
+        step = max(1, BLOCK_BYTES // (4 * max(c, 1)))
+        for start in range(0, m, step):
+            rows = slice(start, min(m, start + step))
+            if self.pos is None:
+                yield rows, np.asarray(self.probs[rows], dtype=np.float32)
+                continue
+            idx = self.pos[rows]  # read the file's rows in ascending order, then put them in the detection's
+            order = np.argsort(idx, kind="stable")
+            block = np.empty((idx.size, c), dtype=np.float32)
+            block[order] = self.probs[idx[order]]
+            yield rows, block
+
+    def read(self) -> np.ndarray:
+        """(M, C) float32 all of its probabilities in the joined detection's order (tests and small sets)."""
+        out = np.empty(self.shape, dtype=np.float32)
+        for rows, block in self.blocks():
+            out[rows] = block
+        return out
+
+
+def open_member(det_dir: str | Path, train_ids: np.ndarray, labels: np.ndarray) -> Member:
+    """Detection ``det_dir`` as a member of the detection of the samples ``train_ids`` (M,) with the given
+    ``labels`` (M,): its files checked (the probabilities a block at a time), aligned by sample id and hashed.
 
     Raises:
         FileNotFoundError: a file of :data:`MEMBER_FILES` is missing from ``det_dir``.
@@ -50,59 +102,78 @@ def member_probs(det_dir: str | Path, train_ids: np.ndarray, labels: np.ndarray)
         raise ValueError(f"{where} is an AUM detection (in-sample probabilities); give K-fold detections")
     if (det_dir / ENSEMBLE_FILE).is_file():
         raise ValueError(f"{where} is itself an ensemble (its pred_probs.npy is a mean); list its members instead")
-    probs, ids, given = (np.load(det_dir / f) for f in MEMBER_FILES)
+    probs = np.load(det_dir / MEMBER_FILES[0], mmap_mode="r")
+    ids, given = (np.load(det_dir / f) for f in MEMBER_FILES[1:])
     if probs.ndim != 2 or not probs.shape[0] == ids.size == given.size:
         raise ValueError(f"{where}: pred_probs.npy {probs.shape}, train_ids.npy ({ids.size},) and given_labels.npy "
                          f"({given.size},) must be (M, C), (M,), (M,); write the folder again")
     train_ids, labels = np.asarray(train_ids), np.asarray(labels)
-    pos = np.arange(ids.size)
+    pos = None
     if not np.array_equal(ids, train_ids):  # the same samples in another order: align by id
         unseen = int(np.isin(train_ids, ids, invert=True).sum())
         if ids.size != train_ids.size or unseen:
             raise ValueError(f"{where} scored other samples ({ids.size}, {unseen} of this detection's {train_ids.size} "
                              f"missing); give a detection of the same training set")
+        pos = np.empty(ids.size, dtype=np.int64)
         pos[np.argsort(train_ids, kind="stable")] = np.argsort(ids, kind="stable")
-    if not np.array_equal(given[pos], labels):
-        raise ValueError(f"{where} checked other labels ({int((given[pos] != labels).sum())} differ); give a "
-                         f"detection of the same noisy labels (noise rate and seed)")
-    probs = probs[pos].astype(np.float32)
-    if not np.isfinite(probs).all() or probs.min(initial=0) < 0 or np.abs(probs.sum(1) - 1).max(initial=0) > 1e-3:
-        raise ValueError(f"{where}: pred_probs.npy rows are not probability vectors (softmax outputs)")
-    return probs
+    if not np.array_equal(given if pos is None else given[pos], labels):
+        differ = int(((given if pos is None else given[pos]) != labels).sum())
+        raise ValueError(f"{where} checked other labels ({differ} differ); give a detection of the same noisy "
+                         f"labels (noise rate and seed)")
+    member = Member(det_dir, probs, pos, member_digests([det_dir])[0])
+    for _, block in member.blocks():
+        if not np.isfinite(block).all() or block.min(initial=0) < 0 or np.abs(block.sum(1) - 1).max(initial=0) > 1e-3:
+            raise ValueError(f"{where}: pred_probs.npy rows are not probability vectors (softmax outputs)")
+    return member
 
 
-def load_members(members: Sequence[str | Path], train_ids: np.ndarray, labels: np.ndarray) -> list[np.ndarray]:
-    """Each member's (M, C) probabilities (:func:`member_probs`), checked before anything trains.
+def member_probs(det_dir: str | Path, train_ids: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(M, C) float32 out-of-sample probabilities of detection ``det_dir`` for the samples ``train_ids`` (M,), in
+    that order, checked against the given ``labels`` (M,) it must have scored. Raises as :func:`open_member`."""
+    return open_member(det_dir, train_ids, labels).read()
+
+
+def load_members(members: Sequence[str | Path], train_ids: np.ndarray, labels: np.ndarray) -> list[Member]:
+    """Each member checked (:func:`open_member`) before anything trains; their probabilities stay on disk.
 
     Raises:
-        FileNotFoundError, ValueError: as :func:`member_probs`; members with another number of classes, or two
-            members with the same probabilities (one folder listed twice, or copied).
+        FileNotFoundError, ValueError: as :func:`open_member`; members with another number of classes, or two
+            members with the same files (one folder listed twice, or copied).
     """
-    out = [member_probs(m, train_ids, labels) for m in members]
-    for i, p in enumerate(out):
-        if p.shape != out[0].shape:
-            raise ValueError(f"--cl.ensemble {members[i]}: probabilities {p.shape}, {members[0]}'s {out[0].shape}")
-        same = [str(members[j]) for j in range(i) if np.array_equal(out[j], p)]
+    out = [open_member(m, train_ids, labels) for m in members]
+    for i, m in enumerate(out):
+        if m.shape != out[0].shape:
+            raise ValueError(f"--cl.ensemble {members[i]}: probabilities {m.shape}, {members[0]}'s {out[0].shape}")
+        same = [str(members[j]) for j in range(i) if out[j].digest == m.digest]
         if same:
             raise ValueError(f"--cl.ensemble lists the same detection twice ({same[0]} and {members[i]}); drop one")
     return out
 
 
-def ensemble_mean(own: np.ndarray, members: Sequence[np.ndarray], names: Sequence[str | Path]) -> np.ndarray:
-    """(M, C) float32 mean of this detection's probabilities ``own`` (M, C) and the ``members``' (as
-    :func:`load_members` returns them, named ``names``), every model weighted equally; ``own`` when none.
+def ensemble_mean(own: np.ndarray, members: Sequence[Member]) -> np.ndarray:
+    """(M, C) float32 mean of this detection's probabilities ``own`` (M, C) and the ``members``' (from
+    :func:`load_members`), every model weighted equally; ``own`` when none. Summed in place, member by member, in
+    float32: the same bits as ``np.mean([own, *members], axis=0, dtype=np.float32)``.
 
     Raises:
         ValueError: a member with another shape than ``own``, or equal to it (this detection listed as its own
             member: it would count twice).
     """
-    for name, p in zip(names, members):
-        if p.shape != own.shape:
-            raise ValueError(f"--cl.ensemble {name}: probabilities {p.shape}, this detection's {own.shape}")
-        if np.array_equal(p, own):
-            raise ValueError(f"--cl.ensemble {name} is this detection itself (the same probabilities); list only "
+    if not members:
+        return own
+    total = np.array(own, dtype=np.float32)
+    for m in members:
+        if m.shape != own.shape:
+            raise ValueError(f"--cl.ensemble {m.path}: probabilities {m.shape}, this detection's {own.shape}")
+        same = True
+        for rows, block in m.blocks():
+            same = same and np.array_equal(block, own[rows])
+            total[rows] += block
+        if same:
+            raise ValueError(f"--cl.ensemble {m.path} is this detection itself (the same probabilities); list only "
                              f"the other detections")
-    return np.mean([own, *members], axis=0, dtype=np.float32) if len(members) else own
+    total /= len(members) + 1
+    return total
 
 
 def check_study_members(members: Sequence[str | Path], cleanlab_runs: set[tuple[float, int]], train_ids: np.ndarray,
@@ -127,13 +198,13 @@ def check_study_members(members: Sequence[str | Path], cleanlab_runs: set[tuple[
     load_members(members, train_ids, labels_by_rate[rate])
 
 
-def write_ensemble_record(out_dir: str | Path, members: Sequence[str | Path]) -> None:
-    """Record in ``out_dir``/:data:`ENSEMBLE_FILE` that its ``pred_probs.npy`` is the mean with ``members``: their
-    paths and :func:`member_digests` (written whole or not at all)."""
+def write_ensemble_record(out_dir: str | Path, members: Sequence[Member]) -> None:
+    """Record in ``out_dir``/:data:`ENSEMBLE_FILE` that its ``pred_probs.npy`` is the mean with ``members`` (from
+    :func:`load_members`): their paths and digests (written whole or not at all)."""
     from core.atomic import atomic_write_text
 
     atomic_write_text(Path(out_dir) / ENSEMBLE_FILE, json.dumps(
-        {"members": [str(m) for m in members], "sha256": member_digests(members)}, indent=2) + "\n")
+        {"members": [str(m.path) for m in members], "sha256": [m.digest for m in members]}, indent=2) + "\n")
 
 
 def member_digests(members: Sequence[str | Path]) -> list[str]:
@@ -151,6 +222,8 @@ def member_digests(members: Sequence[str | Path]) -> list[str]:
             path = Path(m) / f
             if not path.is_file():
                 raise FileNotFoundError(f"--cl.ensemble {m}: no {f}; give a finished detection/ folder")
-            h.update(path.read_bytes())
+            with open(path, "rb") as f:
+                while chunk := f.read(BLOCK_BYTES):
+                    h.update(chunk)
         out.append(h.hexdigest())
     return out

@@ -537,9 +537,9 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
             np.save(out_dir / f"pred_probs_round{r}.npy", probs)
             rounds.append(round_summary(r, probs, issues, noise_mask, original_labels))
     if members:  # the mean with the other detections' probabilities decides (the rounds' files stay this one's)
-        probs = ensemble_mean(probs, members, cl.ensemble)
+        probs = ensemble_mean(probs, members)
         issues = find_label_issues(data.train_labels, probs, cl.filter_by)
-        write_ensemble_record(out_dir, cl.ensemble)
+        write_ensemble_record(out_dir, members)
     if folds_dir.resolve() != out_dir.resolve():  # the label review finds the fold models (Grad-CAM) via out_dir
         link_fold_runs(folds_dir, out_dir, cl.folds, cl.rounds, aum=cl.scores == "aum")
     np.save(out_dir / "pred_probs.npy", probs)

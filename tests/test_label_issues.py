@@ -460,6 +460,38 @@ def test_fastdup_script_says_how_to_install_it_when_missing(tmp_path):
     assert "requirements-fastdup.txt" in proc.stderr
 
 
+def test_ensemble_members_are_read_in_blocks_and_summed_to_numpys_mean_bit_for_bit(tmp_path, monkeypatch):
+    import services.detection_ensemble as ens
+
+    rng = np.random.default_rng(0)
+    m, c = 1000, 7
+    ids, labels = rng.permutation(5000)[:m], rng.integers(0, c, m)
+    own = rng.dirichlet(np.full(c, 0.3), m).astype(np.float32)
+    dirs, aligned = [], []
+    for k in range(3):  # members in their own row order, one stored as float64
+        probs = rng.dirichlet(np.full(c, 0.3), m).astype(np.float64 if k == 1 else np.float32)
+        order = rng.permutation(m) if k else np.arange(m)
+        dirs.append(tmp_path / f"m{k}")
+        dirs[-1].mkdir()
+        for name, arr in (("pred_probs", probs), ("train_ids", ids), ("given_labels", labels)):
+            np.save(dirs[-1] / f"{name}.npy", arr[order])
+        aligned.append(probs.astype(np.float32))
+    monkeypatch.setattr(ens, "BLOCK_BYTES", 4 * c * 13)  # 13 rows a block: 77 blocks, the last one short
+    members = ens.load_members(dirs, ids, labels)
+    assert isinstance(members[1].probs, np.memmap) and members[0].pos is None and members[1].pos is not None
+    for member, want in zip(members, aligned):
+        np.testing.assert_array_equal(member.read(), want)
+    mean = ens.ensemble_mean(own, members)
+    np.testing.assert_array_equal(mean, np.mean([own, *aligned], axis=0, dtype=np.float32))  # the same bits
+    assert mean.dtype == np.float32 and ens.ensemble_mean(own, []) is own
+    assert [m.digest for m in members] == ens.member_digests(dirs)
+    bad = np.load(dirs[2] / "pred_probs.npy")
+    bad[-1] = -bad[-1]  # one row in the last block
+    np.save(dirs[2] / "pred_probs.npy", bad)
+    with pytest.raises(ValueError, match="rows are not probability vectors"):
+        ens.open_member(dirs[2], ids, labels)
+
+
 def test_an_ensemble_of_detections_averages_their_probabilities_before_cleanlab(tmp_path, monkeypatch):
     import dataclasses
     import json
@@ -512,8 +544,8 @@ def test_an_ensemble_of_detections_averages_their_probabilities_before_cleanlab(
     (tmp_path / "copy" / "aum.npy").write_bytes(b"")
     with pytest.raises(ValueError, match="is an AUM detection"):
         member_probs(tmp_path / "copy", ids, labels)
-    with pytest.raises(ValueError, match=r"probabilities \(\d+, 11\), this detection's \(\d+, 10\)"):
-        ensemble_mean(oracle, [np.pad(oracle, ((0, 0), (0, 1)))], ["wide"])
+    with pytest.raises(ValueError, match=r"probabilities \(\d+, 10\), this detection's \(\d+, 9\)"):
+        ensemble_mean(oracle[:, :-1], load_members([member], ids, labels))
     np.save(tmp_path / "copy" / "pred_probs.npy", oracle[1:])
     (tmp_path / "copy" / "aum.npy").unlink()
     with pytest.raises(ValueError, match=r"must be \(M, C\), \(M,\), \(M,\)"):
