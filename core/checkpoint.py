@@ -127,6 +127,27 @@ def check_compatible(ckpt: dict[str, Any], model_name: str, classes: list[str], 
         raise CheckpointMismatchError(f"{where} has {saved_num} outputs but this run asks for {num_classes}")
 
 
+LABELS_DIGEST_KEY = "train_labels_digest"
+"""Checkpoint entry: :func:`core.label_noise.labels_digest` of the training ids, labels and soft targets."""
+
+
+def check_same_labels(ckpt: dict[str, Any], digest: str, path: Optional[Path] = None) -> None:
+    """Refuse to resume a checkpoint made on other training labels than this run's ``digest`` (another noise
+    rate or seed, cleaning manifest, subset or soft targets): its epochs would count towards a run on labels
+    it never saw. A checkpoint written before the entry existed is accepted (nothing to compare).
+
+    Raises:
+        CheckpointMismatchError: naming both digests and how to proceed.
+    """
+    saved = ckpt.get(LABELS_DIGEST_KEY)
+    if saved is not None and saved != digest:
+        where = f"checkpoint {path}" if path else "checkpoint"
+        raise CheckpointMismatchError(
+            f"{where} was trained on other labels (digest {saved[:12]}, this run's {digest[:12]}): the noise, "
+            f"manifest, subset or soft targets changed since; train with the same labels, or start a new run "
+            f"with another --logging.output_dir (or --training.resume none)")
+
+
 def load_initial_weights(model: nn.Module, path: Path, model_name: str, classes: list[str],
                          reinit_head: bool) -> dict[str, Any]:
     """Start ``model`` from another run's checkpoint (``--training.init_from``): the previous phase or stage.

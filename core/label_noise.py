@@ -629,10 +629,19 @@ def _precision_recall_f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray
     return p, r, f1
 
 
-def labels_digest(sample_ids: np.ndarray, labels: np.ndarray) -> str:
-    """SHA-1 of the (ids, labels) pair as int64 bytes: two runs trained on the same labels iff digests match."""
+def labels_digest(sample_ids: np.ndarray, labels: np.ndarray, soft_rows: Optional[np.ndarray] = None,
+                  soft_probs: Optional[np.ndarray] = None) -> str:
+    """SHA-1 of the (ids, labels) pair as int64 bytes: two runs trained on the same labels iff digests match.
+
+    With soft targets (:class:`core.soft_targets.SoftTargets`: ``soft_rows`` (M,) int64, ``soft_probs`` (S, C)
+    float32) their bytes are hashed too; without, the digest is the pair's alone (what ``labels.json`` records).
+    """
     h = hashlib.sha1(np.ascontiguousarray(sample_ids, dtype=np.int64).tobytes())
     h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    for extra in (soft_rows, soft_probs):
+        if extra is not None:
+            h.update(str(np.asarray(extra).dtype).encode())
+            h.update(np.ascontiguousarray(extra).tobytes())
     return h.hexdigest()
 
 

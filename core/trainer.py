@@ -19,14 +19,16 @@ import torch
 import torch.nn as nn
 
 from core.atomic import atomic_write_text
-from core.checkpoint import (CHECKPOINT_FORMAT_VERSION, CheckpointMismatchError, atomic_torch_save, capture_rng_state,
-                             check_compatible, load_checkpoint, restore_rng_state, resume_checkpoint)
+from core.checkpoint import (CHECKPOINT_FORMAT_VERSION, LABELS_DIGEST_KEY, CheckpointMismatchError, atomic_torch_save,
+                             capture_rng_state, check_compatible, check_same_labels, load_checkpoint, restore_rng_state,
+                             resume_checkpoint)
 from core.config import ExperimentConfig
 from core.data.manager import ImageNetDataManager
 from core.data.rng import sample_seed
 from core.distributed import all_reduce_sum
 from core.dynamics import DYNAMICS_FILE, TrainingDynamics
 from core.elr import EarlyLearningRegularization
+from core.label_noise import labels_digest
 from core.evaluate import evaluate
 from core.logger import (MetricsLogger, TensorBoardLogger, finish_wandb, format_metric, git_commit, init_wandb,
                          layer_statistics, process_start_time, progress_bar, setup_logging)
@@ -150,6 +152,9 @@ class ImageNetTrainer:
                                                 self.device) if t.elr_lambda > 0 else None)
         self.soft_targets = soft_target_table(self.data.train_soft_targets, len(self.data.train_ids), self.num_classes,
                                               self.device, mixing=self.batch_mix is not None)
+        soft = self.data.train_soft_targets
+        self.labels_digest = labels_digest(self.data.train_ids, self.data.train_labels, *(
+            (soft.rows, soft.probs) if soft is not None else ()))  # what a resumed checkpoint must have trained on
         self.metrics = MetricsLogger(self.logs_dir / "metrics.jsonl")
         self.wandb_run = None
         self.tensorboard: Optional[TensorBoardLogger] = None
@@ -192,10 +197,11 @@ class ImageNetTrainer:
 
         Raises:
             FileNotFoundError, ValueError: unreadable file.
-            CheckpointMismatchError: another architecture or class list.
+            CheckpointMismatchError: another architecture or class list, or other training labels.
         """
         ckpt = load_checkpoint(path, map_location=self.device)
         check_compatible(ckpt, self.cfg.model.name, self.data.classes, path, self.num_classes)
+        check_same_labels(ckpt, self.labels_digest, path)
         self.unwrapped_model().load_state_dict(ckpt["model"])
         if self.ema is not None:
             if "model_ema" not in ckpt:
@@ -250,6 +256,7 @@ class ImageNetTrainer:
             "model_name": self.cfg.model.name,
             "num_classes": self.num_classes,
             "classes": list(self.data.classes),
+            LABELS_DIGEST_KEY: self.labels_digest,
             "class_names": list(self.data.class_names),
             "class_to_idx": dict(self.data.class_to_idx),
             "rng": capture_rng_state(),

@@ -120,6 +120,36 @@ def test_resume_refuses_another_architecture_or_class_list(tmp_path, sample_copy
         ImageNetTrainer(tiny_config(tmp_path, root=sample_copy, training={"epochs": 2, "resume": "auto"}))
 
 
+def test_resume_refuses_a_checkpoint_made_on_other_labels_or_soft_targets(tmp_path):
+    from core.data.manager import ImageNetDataManager
+    from core.label_noise import labels_digest
+    from core.soft_targets import SoftTargets
+
+    cfg = tiny_config(tmp_path, training={"epochs": 1})
+    ImageNetTrainer(cfg).fit()
+    resume = tiny_config(tmp_path, training={"epochs": 2, "resume": "auto"})
+    data = ImageNetDataManager(resume.data, seed=resume.training.seed, progress=False)
+    ckpt = load_checkpoint(tmp_path / "run" / "models" / "last.pt")
+    assert ckpt["train_labels_digest"] == labels_digest(data.train_ids, data.train_labels)
+    assert ImageNetTrainer(resume, data=data).resumed_from is not None  # the same labels resume
+    given = data.train_labels.copy()
+    flipped = given.copy()
+    flipped[0] = (flipped[0] + 1) % data.num_classes  # one label of the training set changed
+    data.set_train_labels(flipped)
+    with pytest.raises(CheckpointMismatchError, match=r"trained on other labels \(digest [0-9a-f]{12}, this run's"):
+        ImageNetTrainer(resume, data=data)
+    data.set_train_labels(given)
+    rows = np.full(len(data.train_ids), -1)
+    rows[0] = 0
+    data.set_train_soft_targets(SoftTargets(rows, np.full((1, data.num_classes), 1 / data.num_classes, np.float32)))
+    with pytest.raises(CheckpointMismatchError, match="soft targets changed since"):
+        ImageNetTrainer(resume, data=data)
+    del ckpt["train_labels_digest"]  # a checkpoint written before the entry existed resumes as before
+    torch.save(ckpt, tmp_path / "run" / "models" / "last.pt")
+    data.set_train_labels(given)
+    assert ImageNetTrainer(resume, data=data).resumed_from is not None
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     trainer = ImageNetTrainer(tiny_config(tmp_path, training={"epochs": 3}))
     real = trainer.criterion
