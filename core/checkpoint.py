@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,12 +21,27 @@ CHECKPOINT_FORMAT_VERSION = 1
 
 
 class CheckpointMismatchError(ValueError):
-    """A checkpoint was made for another architecture or class list than the current run."""
+    """A checkpoint was made for another architecture, class list or training labels than the current run."""
 
 
 def atomic_torch_save(obj: Any, path: Path) -> Path:
     """``torch.save`` to ``path`` atomically and return the path."""
     return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def link_checkpoint(src: Path, dst: Path) -> None:
+    """Make ``dst`` (``best.pt``, ``epoch_NNN.pt``) hold ``src``'s bytes as they are now, atomically.
+
+    A hard link shares ``last.pt``'s bytes; ``last.pt`` is later replaced (``os.replace``) by a new file, so ``dst``
+    keeps this version. Linked to a temporary name, then renamed; copied where the file system has no hard links.
+    """
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def capture_rng_state() -> dict[str, Any]:

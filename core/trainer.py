@@ -7,7 +7,6 @@ import functools
 import json
 import logging
 import math
-import os
 import signal
 import threading
 import time
@@ -20,15 +19,14 @@ import torch.nn as nn
 
 from core.atomic import atomic_write_text
 from core.checkpoint import (CHECKPOINT_FORMAT_VERSION, LABELS_DIGEST_KEY, CheckpointMismatchError, atomic_torch_save,
-                             capture_rng_state, check_compatible, check_same_labels, load_checkpoint, restore_rng_state,
-                             resume_checkpoint)
+                             capture_rng_state, check_compatible, check_same_labels, link_checkpoint, load_checkpoint,
+                             restore_rng_state, resume_checkpoint)
 from core.config import ExperimentConfig
 from core.data.manager import ImageNetDataManager
 from core.data.rng import sample_seed
 from core.distributed import all_reduce_sum
 from core.dynamics import DYNAMICS_FILE, TrainingDynamics
 from core.elr import EarlyLearningRegularization
-from core.label_noise import labels_digest
 from core.evaluate import evaluate
 from core.logger import (MetricsLogger, TensorBoardLogger, finish_wandb, format_metric, git_commit, init_wandb,
                          layer_statistics, process_start_time, progress_bar, setup_logging)
@@ -94,7 +92,7 @@ class ImageNetTrainer:
         model: a model (built from ``cfg.model`` when None).
 
     Raises:
-        CheckpointMismatchError: resuming from a checkpoint of another architecture or class list.
+        CheckpointMismatchError: resuming from a checkpoint of another architecture, class list or training labels.
         FileNotFoundError: ``--training.resume PATH`` does not exist.
     """
 
@@ -152,9 +150,7 @@ class ImageNetTrainer:
                                                 self.device) if t.elr_lambda > 0 else None)
         self.soft_targets = soft_target_table(self.data.train_soft_targets, len(self.data.train_ids), self.num_classes,
                                               self.device, mixing=self.batch_mix is not None)
-        soft = self.data.train_soft_targets
-        self.labels_digest = labels_digest(self.data.train_ids, self.data.train_labels, *(
-            (soft.rows, soft.probs) if soft is not None else ()))  # what a resumed checkpoint must have trained on
+        self.labels_digest = self.data.train_labels_digest()  # what a resumed checkpoint must have trained on
         self.metrics = MetricsLogger(self.logs_dir / "metrics.jsonl")
         self.wandb_run = None
         self.tensorboard: Optional[TensorBoardLogger] = None
@@ -294,28 +290,15 @@ class ImageNetTrainer:
             atomic_torch_save(self.checkpoint_dict(), path)
         return path
 
-    def _link_checkpoint(self, src: Path, dst: Path) -> None:
-        # A hard link shares last.pt's bytes as they are now; last.pt is later replaced (os.replace) by a
-        # new file, so dst keeps this version. Atomic: link to a temporary name, then rename.
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(src, tmp)
-        except OSError:
-            import shutil
-
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-
     def _end_of_epoch_checkpoints(self, epoch_done: int, top1: float, improved: bool) -> None:
         if not self.is_main:
             return
         t = self.cfg.training
         last = self.save_last()
         if improved:
-            self._link_checkpoint(last, self.models_dir / "best.pt")
+            link_checkpoint(last, self.models_dir / "best.pt")
         if t.save_every_epochs and epoch_done % t.save_every_epochs == 0:
-            self._link_checkpoint(last, self.models_dir / f"epoch_{epoch_done:03d}.pt")
+            link_checkpoint(last, self.models_dir / f"epoch_{epoch_done:03d}.pt")
             kept = self.state.epoch_checkpoints + [[epoch_done, top1 if math.isfinite(top1) else -1.0]]
             kept.sort(key=lambda e: (e[1], e[0]), reverse=True)  # best top-1 first, later epoch on ties
             for old_epoch, _ in kept[t.keep_best_k:]:

@@ -22,7 +22,7 @@ from core.data.dataset import FolderReader, ImageClassificationDataset, ImageRea
 from core.data.hf import load_hf_split
 from core.data.index import cached_subset, class_counts, default_cache_dir, scan_image_folder
 from core.data.transforms import build_eval_transform, build_train_transform, to_device
-from core.label_noise import ManifestReport, apply_manifest_to, load_manifest
+from core.label_noise import ManifestReport, apply_manifest_to, labels_digest, load_manifest
 from core.prepare import read_class_names, short_class_names
 from core.soft_targets import SoftTargets
 
@@ -158,6 +158,12 @@ class ImageNetDataManager:
         if soft is not None:
             soft.check(len(self.train_ids), self.num_classes)
         self.train_soft_targets = soft
+
+    def train_labels_digest(self) -> str:
+        """:func:`core.label_noise.labels_digest` of ``train_ids``, ``train_labels`` and the soft targets (when
+        set): equal iff two runs train on the same targets (checkpoints record it: resume refuses other labels)."""
+        soft = self.train_soft_targets
+        return labels_digest(self.train_ids, self.train_labels, *((soft.rows, soft.probs) if soft is not None else ()))
 
     def set_train_subset(self, sample_ids: np.ndarray, labels: Optional[np.ndarray] = None) -> None:
         """Train on the given full-split sample ids (cleaning manifests that remove samples, K-fold splits),
