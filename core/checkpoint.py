@@ -159,10 +159,11 @@ def check_same_labels(ckpt: dict[str, Any], digest: str, path: Optional[Path] = 
     saved = ckpt.get(LABELS_DIGEST_KEY)
     if saved is not None and saved != digest:
         where = f"checkpoint {path}" if path else "checkpoint"
+        fresh = f"delete {Path(path).parent} to train afresh" if path else "start a new run"
         raise CheckpointMismatchError(
             f"{where} was trained on other labels (digest {saved[:12]}, this run's {digest[:12]}): the noise, "
-            f"manifest, subset or soft targets changed since; train with the same labels, or start a new run "
-            f"with another --logging.output_dir (or --training.resume none)")
+            f"manifest, subset or soft targets changed since; train with the same labels, {fresh}, or use another "
+            f"--logging.output_dir (or --training.resume none)")
 
 
 def load_initial_weights(model: nn.Module, path: Path, model_name: str, classes: list[str],

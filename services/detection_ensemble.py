@@ -23,6 +23,7 @@ arrays in memory (this detection's and the sum) whatever its number of members.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -210,20 +211,32 @@ def write_ensemble_record(out_dir: str | Path, members: Sequence[Member]) -> Non
 def member_digests(members: Sequence[str | Path]) -> list[str]:
     """SHA-256 hex digest of each member's three files (:data:`MEMBER_FILES`, their bytes in that order): what the
     study's row fingerprint records, so that a finished row is not reused with other members, wherever their
-    folders lie.
+    folders lie. A member is read once per process while its files' inodes, sizes and modification times stay the
+    same (a study asks for the digests of every cleanlab row, then again to train it: 5 GB a member on ImageNet).
 
     Raises:
         FileNotFoundError: a member lacks one of the files.
     """
     out = []
     for m in members:
-        h = hashlib.sha256()
+        stamps = []
         for f in MEMBER_FILES:
             path = Path(m) / f
             if not path.is_file():
                 raise FileNotFoundError(f"--cl.ensemble {m}: no {f}; give a finished detection/ folder")
-            with open(path, "rb") as f:
-                while chunk := f.read(BLOCK_BYTES):
-                    h.update(chunk)
-        out.append(h.hexdigest())
+            st = path.stat()
+            stamps.append((str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns))
+        out.append(_files_digest(tuple(stamps)))
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _files_digest(stamps: tuple[tuple[str, int, int, int], ...]) -> str:
+    """SHA-256 hex of the files' bytes in order, read a block at a time; cached on each file's (path, inode, size,
+    modification time), so a replaced or rewritten file is read again."""
+    h = hashlib.sha256()
+    for path, *_ in stamps:
+        with open(path, "rb") as f:
+            while chunk := f.read(BLOCK_BYTES):
+                h.update(chunk)
+    return h.hexdigest()

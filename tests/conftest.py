@@ -18,6 +18,19 @@ from core.config import BUNDLED_SAMPLE_ROOT, PROJECT_ROOT, DataConfig, Experimen
 PHASE1_SCRIPT = PROJECT_ROOT / "experiments" / "phase1_subset_20pct" / "train.py"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``pyproject.toml`` runs ``-n 2``) each worker gets its share of the CPUs as intra-op
+    threads, and so do the scripts it starts (``OMP_NUM_THREADS``): two workers on a 2-core CPU with two threads
+    each would spin against each other. Tests that compare runs bit for bit run both sides at that count."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers:
+        import torch
+
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def sample_copy(tmp_path: Path) -> Path:
     """A writable copy of the bundled sample (train/ and val/ with 10 WNID folders)."""

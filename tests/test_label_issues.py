@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -484,10 +485,14 @@ def test_ensemble_members_are_read_in_blocks_and_summed_to_numpys_mean_bit_for_b
     mean = ens.ensemble_mean(own, members)
     np.testing.assert_array_equal(mean, np.mean([own, *aligned], axis=0, dtype=np.float32))  # the same bits
     assert mean.dtype == np.float32 and ens.ensemble_mean(own, []) is own
-    assert [m.digest for m in members] == ens.member_digests(dirs)
+    read = ens._files_digest.cache_info().misses
+    assert [m.digest for m in members] == ens.member_digests(dirs)  # hashed once: the files are not read again
+    assert ens._files_digest.cache_info().misses == read
     bad = np.load(dirs[2] / "pred_probs.npy")
     bad[-1] = -bad[-1]  # one row in the last block
-    np.save(dirs[2] / "pred_probs.npy", bad)
+    np.save(tmp_path / "bad.npy", bad)
+    os.replace(tmp_path / "bad.npy", dirs[2] / "pred_probs.npy")  # as an atomic writer replaces a file
+    assert ens.member_digests([dirs[2]]) != [members[2].digest]  # a replaced file is hashed again
     with pytest.raises(ValueError, match="rows are not probability vectors"):
         ens.open_member(dirs[2], ids, labels)
 

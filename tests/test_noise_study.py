@@ -481,6 +481,12 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     stale = run_script_in_process(STUDY_SCRIPT, with_folds)  # the kept folds' records say 1 epoch: not reused for 2
     assert stale.returncode == 2 and "made with other settings" in stale.stderr, stale.stderr[-4000:]
     shutil.rmtree(fresh / "noise20_cleanlab" / "detection")
+    # the row's own checkpoint (trained above on the 1-epoch folds' cleaning) holds other labels: not reused
+    other_labels = run_script_in_process(STUDY_SCRIPT, with_folds)
+    assert other_labels.returncode == 2, other_labels.stderr[-4000:]
+    assert "was trained on other labels" in other_labels.stderr
+    assert f"delete {fresh / 'noise20_cleanlab' / 'models'} to train afresh" in other_labels.stderr
+    shutil.rmtree(fresh / "noise20_cleanlab" / "models")
     folds = run_script_in_process(STUDY_SCRIPT, with_folds)
     assert folds.returncode == 0 and folds.stderr.count("not rerun") == 4, folds.stderr[-4000:]
     det15 = fresh / "noise20_cleanlab" / "detection"
