@@ -148,22 +148,22 @@ LABELS_DIGEST_KEY = "train_labels_digest"
 """Checkpoint entry: :func:`core.label_noise.labels_digest` of the training ids, labels and soft targets."""
 
 
-def check_same_labels(ckpt: dict[str, Any], digest: str, path: Optional[Path] = None) -> None:
+def check_same_labels(ckpt: dict[str, Any], digest: str, path: Optional[Path] = None,
+                      fix: str = "start a new run with another --logging.output_dir") -> None:
     """Refuse to resume a checkpoint made on other training labels than this run's ``digest`` (another noise
     rate or seed, cleaning manifest, subset or soft targets): its epochs would count towards a run on labels
-    it never saw. A checkpoint written before the entry existed is accepted (nothing to compare).
+    it never saw. A checkpoint written before the entry existed is accepted (nothing to compare). ``fix`` is the
+    way out the message offers (the caller knows whether the checkpoint is the run's own).
 
     Raises:
-        CheckpointMismatchError: naming both digests and how to proceed.
+        CheckpointMismatchError: naming both digests and ``fix``.
     """
     saved = ckpt.get(LABELS_DIGEST_KEY)
     if saved is not None and saved != digest:
         where = f"checkpoint {path}" if path else "checkpoint"
-        fresh = f"delete {Path(path).parent} to train afresh" if path else "start a new run"
         raise CheckpointMismatchError(
             f"{where} was trained on other labels (digest {saved[:12]}, this run's {digest[:12]}): the noise, "
-            f"manifest, subset or soft targets changed since; train with the same labels, {fresh}, or use another "
-            f"--logging.output_dir (or --training.resume none)")
+            f"manifest, subset or soft targets changed since; train with the same labels, or {fix}")
 
 
 def load_initial_weights(model: nn.Module, path: Path, model_name: str, classes: list[str],

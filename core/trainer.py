@@ -188,8 +188,9 @@ class ImageNetTrainer:
             return
         self.load_checkpoint(path)
 
-    def load_checkpoint(self, path: Path) -> None:
-        """Restore model, optimizer, scheduler, scaler, progress and RNG states from ``path``.
+    def load_checkpoint(self, path: Path, check_labels: bool = True) -> None:
+        """Restore model, optimizer, scheduler, scaler, progress and RNG states from ``path``; ``check_labels``
+        False to evaluate a checkpoint whose training labels this run's data does not rebuild.
 
         Raises:
             FileNotFoundError, ValueError: unreadable file.
@@ -197,7 +198,10 @@ class ImageNetTrainer:
         """
         ckpt = load_checkpoint(path, map_location=self.device)
         check_compatible(ckpt, self.cfg.model.name, self.data.classes, path, self.num_classes)
-        check_same_labels(ckpt, self.labels_digest, path)
+        if check_labels:
+            own = Path(path).parent.resolve() == self.models_dir.resolve()  # this run's own last.pt: resume auto
+            check_same_labels(ckpt, self.labels_digest, path, fix=(
+                f"delete {self.models_dir} to train this run afresh" if own else "drop --training.resume"))
         self.unwrapped_model().load_state_dict(ckpt["model"])
         if self.ema is not None:
             if "model_ema" not in ckpt:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -48,12 +48,15 @@ class Member:
         probs: (M', C) its ``pred_probs.npy``, memory-mapped, rows in its own order.
         pos: (M,) int64 row of ``probs`` for each sample of the detection it joins, or None when in the same order.
         digest: SHA-256 of its three files (:func:`member_digests`).
+        content: SHA-256 of its float32 probabilities in the joined detection's order: equal for one detection saved
+            twice in another row order or dtype.
     """
 
     path: Path
     probs: np.ndarray
     pos: np.ndarray | None
     digest: str
+    content: str = ""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -122,10 +125,12 @@ def open_member(det_dir: str | Path, train_ids: np.ndarray, labels: np.ndarray) 
         raise ValueError(f"{where} checked other labels ({differ} differ); give a detection of the same noisy "
                          f"labels (noise rate and seed)")
     member = Member(det_dir, probs, pos, member_digests([det_dir])[0])
+    content = hashlib.sha256()
     for _, block in member.blocks():
         if not np.isfinite(block).all() or block.min(initial=0) < 0 or np.abs(block.sum(1) - 1).max(initial=0) > 1e-3:
             raise ValueError(f"{where}: pred_probs.npy rows are not probability vectors (softmax outputs)")
-    return member
+        content.update(block.tobytes())
+    return replace(member, content=content.hexdigest())
 
 
 def member_probs(det_dir: str | Path, train_ids: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -139,15 +144,30 @@ def load_members(members: Sequence[str | Path], train_ids: np.ndarray, labels: n
 
     Raises:
         FileNotFoundError, ValueError: as :func:`open_member`; members with another number of classes, or two
-            members with the same files (one folder listed twice, or copied).
+            members with the same probabilities (one folder listed twice, copied, or saved in another row order).
     """
     out = [open_member(m, train_ids, labels) for m in members]
     for i, m in enumerate(out):
         if m.shape != out[0].shape:
             raise ValueError(f"--cl.ensemble {members[i]}: probabilities {m.shape}, {members[0]}'s {out[0].shape}")
-        same = [str(members[j]) for j in range(i) if out[j].digest == m.digest]
+        same = [str(members[j]) for j in range(i) if out[j].content == m.content]
         if same:
             raise ValueError(f"--cl.ensemble lists the same detection twice ({same[0]} and {members[i]}); drop one")
+    return out
+
+
+def reopen_members(members: Sequence[Member], train_ids: np.ndarray, labels: np.ndarray) -> list[Member]:
+    """``members`` (from :func:`load_members`, checked before the folds trained, hours ago) opened again just
+    before they are averaged, so that the mean reads the files they were checked as.
+
+    Raises:
+        ValueError: a member's files changed since (their digest differs), or as :func:`open_member`.
+    """
+    out = [open_member(m.path, train_ids, labels) for m in members]
+    for old, new in zip(members, out):
+        if new.digest != old.digest:
+            raise ValueError(f"--cl.ensemble {old.path} changed while the folds trained (its files' digest differs); "
+                             f"rerun the same command: the finished folds are reused")
     return out
 
 
@@ -166,7 +186,7 @@ def ensemble_mean(own: np.ndarray, members: Sequence[Member]) -> np.ndarray:
     for m in members:
         if m.shape != own.shape:
             raise ValueError(f"--cl.ensemble {m.path}: probabilities {m.shape}, this detection's {own.shape}")
-        same = True
+        same = m.shape[0] > 0
         for rows, block in m.blocks():
             same = same and np.array_equal(block, own[rows])
             total[rows] += block
@@ -211,7 +231,7 @@ def write_ensemble_record(out_dir: str | Path, members: Sequence[Member]) -> Non
 def member_digests(members: Sequence[str | Path]) -> list[str]:
     """SHA-256 hex digest of each member's three files (:data:`MEMBER_FILES`, their bytes in that order): what the
     study's row fingerprint records, so that a finished row is not reused with other members, wherever their
-    folders lie. A member is read once per process while its files' inodes, sizes and modification times stay the
+    folders lie. A member is read once per process while its files' inodes, sizes and times stay the
     same (a study asks for the digests of every cleanlab row, then again to train it: 5 GB a member on ImageNet).
 
     Raises:
@@ -225,15 +245,15 @@ def member_digests(members: Sequence[str | Path]) -> list[str]:
             if not path.is_file():
                 raise FileNotFoundError(f"--cl.ensemble {m}: no {f}; give a finished detection/ folder")
             st = path.stat()
-            stamps.append((str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns))
+            stamps.append((str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
         out.append(_files_digest(tuple(stamps)))
     return out
 
 
 @functools.lru_cache(maxsize=16)
-def _files_digest(stamps: tuple[tuple[str, int, int, int], ...]) -> str:
-    """SHA-256 hex of the files' bytes in order, read a block at a time; cached on each file's (path, inode, size,
-    modification time), so a replaced or rewritten file is read again."""
+def _files_digest(stamps: tuple[tuple, ...]) -> str:
+    """SHA-256 hex of the files' bytes in order, read a block at a time; cached on each file's (path, device, inode,
+    size, modification and change times), so a replaced or rewritten file is read again."""
     h = hashlib.sha256()
     for path, *_ in stamps:
         with open(path, "rb") as f:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from core.atomic import atomic_write_text
+from core.atomic import atomic_write, atomic_write_text
 from core.config import ExperimentConfig, settings_conflicts
 from core.data.dataset import ImageClassificationDataset
 from core.data.manager import ImageNetDataManager
@@ -40,7 +40,7 @@ from core.dynamics import aum_flags
 from core.evaluate import predict
 from core.label_noise import CleaningManifest, detection_metrics, ranking_metrics
 from core.logger import progress_bar
-from services.detection_ensemble import ensemble_mean, load_members, write_ensemble_record
+from services.detection_ensemble import ensemble_mean, load_members, reopen_members, write_ensemble_record
 from services.issue_table import ISSUES_FILE, write_issue_table
 
 log = logging.getLogger(__name__)
@@ -537,14 +537,16 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
             np.save(out_dir / f"pred_probs_round{r}.npy", probs)
             rounds.append(round_summary(r, probs, issues, noise_mask, original_labels))
     if members:  # the mean with the other detections' probabilities decides (the rounds' files stay this one's)
+        members = reopen_members(members, data.train_ids, data.train_labels)  # as checked before the folds
         probs = ensemble_mean(probs, members)
         issues = find_label_issues(data.train_labels, probs, cl.filter_by)
         write_ensemble_record(out_dir, members)
     if folds_dir.resolve() != out_dir.resolve():  # the label review finds the fold models (Grad-CAM) via out_dir
         link_fold_runs(folds_dir, out_dir, cl.folds, cl.rounds, aum=cl.scores == "aum")
-    np.save(out_dir / "pred_probs.npy", probs)
-    np.save(out_dir / "train_ids.npy", data.train_ids)  # row i of pred_probs.npy is sample id train_ids[i]
-    np.save(out_dir / "given_labels.npy", data.train_labels)  # the labels checked: detection_sweep can rerun
+    # whole files or none: another detection may read them as an ensemble member (memory-mapped)
+    atomic_write(out_dir / "pred_probs.npy", lambda f: np.save(f, probs))
+    atomic_write(out_dir / "train_ids.npy", lambda f: np.save(f, data.train_ids))  # row i is sample train_ids[i]
+    atomic_write(out_dir / "given_labels.npy", lambda f: np.save(f, data.train_labels))  # detection_sweep reruns
     if noise_mask is not None:  # for the label review's precision against the truth
         np.save(out_dir / "noise_mask.npy", np.asarray(noise_mask, dtype=bool))
     manifest = manifest_from_issues(data.train_ids, data.train_labels, probs, issues, cl.relabel_threshold)

@@ -26,7 +26,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if workers:
         import torch
 
-        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = max(1, cpus // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
 

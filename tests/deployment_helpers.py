@@ -16,7 +16,8 @@ def exported_space(base: Path) -> Path:
     """Train ResNet-18 at 32 px for one epoch on a slice of the bundled sample, export it, and assemble a Space
     folder (app.py, model/, examples/, README.md, requirements.txt) under ``base``.
 
-    Built once per session: every test module passes the session's base temp dir and reuses the folder.
+    Built once per test process: every test module passes the base temp dir (one per pytest-xdist worker) and
+    reuses the folder.
     Returns the Space folder; the checkpoint is ``base / "run" / "models" / "best.pt"``.
     """
     space = base / "space"

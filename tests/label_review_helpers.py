@@ -78,7 +78,8 @@ def make_issues_dir(base: Path) -> Path:
 
 
 def issues_template(base: Path) -> Path:
-    """:func:`make_issues_dir` once per test session under ``base`` (the session's base temp dir); reused after."""
+    """:func:`make_issues_dir` once per test process under ``base`` (its base temp dir: one per pytest-xdist
+    worker, so each worker builds its own); reused after."""
     done = base / "label_review_template" / "issues" / "fold_0" / "models" / "last.pt"
     if not done.is_file():
         make_issues_dir(base / "label_review_template")

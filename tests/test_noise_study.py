@@ -13,6 +13,7 @@ import yaml
 
 from conftest import run_script, run_script_in_process
 from core.config import PROJECT_ROOT
+from core.label_noise import labels_digest
 from services.detection_sweep import LABEL_QUALITY_SCORES, detection_sweep
 from services.label_issues import FILTER_METHODS
 from services.noise_study import (CSV_COLUMNS, StudyConfig, add_comparisons, aggregate_seeds, parse_study_config,
@@ -482,10 +483,13 @@ def test_study_smoke_run_on_the_bundled_sample(tmp_path):
     assert stale.returncode == 2 and "made with other settings" in stale.stderr, stale.stderr[-4000:]
     shutil.rmtree(fresh / "noise20_cleanlab" / "detection")
     # the row's own checkpoint (trained above on the 1-epoch folds' cleaning) holds other labels: not reused
+    row_labels = [np.load(fresh / "noise20_cleanlab" / f) for f in ("train_ids.npy", "train_labels.npy")]
     other_labels = run_script_in_process(STUDY_SCRIPT, with_folds)
+    new_labels = [np.load(fresh / "noise20_cleanlab" / f) for f in ("train_ids.npy", "train_labels.npy")]
+    assert labels_digest(*new_labels) != labels_digest(*row_labels), "the 2-epoch folds must clean otherwise"
     assert other_labels.returncode == 2, other_labels.stderr[-4000:]
     assert "was trained on other labels" in other_labels.stderr
-    assert f"delete {fresh / 'noise20_cleanlab' / 'models'} to train afresh" in other_labels.stderr
+    assert f"delete {fresh / 'noise20_cleanlab' / 'models'} to train this run afresh" in other_labels.stderr
     shutil.rmtree(fresh / "noise20_cleanlab" / "models")
     folds = run_script_in_process(STUDY_SCRIPT, with_folds)
     assert folds.returncode == 0 and folds.stderr.count("not rerun") == 4, folds.stderr[-4000:]

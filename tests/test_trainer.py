@@ -136,8 +136,15 @@ def test_resume_refuses_a_checkpoint_made_on_other_labels_or_soft_targets(tmp_pa
     flipped = given.copy()
     flipped[0] = (flipped[0] + 1) % data.num_classes  # one label of the training set changed
     data.set_train_labels(flipped)
-    with pytest.raises(CheckpointMismatchError, match=r"trained on other labels \(digest [0-9a-f]{12}, this run's"):
+    with pytest.raises(CheckpointMismatchError, match=r"trained on other labels \(digest [0-9a-f]{12}, this run's"
+                                                     r".*delete .*models to train this run afresh"):
         ImageNetTrainer(resume, data=data)
+    elsewhere = tiny_config(tmp_path / "b", training={"epochs": 2, "resume": str(tmp_path / "run/models/last.pt")})
+    with pytest.raises(CheckpointMismatchError, match="or drop --training.resume$"):  # another run's: not deleted
+        ImageNetTrainer(elsewhere, data=data)
+    evaluator = ImageNetTrainer(tiny_config(tmp_path / "c", training={"epochs": 2}), data=data)
+    evaluator.load_checkpoint(tmp_path / "run/models/last.pt", check_labels=False)  # weights for evaluation
+    assert evaluator.resumed_from is not None
     data.set_train_labels(given)
     rows = np.full(len(data.train_ids), -1)
     rows[0] = 0

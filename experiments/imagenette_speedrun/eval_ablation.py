@@ -35,10 +35,10 @@ def main(argv=None) -> int:
             for hflip in (False, True):
                 c = dataclasses.replace(
                     cfg, data=dataclasses.replace(cfg.data, val_image_size=size),
-                    training=dataclasses.replace(cfg.training, eval_hflip=hflip, resume=str(ckpt_path),
-                                                 lr_finder=False),
+                    training=dataclasses.replace(cfg.training, eval_hflip=hflip, resume="none", lr_finder=False),
                     logging=dataclasses.replace(cfg.logging, output_dir=Path(tmp), wandb=False))
                 trainer = ImageNetTrainer(c)
+                trainer.load_checkpoint(ckpt_path, check_labels=False)  # the weights; labels set in code need not match
                 start = time.perf_counter()
                 metrics = trainer.evaluate()
                 row = {"val_image_size": size, "eval_hflip": hflip, **{k: round(v, 2) for k, v in metrics.items()},
