@@ -9,6 +9,7 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
+import torch
 
 from core.checkpoint import atomic_torch_save
 from core.config import DataConfig, ExperimentConfig, LoggingConfig, ModelConfig, TrainingConfig
@@ -30,7 +31,7 @@ def make_issues_dir(base: Path) -> Path:
     training: a model that puts 0.55-0.95 on the true class of each image, or on another class for 4 % of the
     clean ones (ambiguous images, so the detector's precision is below 1). Writes everything the real command
     writes (label_issues.csv, pred_probs.npy, train_ids.npy, folds.npy, noise_mask.npy, the automatic manifest)
-    plus a random-init ResNet-18 checkpoint (64-px evaluation) as each fold's ``models/last.pt``.
+    plus a random-init ResNet-18 checkpoint (seed 0, 64-px evaluation) as each fold's ``models/last.pt``.
 
     Returns the folder ``base / "issues"``.
     """
@@ -67,7 +68,9 @@ def make_issues_dir(base: Path) -> Path:
     with mock.patch("services.label_issues.out_of_sample_pred_probs", out_of_sample):
         detect_label_issues(cfg, data, out, ConfidentLearningConfig(folds=FOLDS), noise_mask=noisy.noise_mask,
                             original_labels=truth)
-    model = build_model("resnet18", num_classes=data.num_classes)
+    with torch.random.fork_rng():  # the same weights whatever ran before in this process (test order, xdist worker)
+        torch.manual_seed(0)
+        model = build_model("resnet18", num_classes=data.num_classes)
     ckpt = {"model": model.state_dict(), "config": cfg.to_dict(), "classes": list(data.classes),
             "class_names": list(data.class_names)}
     first = atomic_torch_save(ckpt, out / "fold_0" / "models" / "last.pt")
