@@ -120,10 +120,10 @@ def open_member(det_dir: str | Path, train_ids: np.ndarray, labels: np.ndarray) 
                              f"missing); give a detection of the same training set")
         pos = np.empty(ids.size, dtype=np.int64)
         pos[np.argsort(train_ids, kind="stable")] = np.argsort(ids, kind="stable")
-    if not np.array_equal(given if pos is None else given[pos], labels):
-        differ = int(((given if pos is None else given[pos]) != labels).sum())
-        raise ValueError(f"{where} checked other labels ({differ} differ); give a detection of the same noisy "
-                         f"labels (noise rate and seed)")
+    given = given if pos is None else given[pos]
+    if not np.array_equal(given, labels):
+        raise ValueError(f"{where} checked other labels ({int((given != labels).sum())} differ); give a detection "
+                         f"of the same noisy labels (noise rate and seed)")
     member = Member(det_dir, probs, pos, member_digests([det_dir])[0])
     content = hashlib.sha256()
     for _, block in member.blocks():
@@ -156,19 +156,18 @@ def load_members(members: Sequence[str | Path], train_ids: np.ndarray, labels: n
     return out
 
 
-def reopen_members(members: Sequence[Member], train_ids: np.ndarray, labels: np.ndarray) -> list[Member]:
-    """``members`` (from :func:`load_members`, checked before the folds trained, hours ago) opened again just
-    before they are averaged, so that the mean reads the files they were checked as.
+def check_unchanged(members: Sequence[Member]) -> None:
+    """Refuse ``members`` (from :func:`load_members`, checked before the folds trained, hours ago) whose files
+    changed since, before they are averaged: their digests are taken again (:func:`member_digests`, which reads a
+    file again only when its inode, size or times moved), so the mean reads the files they were checked as.
 
     Raises:
-        ValueError: a member's files changed since (their digest differs), or as :func:`open_member`.
+        ValueError: a member's files changed since (their digest differs).
     """
-    out = [open_member(m.path, train_ids, labels) for m in members]
-    for old, new in zip(members, out):
-        if new.digest != old.digest:
-            raise ValueError(f"--cl.ensemble {old.path} changed while the folds trained (its files' digest differs); "
+    for m, digest in zip(members, member_digests([m.path for m in members])):
+        if digest != m.digest:
+            raise ValueError(f"--cl.ensemble {m.path} changed while the folds trained (its files' digest differs); "
                              f"rerun the same command: the finished folds are reused")
-    return out
 
 
 def ensemble_mean(own: np.ndarray, members: Sequence[Member]) -> np.ndarray:

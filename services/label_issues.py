@@ -40,7 +40,7 @@ from core.dynamics import aum_flags
 from core.evaluate import predict
 from core.label_noise import CleaningManifest, detection_metrics, ranking_metrics
 from core.logger import progress_bar
-from services.detection_ensemble import ensemble_mean, load_members, reopen_members, write_ensemble_record
+from services.detection_ensemble import check_unchanged, ensemble_mean, load_members, write_ensemble_record
 from services.issue_table import ISSUES_FILE, write_issue_table
 
 log = logging.getLogger(__name__)
@@ -537,7 +537,7 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
             np.save(out_dir / f"pred_probs_round{r}.npy", probs)
             rounds.append(round_summary(r, probs, issues, noise_mask, original_labels))
     if members:  # the mean with the other detections' probabilities decides (the rounds' files stay this one's)
-        members = reopen_members(members, data.train_ids, data.train_labels)  # as checked before the folds
+        check_unchanged(members)  # the files as checked before the folds trained
         probs = ensemble_mean(probs, members)
         issues = find_label_issues(data.train_labels, probs, cl.filter_by)
         write_ensemble_record(out_dir, members)

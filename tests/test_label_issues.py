@@ -495,13 +495,15 @@ def test_ensemble_members_are_read_in_blocks_and_summed_to_numpys_mean_bit_for_b
         np.save(again / f"{name}.npy", np.load(dirs[1] / f"{name}.npy")[flip])
     with pytest.raises(ValueError, match="lists the same detection twice"):
         ens.load_members([dirs[1], again], ids, labels)
-    assert ens.reopen_members(members, ids, labels)[2].digest == members[2].digest
+    read = ens._files_digest.cache_info().misses
+    ens.check_unchanged(members)  # unchanged files: accepted without reading them again
+    assert ens._files_digest.cache_info().misses == read
     changed = np.load(dirs[2] / "pred_probs.npy")[::-1].copy()  # still probabilities, other bytes
     np.save(tmp_path / "changed.npy", changed)
     os.replace(tmp_path / "changed.npy", dirs[2] / "pred_probs.npy")  # as an atomic writer replaces a file
     assert ens.member_digests([dirs[2]]) != [members[2].digest]  # a replaced file is hashed again
     with pytest.raises(ValueError, match="m2 changed while the folds trained"):
-        ens.reopen_members(members, ids, labels)
+        ens.check_unchanged(members)
     changed[-1] = -changed[-1]  # one row negative
     np.save(dirs[2] / "pred_probs.npy", changed)
     with pytest.raises(ValueError, match="rows are not probability vectors"):
