@@ -111,16 +111,18 @@ def test_confident_learning_config_is_validated():
 
 
 class _FoldStoppedAtSecond:
-    """Stands in for ImageNetTrainer in the K-fold loop: a fixed linear model; the second fold's fit() reports a
-    stop signal, as SIGTERM mid-fold does."""
+    """Stands in for ImageNetTrainer in the K-fold loop: a fixed linear model (seed 0); the second fold's fit()
+    reports a stop signal, as SIGTERM mid-fold does."""
 
     fits = 0
 
     def __init__(self, cfg, data):
         Path(cfg.logging.output_dir).mkdir(parents=True, exist_ok=True)
         self.device, self.amp_dtype = torch.device("cpu"), None
-        self.model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-                                         torch.nn.Linear(3, data.num_classes))
+        with torch.random.fork_rng():  # the same weights whatever ran before in this process
+            torch.manual_seed(0)
+            self.model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                             torch.nn.Linear(3, data.num_classes))
 
     def fit(self) -> dict:
         type(self).fits += 1
