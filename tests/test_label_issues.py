@@ -490,6 +490,14 @@ def test_ensemble_members_are_read_in_blocks_and_summed_to_numpys_mean_bit_for_b
     read = ens._files_digest.cache_info().misses
     assert [m.digest for m in members] == ens.member_digests(dirs)  # hashed once: the files are not read again
     assert ens._files_digest.cache_info().misses == read
+    passes = []  # checked again (the study, then its detection): the probabilities are not read a second time
+    blocks = ens.Member.blocks
+    monkeypatch.setattr(ens.Member, "blocks", lambda self: passes.append(self.path) or blocks(self))
+    assert [m.content for m in ens.load_members(dirs, ids, labels)] == [m.content for m in members]
+    assert passes == []
+    ens.load_members(dirs, ids[::-1], labels[::-1])  # joined to the samples in another order: a new pass each
+    assert passes == dirs
+    monkeypatch.setattr(ens.Member, "blocks", blocks)
     again = tmp_path / "m1_reordered"  # the same detection saved in another row order: caught all the same
     again.mkdir()
     flip = np.arange(m)[::-1]
