@@ -154,6 +154,56 @@ def run_script_in_process(script: Path, args: list[str], threads: Optional[int] 
     return subprocess.CompletedProcess([str(script), *args], code, out.getvalue(), err.getvalue())
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (the OS's pick). Another process can take it before a server binds
+    it (a second pytest-xdist worker): :func:`start_web_app` copes; an init method that needs no port (``file://``)
+    is safer for ``torch.distributed``."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_web_app(cmd: list[str], log: Path, what: str, timeout: float = 180, tries: int = 3,
+                  **popen: Any) -> tuple[subprocess.Popen, str]:
+    """Start the Gradio app ``cmd + ["--port", PORT]`` on a free port (its output appended to ``log``) and return
+    it and its URL once it answers there. It counts as up only after printing its own URL (Gradio's ``Running on
+    local URL: ...:PORT``), so a page answered by another worker's server that took the port first is not taken
+    for this one; an app that lost its port that way exits (Gradio: ``Cannot find empty port``) and is started
+    again on a new one, ``tries`` times in all. Fails the test with the log's tail if it exits otherwise or takes
+    longer than ``timeout`` seconds."""
+    import re
+    import time
+    import urllib.error
+    import urllib.request
+
+    env = {**popen.pop("env", os.environ), "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    for attempt in range(1, tries + 1):
+        port, start = free_port(), log.stat().st_size if log.exists() else 0
+        with log.open("a") as out:
+            proc = subprocess.Popen([*cmd, "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    **popen)
+        url, deadline = f"http://127.0.0.1:{port}/", time.monotonic() + timeout
+        while True:
+            said = log.read_text(errors="replace")[start:]
+            if proc.poll() is not None:
+                if "Cannot find empty port" in said and attempt < tries:
+                    break  # another process took the port: a new one
+                pytest.fail(f"{what} did not start (exit code {proc.poll()}):\n{said[-3000:]}")
+            if re.search(rf"Running on local URL: .*:{port}(\D|$)", said, re.M):
+                try:
+                    urllib.request.urlopen(url, timeout=5)
+                    return proc, url
+                except (urllib.error.URLError, ConnectionError, TimeoutError):
+                    pass
+            if time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"{what} did not answer on {url} within {timeout:g} s:\n{said[-3000:]}")
+            time.sleep(0.3)
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture
 def one_torch_thread():
     """One intra-op thread: tiny models gain nothing from more, and on a shared CPU extra threads spin."""

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from conftest import start_web_app
 from deployment.app import CAM_LEGEND_PX, MAX_UPLOAD_BYTES
 from deployment_helpers import exported_space
 
@@ -30,32 +29,13 @@ def space(tmp_path_factory) -> Path:
     return exported_space(tmp_path_factory.getbasetemp() / "deployment")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(space, tmp_path_factory):
     """`python app.py` run from a copy of the Space folder on 127.0.0.1 and a free port, as a Space would run it."""
-    port = _free_port()
     log = tmp_path_factory.mktemp("server") / "app.log"
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"GRADIO_ANALYTICS_ENABLED": "False"}
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)], cwd=space,
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc, url = start_web_app([sys.executable, "app.py", "--host", "127.0.0.1"], log, "the app", cwd=space, env=env)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=5)
-                break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the app did not start (exit code {proc.poll()}):\n{log.read_text()[-3000:]}")
-                time.sleep(0.5)
         yield url
     finally:
         proc.terminate()

@@ -3,10 +3,8 @@ its exchange of updates under DDP."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import socket
 
 import numpy as np
 import pytest
@@ -129,15 +127,8 @@ def test_the_trainer_resumes_elr_exactly_and_the_targets_matter(tmp_path, one_to
         _fit(tmp_path / "emptied")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _rank_step(rank: int, port: int, positions: torch.Tensor, logits: torch.Tensor, out: dict) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+def _rank_step(rank: int, store: str, positions: torch.Tensor, logits: torch.Tensor, out: dict) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
         elr = EarlyLearningRegularization(8, 3, beta=0.7, strength=3.0, device=CPU)
         b = positions.shape[1] // 2
@@ -150,14 +141,14 @@ def _rank_step(rank: int, port: int, positions: torch.Tensor, logits: torch.Tens
         torch.distributed.destroy_process_group()
 
 
-def test_under_ddp_every_rank_keeps_the_whole_table_of_one_process():
+def test_under_ddp_every_rank_keeps_the_whole_table_of_one_process(tmp_path):
     """Two gloo ranks, each training its half of every micro-batch: both end with the table one process builds
     from the whole micro-batches, and each rank's term is the one process's term on that rank's samples."""
     g = torch.Generator().manual_seed(0)
     positions = torch.stack([torch.randperm(8, generator=g)[:4], torch.randperm(8, generator=g)[:4]])
     logits = torch.randn(2, 4, 3, generator=g)
     out = mp.Manager().dict()
-    mp.spawn(_rank_step, args=(_free_port(), positions, logits, out), nprocs=2)
+    mp.spawn(_rank_step, args=(str(tmp_path / "store"), positions, logits, out), nprocs=2)  # no port to lose
 
     one = EarlyLearningRegularization(8, 3, beta=0.7, strength=3.0, device=CPU)
     for step in range(2):

@@ -8,18 +8,15 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
+from conftest import start_web_app
 from core.label_noise import apply_manifest_to, load_manifest
 from label_review_helpers import fresh_issues, issues_template, sample_data
 from services.label_review import load_issues
@@ -30,30 +27,10 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 # Playwright's own browser download does not work offline; Debian's package does (apt-get install -y chromium).
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start(issues_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
     """`python -m services.label_review --issues DIR` on a free port, run from an unrelated cwd."""
-    port = _free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
-    with log.open("a") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "services.label_review", "--issues", str(issues_dir),
-                                 "--port", str(port)], cwd="/", env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=5)
-            return proc, url
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"the review app did not start (exit code {proc.poll()}):\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
+    return start_web_app([sys.executable, "-m", "services.label_review", "--issues", str(issues_dir)], log,
+                         "the review app", timeout=120, cwd="/", env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def _shown(page) -> int:
