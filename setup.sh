@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set-up: installs everything the test suite needs, on a fresh machine, from any folder.
 #   1. the project and its Python dependencies (requirements.txt), editable: pip install -e .
-#   2. Chromium for the browser test (tests/test_browser.py drives it through Playwright; Playwright's own browser
+#   2. Chromium for the browser tests (tests/test_browser.py, test_label_review_browser.py drive it through Playwright; Playwright's own browser
 #      download is not used). Found on PATH as `chromium` or `chromium-browser`, or at $CHROMIUM; when missing,
 #      Debian/Ubuntu's `chromium` is installed with apt-get (through sudo unless run as root); on other systems
 #      this script says what to run and exits 1.

@@ -86,7 +86,7 @@ class DataConfig:
     normalize_on_device: bool = False
     """Training only: workers send uint8 (B, r, r, 3) batches and the float conversion and Normalize run on the training device (4x fewer bytes through shared memory and host-to-GPU copies; FFCV's NormalizeImage)."""
     device_cache: bool = False
-    """Training only: decode the training subset once into a uint8 tensor on the training device (short side resized to device_cache_size, centre square kept); RandomResizedCrop and flip then run there in batches and no file is read again. Needs color_jitter 0, auto_augment none, random_erasing 0."""
+    """Training only: decode the training subset once into a uint8 tensor on the training device (short side resized to device_cache_size, centre square kept); RandomResizedCrop and flip then run there in batches and no file is read again. Needs color_jitter 0, auto_augment none, random_erasing 0, reduced_decode false."""
     device_cache_size: int = 0
     """Side (px) of the cached squares; 0 = the largest training crop side. Memory: images x side^2 x 3 bytes (256,233 images at 128 px = 12.6 GB)."""
     num_workers: int = 4

@@ -240,7 +240,7 @@ def member_digests(members: Sequence[str | Path]) -> list[str]:
     """SHA-256 hex digest of each member's three files (:data:`MEMBER_FILES`, their bytes in that order): what the
     study's row fingerprint records, so that a finished row is not reused with other members, wherever their
     folders lie. A member is read once per process while its files' inodes, sizes and times stay the
-    same (a study asks for the digests of every cleanlab row, then again to train it: 5 GB a member on ImageNet).
+    same (the last 256 members' digests are kept) (a study asks for the digests of every cleanlab row, then again to train it: 5 GB a member on ImageNet).
 
     Raises:
         FileNotFoundError: a member lacks one of the files.
@@ -258,7 +258,7 @@ def member_digests(members: Sequence[str | Path]) -> list[str]:
     return out
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=256)
 def _files_digest(stamps: tuple[tuple, ...]) -> str:
     """SHA-256 hex of the files' bytes in order, read a block at a time; cached on each file's (path, device, inode,
     size, modification and change times), so a replaced or rewritten file is read again."""

@@ -93,8 +93,9 @@ class ConfidentLearningConfig:
     """Other finished K-fold detections of the same samples and labels (their detection/ folders): their
     out-of-sample probabilities are averaged with this detection's last round before the issues are found and
     relabels chosen (:mod:`services.detection_ensemble`; e.g. other training seeds or fold recipes). Checked before
-    any fold trains; refused: this detection itself, an AUM detection, an ensemble, and in the label-noise study
-    more than one cleanlab detection (one list fits one noise rate and seed). Empty: none."""
+    any fold trains; refused: an AUM detection, an ensemble, a member listed twice, and in the label-noise study
+    more than one cleanlab detection (one list fits one noise rate and seed); this detection itself, once its folds
+    are done. Empty: none."""
 
     def __post_init__(self) -> None:
         problems = []

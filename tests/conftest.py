@@ -1,4 +1,6 @@
-"""Shared fixtures: the bundled real-image sample, small copies of it, and tiny training configs."""
+"""Shared fixtures and helpers: the bundled real-image sample and small copies of it, tiny training configs and
+their flags, script runs (a fresh interpreter, or in process with a timeout), the CPU split between pytest-xdist
+workers, web apps started on a free port, and photos in odd colour modes."""
 
 from __future__ import annotations
 
@@ -171,8 +173,8 @@ def start_web_app(cmd: list[str], log: Path, what: str, timeout: float = 180, tr
     it and its URL once it answers there. It counts as up only after printing its own URL (Gradio's ``Running on
     local URL: ...:PORT``), so a page answered by another worker's server that took the port first is not taken
     for this one; an app that lost its port that way exits (Gradio: ``Cannot find empty port``) and is started
-    again on a new one, ``tries`` times in all. Fails the test with the log's tail if it exits otherwise or takes
-    longer than ``timeout`` seconds."""
+    again on a new one, ``tries`` times in all. Fails the test with the log's tail if it exits otherwise or a try
+    takes longer than ``timeout`` seconds."""
     import re
     import time
     import urllib.error

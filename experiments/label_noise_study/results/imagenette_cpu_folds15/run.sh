@@ -7,8 +7,7 @@
 # --study.cleanlab_remove_only true. This one command runs all three; finished rows are skipped.
 #   bash experiments/label_noise_study/results/imagenette_cpu_folds15/run.sh [--more.flags ...]
 # from the repository root; REPO=/path/to/worktree runs that checkout's code instead, OUT=/path another output
-# folder. The same script with flags ran ../imagenette_cpu_folds15_lsc/ (--cl.filter_by low_self_confidence) and
-# ../imagenette_cpu_folds15_noise40/ (--study.noise_rates [0.4] --study.simulated_detection_rates [0.6]).
+# folder. The same script with flags ran ../imagenette_cpu_folds15_lsc/ (--cl.filter_by low_self_confidence).
 set -eu
 OUT=${OUT:-$(pwd)/experiments/label_noise_study/runs/folds15}
 KEPT=$(pwd)/experiments/label_noise_study/results/imagenette_cpu
