@@ -260,6 +260,32 @@ def study_noise(base: ImageNetDataManager, rate: float, study: StudyConfig) -> N
     return noisy
 
 
+@dataclass(frozen=True)
+class StudySetup:
+    """What a script that reads a finished study's detections needs (:func:`study_setup`): the study's settings,
+    its training set ``data`` (``train_ids`` (M,), true ``train_labels`` (M,)) and ``noisy``, the flips one of its
+    rows trained on (:func:`study_noise`: ``labels`` (M,), ``noise_mask`` (M,))."""
+
+    cfg: ExperimentConfig
+    study: StudyConfig
+    cl: ConfidentLearningConfig
+    data: ImageNetDataManager
+    noisy: NoisyLabels
+
+
+def study_setup(script_dir: Path, argv: Optional[Sequence[str]], description: str, noise_rate: float) -> StudySetup:
+    """The study's flags parsed (:func:`parse_study_config`), its training set built and its flips at ``noise_rate``
+    drawn again: the set-up of the scripts that compare or export finished detections (``compare_*.py``,
+    ``export_probs.py``), given the study's own flags so that they rebuild the labels its detections checked.
+
+    Raises:
+        SystemExit, ValueError: as :func:`parse_study_config`; the data manager's errors for a bad data root.
+    """
+    cfg, study, cl = parse_study_config(script_dir, argv, description)
+    data = ImageNetDataManager(cfg.data, seed=cfg.training.seed, progress=cfg.logging.progress_bar)
+    return StudySetup(cfg, study, cl, data, study_noise(data, noise_rate, study))
+
+
 def detection_folds_dir(out: Path, name: str) -> Path:
     """Where the K fold runs of cleanlab row ``name`` live: its own ``detection/`` folder, or for a remove-only,
     soft-label or gap row ('noise20_cleanlab_remove[_seedS]', '..._soft', '..._gap_labels') the threshold rule's row's

@@ -23,12 +23,11 @@ from pathlib import Path
 import numpy as np
 from cleanlab.count import num_label_issues
 
-from core.data.manager import ImageNetDataManager
 from core.dynamics import DYNAMICS_FILE, load_dynamics
 from experiments.label_noise_study.compare_folds import kfold_probs
 from services.aum_sweep import SWEEP_COLUMNS, aum_sweep
 from services.detection_sweep import write_sweep_table
-from services.noise_study import parse_study_config, study_noise
+from services.noise_study import study_setup
 
 
 def parse_window(text: str) -> tuple[int, int]:
@@ -53,10 +52,9 @@ def run(argv: list[str]) -> int:
     extra.add_argument("--kfold", type=Path, default=None, help="a K-fold detection/ folder of the same labels")
     extra.add_argument("--out", type=Path, required=True, help="folder for compare_aum.csv and .md")
     args, rest = extra.parse_known_args(argv)
-    cfg, study, cl = parse_study_config(Path(__file__).parent, rest, __doc__)
+    setup = study_setup(Path(__file__).parent, rest, __doc__, args.noise_rate)
+    cl, base, noisy = setup.cl, setup.data, setup.noisy
     rec = load_dynamics(args.aum_run / "logs" / DYNAMICS_FILE)
-    base = ImageNetDataManager(cfg.data, seed=cfg.training.seed, progress=cfg.logging.progress_bar)
-    noisy = study_noise(base, args.noise_rate, study)
     ids, given, mask = base.train_ids, noisy.labels, noisy.noise_mask
     if not (np.array_equal(rec["sample_ids"], ids) and np.array_equal(rec["labels"], given)):
         raise ValueError(f"{args.aum_run} trained on other samples or labels than these flags give: pass the study's "

@@ -27,7 +27,7 @@ from services.aum_sweep import SWEEP_COLUMNS
 from services.datalab_sweep import datalab_sweep, embeddings
 from services.detection_sweep import write_sweep_table
 from services.label_issues import eval_loader
-from services.noise_study import parse_study_config, study_noise
+from services.noise_study import study_setup
 
 
 def cached_embeddings(checkpoint: Path, data: ImageNetDataManager, labels: np.ndarray, cache: Path,
@@ -63,9 +63,8 @@ def run(argv: list[str]) -> int:
     extra.add_argument("--k", type=int, default=10, help="neighbours of the kNN label issues and outlier score")
     extra.add_argument("--out", type=Path, required=True, help="folder for compare_datalab.csv and .md")
     args, rest = extra.parse_known_args(argv)
-    cfg, study, cl = parse_study_config(Path(__file__).parent, rest, __doc__)
-    base = ImageNetDataManager(cfg.data, seed=cfg.training.seed, progress=cfg.logging.progress_bar)
-    noisy = study_noise(base, args.noise_rate, study)
+    setup = study_setup(Path(__file__).parent, rest, __doc__, args.noise_rate)
+    cfg, cl, base, noisy = setup.cfg, setup.cl, setup.data, setup.noisy
     given, mask = noisy.labels, noisy.noise_mask
     probs = kfold_probs(args.kfold, base.train_ids, given, cl.folds, cl.fold_seed, cl.filter_by)
     features = cached_embeddings(args.checkpoint, base, given, args.out / "features.npz",

@@ -37,10 +37,9 @@ from pathlib import Path
 import numpy as np
 from cleanlab.count import num_label_issues
 
-from core.data.manager import ImageNetDataManager
 from services.detection_sweep import detection_sweep, write_sweep_table
 from services.label_issues import array_digest, find_label_issues, stratified_folds
-from services.noise_study import parse_study_config, study_noise
+from services.noise_study import study_setup
 
 log = logging.getLogger(__name__)
 
@@ -245,12 +244,11 @@ def run(argv: list[str]) -> int:
                             "its later rounds (detection/round_2)")
     extra.add_argument("--out", type=Path, required=True, help="folder for compare_folds.csv and .md")
     args, rest = extra.parse_known_args(argv)
-    cfg, study, cl = parse_study_config(Path(__file__).parent, rest, __doc__)
     pairs = [d.partition("=") for d in args.detection]
     if any(not name or not sep or not path for name, sep, path in pairs) or len({n for n, _, _ in pairs}) < len(pairs):
         raise ValueError(f"--detection takes distinct NAME=DIR pairs, got {args.detection}")
-    base = ImageNetDataManager(cfg.data, seed=cfg.training.seed, progress=cfg.logging.progress_bar)
-    noisy = study_noise(base, args.noise_rate, study)
+    setup = study_setup(Path(__file__).parent, rest, __doc__, args.noise_rate)
+    cl, base, noisy = setup.cl, setup.data, setup.noisy
     ids, given, true, mask = base.train_ids, noisy.labels, base.train_labels, noisy.noise_mask
     sel, probs, counts, described = shared_samples({name: Path(path) for name, _, path in pairs}, ids, given,
                                                    cl.fold_seed, cl.filter_by)

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data.manager import ImageNetDataManager
 from experiments.label_noise_study.compare_folds import detection_fold_count, kfold_probs
 from services.detection_ensemble import MEMBER_FILES
-from services.noise_study import parse_study_config, study_noise
+from services.noise_study import study_setup
 
 
 def run(argv: list[str]) -> int:
@@ -32,10 +31,8 @@ def run(argv: list[str]) -> int:
                        help="a cleanlab row's detection/ folder (every fold finished), or one of its later rounds")
     extra.add_argument("--out", type=Path, required=True, help="folder for the three files")
     args, rest = extra.parse_known_args(argv)
-    cfg, study, cl = parse_study_config(Path(__file__).parent, rest, __doc__)
-    base = ImageNetDataManager(cfg.data, seed=cfg.training.seed, progress=cfg.logging.progress_bar)
-    noisy = study_noise(base, args.noise_rate, study)
-    ids, given = base.train_ids, noisy.labels
+    setup = study_setup(Path(__file__).parent, rest, __doc__, args.noise_rate)
+    cl, ids, given = setup.cl, setup.data.train_ids, setup.noisy.labels
     folds = detection_fold_count("export", args.detection, ids.size)
     probs = kfold_probs(args.detection, ids, given, folds, cl.fold_seed, cl.filter_by)
     args.out.mkdir(parents=True, exist_ok=True)

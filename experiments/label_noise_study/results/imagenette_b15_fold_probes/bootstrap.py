@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 from cleanlab.rank import get_label_quality_scores
 
-from core.data.manager import ImageNetDataManager
 from core.label_noise import ranking_metrics
 from experiments.label_noise_study.compare_folds import shared_samples
-from services.noise_study import parse_study_config, study_noise
+from services.noise_study import study_setup
 
 def main() -> None:
     """Print the figures and the intervals (see the module docstring)."""
@@ -36,9 +35,8 @@ def main() -> None:
     extra.add_argument("--mean", action="store_true", help="the probe is the mean of all the detections")
     extra.add_argument("--subsets", action="store_true", help="the mean of every subset of the detections")
     args, rest = extra.parse_known_args(sys.argv[1:])
-    cfg, study, cl = parse_study_config(Path("experiments/label_noise_study"), rest, __doc__)
-    base = ImageNetDataManager(cfg.data, seed=cfg.training.seed, progress=False)
-    noisy = study_noise(base, 0.2, study)
+    setup = study_setup(Path("experiments/label_noise_study"), rest, __doc__, 0.2)
+    cl, base, noisy = setup.cl, setup.data, setup.noisy
     dets = {n: Path(p) for n, _, p in (d.partition("=") for d in args.detection)}
     sel, probs, _, described = shared_samples(dets, base.train_ids, noisy.labels, cl.fold_seed, cl.filter_by)
     given, true, mask = noisy.labels[sel], base.train_labels[sel], noisy.noise_mask[sel]
