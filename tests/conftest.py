@@ -188,7 +188,7 @@ def start_web_app(cmd: list[str], log: Path, what: str, timeout: float = 180, tr
                                     **popen)
         url, deadline = f"http://127.0.0.1:{port}/", time.monotonic() + timeout
         while True:
-            said = log.read_text(errors="replace")[start:]
+            said = log.read_bytes()[start:].decode(errors="replace")  # start: a byte offset
             if proc.poll() is not None:
                 if "Cannot find empty port" in said and attempt < tries:
                     break  # another process took the port: a new one
