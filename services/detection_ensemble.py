@@ -239,8 +239,9 @@ def write_ensemble_record(out_dir: str | Path, members: Sequence[Member]) -> Non
 def member_digests(members: Sequence[str | Path]) -> list[str]:
     """SHA-256 hex digest of each member's three files (:data:`MEMBER_FILES`, their bytes in that order): what the
     study's row fingerprint records, so that a finished row is not reused with other members, wherever their
-    folders lie. A member is read once per process while its files' inodes, sizes and times stay the
-    same (the last 256 members' digests are kept) (a study asks for the digests of every cleanlab row, then again to train it: 5 GB a member on ImageNet).
+    folders lie. A member is read once per process while its files' inodes, sizes and times stay the same (the
+    last 256 members' digests are kept): a study asks for the digests of every cleanlab row, then again to train
+    it (5 GB a member on ImageNet).
 
     Raises:
         FileNotFoundError: a member lacks one of the files.

@@ -12,7 +12,7 @@ import torch
 from core.dynamics import DYNAMICS_FILE, TrainingDynamics
 from services.aum_sweep import aum_sweep, rank_fraction
 from services.label_issues import stratified_folds
-from services.noise_study import parse_study_config, study_noise
+from services.noise_study import study_setup
 from test_noise_study import STUDY_SCRIPT
 
 
@@ -59,12 +59,10 @@ def standin_kfold_detection(det: Path, base, noisy_labels: np.ndarray, cl) -> No
 
 def test_compare_aum_checks_the_run_against_the_study_labels_and_scores_it(tmp_path):
     from experiments.label_noise_study import compare_aum
-    from core.data.manager import ImageNetDataManager
 
     flags = ["--logging.output_dir", str(tmp_path / "study")]
-    cfg, study, cl = parse_study_config(STUDY_SCRIPT.parent, flags)
-    base = ImageNetDataManager(cfg.data, seed=cfg.training.seed)
-    noisy = study_noise(base, 0.2, study)
+    setup = study_setup(STUDY_SCRIPT.parent, flags, "", 0.2)
+    cl, base, noisy = setup.cl, setup.data, setup.noisy
     n, flips = base.train_ids.size, noisy.noise_mask
     rec = TrainingDynamics(n, 2, torch.device("cpu"))  # a stand-in record: epoch 1 separates the flips
     rec.margin[0] = torch.from_numpy(np.where(flips, -1.0, 1.0).astype(np.float32))

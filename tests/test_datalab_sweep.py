@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from core.model import build_model
 from services.datalab_sweep import datalab_sweep, embeddings
 from services.label_issues import find_label_issues
-from services.noise_study import parse_study_config, study_noise
+from services.noise_study import study_setup
 from test_aum_sweep import standin_kfold_detection
 from test_noise_study import STUDY_SCRIPT
 
@@ -63,13 +63,11 @@ def test_embeddings_are_the_pooled_layer4_features_in_loader_order():
 
 
 def test_compare_datalab_scores_the_study_labels_with_cached_features(tmp_path):
-    from core.data.manager import ImageNetDataManager
     from experiments.label_noise_study import compare_datalab
 
     flags = ["--logging.output_dir", str(tmp_path / "study")]
-    cfg, study, cl = parse_study_config(STUDY_SCRIPT.parent, flags)
-    base = ImageNetDataManager(cfg.data, seed=cfg.training.seed)
-    noisy = study_noise(base, 0.2, study)
+    setup = study_setup(STUDY_SCRIPT.parent, flags, "", 0.2)
+    cl, base, noisy = setup.cl, setup.data, setup.noisy
     n = base.train_ids.size
     standin_kfold_detection(tmp_path / "det", base, noisy.labels, cl)
     out, ckpt = tmp_path / "out", tmp_path / "no_model.pt"  # the cache holds these samples: no model is loaded
