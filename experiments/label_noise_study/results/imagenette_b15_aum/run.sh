@@ -10,16 +10,10 @@
 # dataset (made absolute: the kept rows are skipped only when their recorded data root is the same string).
 # Interrupted, it continues where it stopped (the run resumes from its checkpoint and margin record).
 set -eu
-ROOT=$(pwd)
-S=$ROOT/experiments/label_noise_study
-K=$S/results
-RUNS=${RUNS:-$S/runs}
+source "$(dirname "$0")/../run_env.sh"
 OUT=$RUNS/noise_study_aum
-cd "${REPO:-.}"
-export PYTHONPATH=$(pwd)
 DATA=$(realpath "${DATA:-../shared/data/imagenette2-224}")
-STUDY=(--data.root "$DATA" --logging.progress_bar false
-       --config experiments/label_noise_study/imagenette_cpu.yaml --config experiments/label_noise_study/imagenette_b15.yaml)
+STUDY=(--data.root "$DATA" "${B15_FLAGS[@]}")
 if [ ! -d "$OUT" ]; then
   python "$S/keep_results.py" "$OUT" "$K/imagenette_b15" --restore
   rm -rf "$OUT"/noise*_cleanlab*

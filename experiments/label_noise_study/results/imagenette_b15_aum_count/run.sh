@@ -9,13 +9,8 @@
 # dataset (made absolute: the kept rows are skipped only when their recorded data root is the same string).
 # Interrupted, it continues where it stopped (the row resumes from its checkpoint).
 set -eu
-ROOT=$(pwd)
-S=$ROOT/experiments/label_noise_study
-K=$S/results
-RUNS=${RUNS:-$S/runs}
+source "$(dirname "$0")/../run_env.sh"
 OUT=$RUNS/noise_study_aum_count
-cd "${REPO:-.}"
-export PYTHONPATH=$(pwd)
 DATA=$(realpath "${DATA:-../shared/data/imagenette2-224}")
 if [ ! -d "$OUT" ]; then
   python "$S/keep_results.py" "$OUT" "$K/imagenette_b15" --restore

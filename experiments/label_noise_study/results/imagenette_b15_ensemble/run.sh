@@ -11,17 +11,11 @@
 # dataset (made absolute: the kept rows are skipped only when their recorded data root is the same string).
 # Interrupted, it continues where it stopped (the row resumes from its checkpoint).
 set -eu
-ROOT=$(pwd)
-S=$ROOT/experiments/label_noise_study
-K=$S/results
-RUNS=${RUNS:-$S/runs}
+source "$(dirname "$0")/../run_env.sh"
 OUT=$RUNS/noise_study_b15_ens
 MEMBERS=$RUNS/noise_study_b15_ens_members
-cd "${REPO:-.}"
-export PYTHONPATH=$(pwd)
 DATA=$(realpath "${DATA:-../shared/data/imagenette2-224}")
-FLAGS=(--data.root "$DATA" --logging.progress_bar false --config experiments/label_noise_study/imagenette_cpu.yaml
-       --config experiments/label_noise_study/imagenette_b15.yaml)
+FLAGS=(--data.root "$DATA" "${B15_FLAGS[@]}")
 if [ ! -d "$OUT" ]; then
   python "$S/keep_results.py" "$OUT" "$K/imagenette_b15" --restore
   rm -f "$OUT/noise20_cleanlab/result.json"  # one detection's; the ensemble row has another fingerprint

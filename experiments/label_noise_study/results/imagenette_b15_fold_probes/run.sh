@@ -16,14 +16,9 @@
 # here): 32ep_160 from a worktree at 8f4899a, ls and mixup at f4a96e0 (the same library code), elr and k8 at the
 # commits its README names.
 set -eu
-ROOT=$(pwd)
-S=$ROOT/experiments/label_noise_study
-RUNS=${RUNS:-$S/runs}
+source "$(dirname "$0")/../run_env.sh"
 B15=$RUNS/noise_study_b15
-cd "${REPO:-.}"
-export PYTHONPATH=$(pwd)
-FLAGS=(--data.root "${DATA:-../shared/data/imagenette2-224}" --config experiments/label_noise_study/imagenette_cpu.yaml
-       --config experiments/label_noise_study/imagenette_b15.yaml --logging.progress_bar false)
+FLAGS=(--data.root "${DATA:-../shared/data/imagenette2-224}" "${B15_FLAGS[@]}")
 python "$S/keep_results.py" "$B15" "$S/results/imagenette_b15" --restore  # the b15 detections' fold files
 detections=("b15_s0=$B15/noise20_cleanlab/detection" "b15_s1=$B15/noise20_cleanlab_seed1/detection")
 for P in "$@"; do

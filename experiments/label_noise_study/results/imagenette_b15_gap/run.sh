@@ -11,16 +11,10 @@
 # from the repository root; REPO=/path/to/worktree runs that checkout's code, RUNS=/path the run folders, DATA the
 # dataset (made absolute: the kept rows are skipped only when their recorded data root is the same string).
 set -eu
-ROOT=$(pwd)
-S=$ROOT/experiments/label_noise_study
-K=$S/results
-RUNS=${RUNS:-$S/runs}
+source "$(dirname "$0")/../run_env.sh"
 OUT=$RUNS/noise_study_gap
-cd "${REPO:-.}"
-export PYTHONPATH=$(pwd)
 DATA=$(realpath "${DATA:-../shared/data/imagenette2-224}")
-STUDY=(python experiments/label_noise_study/run_study.py --data.root "$DATA" --logging.progress_bar false
-       --config experiments/label_noise_study/imagenette_cpu.yaml --config experiments/label_noise_study/imagenette_b15.yaml)
+STUDY=(python experiments/label_noise_study/run_study.py --data.root "$DATA" "${B15_FLAGS[@]}")
 [ -d "$OUT" ] || python "$S/keep_results.py" "$OUT" "$K/imagenette_b15" --restore
 echo "gap rows start $(date -u +%T) $(git rev-parse --short HEAD)"
 "${STUDY[@]}" --logging.output_dir "$OUT" --study.noise_rates [0.2] \

@@ -12,15 +12,9 @@
 #   bash experiments/label_noise_study/results/imagenette_b15_rounds/run.sh [N]
 # from the repository root; REPO=/path/to/worktree runs that checkout's code, RUNS=/path the run folders.
 set -eu
-ROOT=$(pwd)
-S=$ROOT/experiments/label_noise_study
-K=$S/results
-RUNS=${RUNS:-$S/runs}
+source "$(dirname "$0")/../run_env.sh"
 OUT=$RUNS/noise_study_r2
-cd "${REPO:-.}"
-export PYTHONPATH=$(pwd)
-FLAGS=(--data.root ${DATA:-../shared/data/imagenette2-224} --config experiments/label_noise_study/imagenette_cpu.yaml
-       --config experiments/label_noise_study/imagenette_b15.yaml --logging.progress_bar false)
+FLAGS=(--data.root "${DATA:-../shared/data/imagenette2-224}" "${B15_FLAGS[@]}")
 R2=$OUT/noise20_cleanlab/detection/round_2
 N=${1:-4}
 LAST=$R2/fold_$((N - 1))/pred_probs.npy

@@ -9,18 +9,12 @@
 # dataset (made absolute: the kept rows are skipped only when their recorded data root is the same string).
 # Interrupted, it continues where it stopped (a row resumes from its checkpoint).
 set -eu
-ROOT=$(pwd)
-S=$ROOT/experiments/label_noise_study
-K=$S/results
-RUNS=${RUNS:-$S/runs}
+source "$(dirname "$0")/../run_env.sh"
 OUT=$RUNS/noise_study_b15_soft
-cd "${REPO:-.}"
-export PYTHONPATH=$(pwd)
 DATA=$(realpath "${DATA:-../shared/data/imagenette2-224}")
 [ -d "$OUT" ] || python "$S/keep_results.py" "$OUT" "$K/imagenette_b15" --restore
 echo "soft rows start $(date -u +%T) $(git rev-parse --short HEAD)"
-python experiments/label_noise_study/run_study.py --data.root "$DATA" --logging.progress_bar false \
-  --config experiments/label_noise_study/imagenette_cpu.yaml --config experiments/label_noise_study/imagenette_b15.yaml \
+python experiments/label_noise_study/run_study.py --data.root "$DATA" "${B15_FLAGS[@]}" \
   --logging.output_dir "$OUT" --study.noise_rates [0.2] --study.simulated_detection_rates [0.8] \
   --study.noise_only_rates [] --study.seeds [0,1] --study.cleanlab_remove_only true \
   --study.cleanlab_soft_labels true \
