@@ -607,20 +607,18 @@ def test_an_aum_row_is_not_taken_for_a_k_fold_one_and_its_run_is_kept(tmp_path):
 
 def test_an_ensemble_row_is_fingerprinted_by_its_members_contents_and_export_writes_them(tmp_path):
     from core.config import settings_conflicts
-    from core.data.manager import ImageNetDataManager
     from experiments.label_noise_study.compare_folds import kfold_probs
     from experiments.label_noise_study.export_probs import run as export_probs
     from services.detection_ensemble import check_study_members, member_probs
     from services.label_issues import ConfidentLearningConfig
-    from services.noise_study import ExperimentSpec, _fingerprint, study_noise
+    from services.noise_study import ExperimentSpec, _fingerprint, study_noise, study_setup
     from test_label_issues import _fake_detection
 
     flags = ["--logging.output_dir", str(tmp_path / "study"), "--logging.progress_bar", "false",
              "--data.index_cache_dir", str(tmp_path / "cache"), "--data.fraction", "0.25"]
-    cfg, study, cl = parse_study_config(STUDY_SCRIPT.parent, flags)
-    base = ImageNetDataManager(cfg.data, seed=cfg.training.seed, progress=False)
-    noisy = study_noise(base, 0.2, study)
-    ids, given = base.train_ids, noisy.labels
+    s = study_setup(STUDY_SCRIPT.parent, flags, "", 0.2)
+    cfg, study, cl, base = s.cfg, s.study, s.cl, s.data
+    ids, given = base.train_ids, s.noisy.labels
     _fake_detection(tmp_path / "kept", ids, given, 2, [0, 1], classes=base.num_classes)
     # a kept detection (fold files only) becomes a member: its folds checked, its whole-set files written
     assert export_probs([*flags, "--noise_rate", "0.2", "--detection", str(tmp_path / "kept"),
