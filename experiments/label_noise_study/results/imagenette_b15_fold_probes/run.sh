@@ -9,7 +9,7 @@
 # checked). Then compare_folds.py scores every fold-recipe probe beside the b15 detections (seeds 0 and 1: the
 # same samples and flips) on the samples all of them scored and writes compare_folds.md; each k<N> probe gets its
 # own table (compare_k<N>/compare_folds.md: the b15 detections and it, on the samples its finished folds scored;
-# k8 keeps folds 1-7).
+# k8 keeps all 8 folds).
 #   bash experiments/label_noise_study/results/imagenette_b15_fold_probes/run.sh 32ep_160 ls mixup elr k8
 # from the repository root; REPO=/path/to/worktree runs that checkout's code, RUNS=/path the run folders
 # (default runs/ beside the study), DATA=/path the data root as the kept rows recorded it. Measured (README.md
