@@ -1,8 +1,10 @@
 """The 8-fold probe's self-confidence rank-averaged with the noisy row's Area Under the Margin (issue 13, 2026-12-07),
-beside the 4-fold detection (seed 0) and its second round (``imagenette_b15_rounds``), on the samples the probe's finished folds scored: average precision and the
-best precision at recall >= 0.8 (a bound set with the truth) of each ranking and of the mean rank of each pair and
-of all three (:func:`services.aum_sweep.rank_fraction`, as ``compare_aum.py`` averages them; ranks taken over these
-samples). Reads the kept files only (seconds). Run from the repository root with run.sh's flags:
+beside the 4-fold detection (seed 0) and its second round (``imagenette_b15_rounds``), on the samples the probe's
+finished folds scored: average precision and the best precision at recall >= 0.8 (a bound set with the truth) of each
+ranking and of the mean rank of some combinations (:func:`services.aum_sweep.rank_fraction`, as ``compare_aum.py``
+averages them; ranks taken over these samples). Last, what bounds the 8-fold ranking: how many clean images its fold
+models predict another class for than their given one (each a likely false positive), against the flips it must find.
+Reads the kept files only (seconds). Run from the repository root with run.sh's flags:
 
     python experiments/label_noise_study/results/imagenette_b15_fold_probes/rank_average.py \\
         --data.root ../shared/data/imagenette2-224 --config experiments/label_noise_study/imagenette_cpu.yaml \\
@@ -53,6 +55,11 @@ def main() -> None:
         r = ranking_metrics(sum(ranks[c] for c in combo), mask)
         print(f"{' + '.join(combo):22s} AP {r['average_precision']:.3f}  bound {r['precision_at_recall']:.3f}")
     print(f"{described}; {sel.size} samples, {int(mask.sum())} flipped")
+    pred, true = probs["k8"].argmax(1), s.data.train_labels[sel]
+    need = int(np.ceil(0.8 * mask.sum()))
+    print(f"k8: {int(((pred != given) & ~mask).sum())} of {int((~mask).sum())} clean images predicted as another class "
+          f"than given, {int(((pred == true) & mask).sum())} of {int(mask.sum())} flips predicted as their true class; "
+          f"P 0.9 at R 0.8 allows {int(need / 0.9) - need} clean images among the first {need} flips flagged")
 
 
 if __name__ == "__main__":
