@@ -18,8 +18,7 @@ if [ ! -d "$OUT" ]; then
   python "$S/keep_results.py" "$OUT" "$K/imagenette_b15_aum" --restore
 fi
 echo "AUM count row start $(date -u +%T) $(git rev-parse --short HEAD)"
-python experiments/label_noise_study/run_study.py --data.root "$DATA" --logging.progress_bar false \
-  --config experiments/label_noise_study/imagenette_cpu.yaml --config experiments/label_noise_study/imagenette_b15.yaml \
+python experiments/label_noise_study/run_study.py --data.root "$DATA" "${B15_FLAGS[@]}" \
   --logging.output_dir "$OUT" --study.noise_rates [0.2] --study.simulated_detection_rates [0.8] \
   --study.noise_only_rates [] --study.seeds [0] --study.cleanlab_remove_only false --cl.scores aum \
   --cl.aum_fraction 0.2 > "$OUT.log" 2>&1 || { echo "the study failed: $OUT.log"; exit 1; }
