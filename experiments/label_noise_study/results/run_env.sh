@@ -1,4 +1,4 @@
-# The set-up the b15 rows' run.sh (results/imagenette_b15_*/) share; each sources it first, run from the repository root:
+# The set-up the b15 rows' run.sh (results/imagenette_b15_*/) share, sourced first from the repository root:
 #   source "$(dirname "$0")/../run_env.sh"
 # Sets S (the study's folder) and K (its kept results, here) in this checkout, and RUNS (the run folders: $RUNS,
 # default runs/ beside the study); then changes to $REPO (a worktree whose code runs the rows, default this
