@@ -19,15 +19,15 @@ set -eu
 source "$(dirname "$0")/../run_env.sh"
 B15=$RUNS/noise_study_b15
 FLAGS=(--data.root "${DATA:-../shared/data/imagenette2-224}" "${B15_FLAGS[@]}")
-python "$S/keep_results.py" "$B15" "$S/results/imagenette_b15" --restore  # the b15 detections' fold files
+python "$S/keep_results.py" "$B15" "$K/imagenette_b15" --restore  # the b15 detections' fold files
 detections=("b15_s0=$B15/noise20_cleanlab/detection" "b15_s1=$B15/noise20_cleanlab_seed1/detection")
 for P in "$@"; do
   OUT=$RUNS/noise_study_fold_$P
   if [ ! -f "$OUT/clean/result.json" ]; then
-    python "$S/keep_results.py" "$OUT" "$S/results/imagenette_b15" --restore
+    python "$S/keep_results.py" "$OUT" "$K/imagenette_b15" --restore
     rm -rf "$OUT"/*cleanlab*  # the b15 detections: made with another fold config, refused here
-    if [ -d "$S/results/imagenette_b15_fold_probes/$P" ]; then  # its kept fold: compared without training again
-      mkdir -p "$OUT/noise20_cleanlab" && cp -r "$S/results/imagenette_b15_fold_probes/$P/." "$OUT/noise20_cleanlab/"
+    if [ -d "$K/imagenette_b15_fold_probes/$P" ]; then  # its kept fold: compared without training again
+      mkdir -p "$OUT/noise20_cleanlab" && cp -r "$K/imagenette_b15_fold_probes/$P/." "$OUT/noise20_cleanlab/"
     fi
   fi
   K_PROBE=false
@@ -49,12 +49,12 @@ for P in "$@"; do
   echo "$P fold 1 done $(date -u +%T)"
   if $K_PROBE; then  # another K: its own table, beside b15's K = 4
     python "$S/compare_folds.py" "${FLAGS[@]}" --detection "${detections[@]:0:2}" \
-      "$P=$OUT/noise20_cleanlab/detection" --out "$S/results/imagenette_b15_fold_probes/compare_$P"
+      "$P=$OUT/noise20_cleanlab/detection" --out "$K/imagenette_b15_fold_probes/compare_$P"
   else
     detections+=("$P=$OUT/noise20_cleanlab/detection")
   fi
 done
 if [ ${#detections[@]} -gt 2 ]; then  # the fold-recipe probes, on fold 1 of 4
   python "$S/compare_folds.py" "${FLAGS[@]}" --detection "${detections[@]}" \
-    --out "$S/results/imagenette_b15_fold_probes"
+    --out "$K/imagenette_b15_fold_probes"
 fi
