@@ -9,7 +9,8 @@
 # checked). Then compare_folds.py scores every fold-recipe probe beside the b15 detections (seeds 0 and 1: the
 # same samples and flips) on the samples all of them scored and writes compare_folds.md; each k<N> probe gets its
 # own table (compare_k<N>/compare_folds.md: the b15 detections and it, on the samples its finished folds scored;
-# k8 keeps all 8 folds).
+# k8 keeps all 8 folds; k8_seed1/, where kept, the same K at training seed 1 from the study command with
+# --study.seeds [0,1], is restored beside it and compared in compare_k8_seed1/).
 #   bash experiments/label_noise_study/results/imagenette_b15_fold_probes/run.sh 32ep_160 ls mixup elr k8
 # from the repository root; REPO=/path/to/worktree runs that checkout's code, RUNS=/path the run folders
 # (default runs/ beside the study), DATA=/path the data root as the kept rows recorded it. Measured (README.md
@@ -28,6 +29,10 @@ for P in "$@"; do
     rm -rf "$OUT"/*cleanlab*  # the b15 detections: made with another fold config, refused here
     if [ -d "$K/imagenette_b15_fold_probes/$P" ]; then  # its kept fold: compared without training again
       mkdir -p "$OUT/noise20_cleanlab" && cp -r "$K/imagenette_b15_fold_probes/$P/." "$OUT/noise20_cleanlab/"
+    fi
+    if [ -d "$K/imagenette_b15_fold_probes/${P}_seed1" ]; then  # k8 at training seed 1 (--study.seeds [0,1])
+      mkdir -p "$OUT/noise20_cleanlab_seed1"
+      cp -r "$K/imagenette_b15_fold_probes/${P}_seed1/." "$OUT/noise20_cleanlab_seed1/"
     fi
   fi
   K_PROBE=false
@@ -50,6 +55,11 @@ for P in "$@"; do
   if $K_PROBE; then  # another K: its own table, beside b15's K = 4
     python "$S/compare_folds.py" "${FLAGS[@]}" --detection "${detections[@]:0:2}" \
       "$P=$OUT/noise20_cleanlab/detection" --out "$K/imagenette_b15_fold_probes/compare_$P"
+    if [ -d "$OUT/noise20_cleanlab_seed1/detection" ]; then  # and its seed-1 detection beside them
+      python "$S/compare_folds.py" "${FLAGS[@]}" --detection "${detections[@]:0:2}" \
+        "$P=$OUT/noise20_cleanlab/detection" "${P}_s1=$OUT/noise20_cleanlab_seed1/detection" \
+        --out "$K/imagenette_b15_fold_probes/compare_${P}_seed1"
+    fi
   else
     detections+=("$P=$OUT/noise20_cleanlab/detection")
   fi
