@@ -30,7 +30,8 @@ for P in "$@"; do
     if [ -d "$K/imagenette_b15_fold_probes/$P" ]; then  # its kept fold: compared without training again
       mkdir -p "$OUT/noise20_cleanlab" && cp -r "$K/imagenette_b15_fold_probes/$P/." "$OUT/noise20_cleanlab/"
     fi
-    if [ -d "$K/imagenette_b15_fold_probes/${P}_seed1" ]; then  # k8 at training seed 1 (--study.seeds [0,1])
+    # k8 at training seed 1 (the study command with --study.seeds [0,1]), restored, like $P, into a fresh $OUT only
+    if [ -d "$K/imagenette_b15_fold_probes/${P}_seed1" ]; then
       mkdir -p "$OUT/noise20_cleanlab_seed1"
       cp -r "$K/imagenette_b15_fold_probes/${P}_seed1/." "$OUT/noise20_cleanlab_seed1/"
     fi
@@ -55,7 +56,8 @@ for P in "$@"; do
   if $K_PROBE; then  # another K: its own table, beside b15's K = 4
     python "$S/compare_folds.py" "${FLAGS[@]}" --detection "${detections[@]:0:2}" \
       "$P=$OUT/noise20_cleanlab/detection" --out "$K/imagenette_b15_fold_probes/compare_$P"
-    if [ -d "$OUT/noise20_cleanlab_seed1/detection" ]; then  # and its seed-1 detection beside them
+    if compgen -G "$OUT/noise20_cleanlab_seed1/detection/fold_*/pred_probs.npy" > /dev/null; then
+      # and its seed-1 detection beside them, once a fold of it has finished (kept, or trained since by the study command)
       python "$S/compare_folds.py" "${FLAGS[@]}" --detection "${detections[@]:0:2}" \
         "$P=$OUT/noise20_cleanlab/detection" "${P}_s1=$OUT/noise20_cleanlab_seed1/detection" \
         --out "$K/imagenette_b15_fold_probes/compare_${P}_seed1"
