@@ -21,20 +21,20 @@ source "$(dirname "$0")/../run_env.sh"
 B15=$RUNS/noise_study_b15
 FLAGS=(--data.root "${DATA:-../shared/data/imagenette2-224}" "${B15_FLAGS[@]}")
 python "$S/keep_results.py" "$B15" "$K/imagenette_b15" --restore  # the b15 detections' fold files
+restore_kept() {  # $1: a kept probe folder here, $2: the study row of $OUT it is copied into (if $1 is kept)
+  if [ -d "$K/imagenette_b15_fold_probes/$1" ]; then
+    mkdir -p "$OUT/$2" && cp -r "$K/imagenette_b15_fold_probes/$1/." "$OUT/$2/"
+  fi
+}
 detections=("b15_s0=$B15/noise20_cleanlab/detection" "b15_s1=$B15/noise20_cleanlab_seed1/detection")
 for P in "$@"; do
   OUT=$RUNS/noise_study_fold_$P
   if [ ! -f "$OUT/clean/result.json" ]; then
     python "$S/keep_results.py" "$OUT" "$K/imagenette_b15" --restore
     rm -rf "$OUT"/*cleanlab*  # the b15 detections: made with another fold config, refused here
-    if [ -d "$K/imagenette_b15_fold_probes/$P" ]; then  # its kept fold: compared without training again
-      mkdir -p "$OUT/noise20_cleanlab" && cp -r "$K/imagenette_b15_fold_probes/$P/." "$OUT/noise20_cleanlab/"
-    fi
+    restore_kept "$P" noise20_cleanlab  # its kept fold(s): compared without training again
     # k8 at training seed 1 (the study command with --study.seeds [0,1]), restored, like $P, into a fresh $OUT only
-    if [ -d "$K/imagenette_b15_fold_probes/${P}_seed1" ]; then
-      mkdir -p "$OUT/noise20_cleanlab_seed1"
-      cp -r "$K/imagenette_b15_fold_probes/${P}_seed1/." "$OUT/noise20_cleanlab_seed1/"
-    fi
+    restore_kept "${P}_seed1" noise20_cleanlab_seed1
   fi
   K_PROBE=false
   if [[ $P =~ ^k([0-9]+)$ ]]; then K_PROBE=true; PROBE=(--cl.folds "${BASH_REMATCH[1]}"); else
