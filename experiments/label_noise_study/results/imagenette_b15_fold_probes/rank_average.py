@@ -1,9 +1,10 @@
 """The 8-fold probe's self-confidence rank-averaged with the noisy row's Area Under the Margin (issue 13, 2026-12-07),
-beside the 4-fold detection (seed 0) and its second round (``imagenette_b15_rounds``), on the samples the probe's
-finished folds scored: average precision and the best precision at recall >= 0.8 (a bound set with the truth) of each
-ranking and of the mean rank of some combinations (:func:`services.aum_sweep.rank_fraction`, as ``compare_aum.py``
-averages them; ranks taken over these samples). Last, what bounds the 8-fold ranking: how many clean images its fold
-models predict another class for than their given one (each a likely false positive), against the flips it must find.
+beside the 4-fold detection (seed 0), its second round (``imagenette_b15_rounds``) and the 8-fold detection at
+training seed 1 (``k8_seed1``), on the samples every one of them scored: average precision and the best precision at
+recall >= 0.8 (a bound set with the truth) of each ranking and of the mean rank of some combinations
+(:func:`services.aum_sweep.rank_fraction`, as ``compare_aum.py`` averages them; ranks taken over these samples). Last,
+what bounds the 8-fold rankings: how many clean images the fold models (of seed 0, and the two seeds' probabilities
+averaged) predict another class for than their given one (each a likely false positive), against the flips to find.
 Reads the kept files only (seconds). Run from the repository root with run.sh's flags:
 
     python experiments/label_noise_study/results/imagenette_b15_fold_probes/rank_average.py \\
@@ -41,7 +42,8 @@ def main() -> None:
     s = study_setup(KEPT.parent, sys.argv[1:], __doc__, 0.2)
     with tempfile.TemporaryDirectory() as tmp:
         dets = {"b15_s0": KEPT / "imagenette_b15/noise20_cleanlab/detection",
-                "k8": KEPT / "imagenette_b15_fold_probes/k8/detection", "r2": second_round(Path(tmp))}
+                "k8": KEPT / "imagenette_b15_fold_probes/k8/detection", "r2": second_round(Path(tmp)),
+                "k8_s1": KEPT / "imagenette_b15_fold_probes/k8_seed1/detection"}
         sel, probs, _, described = shared_samples(dets, s.data.train_ids, s.noisy.labels, s.cl.fold_seed,
                                                  s.cl.filter_by)
     given, mask = s.noisy.labels[sel], s.noisy.noise_mask[sel]
@@ -51,15 +53,19 @@ def main() -> None:
     wrong["aum"] = -np.load(run / "aum.npy")[[row[int(i)] for i in s.data.train_ids[sel]]]
     ranks = {n: rank_fraction(w) for n, w in wrong.items()}
     for combo in (("b15_s0",), ("k8",), ("r2",), ("aum",), ("b15_s0", "aum"), ("k8", "aum"), ("r2", "aum"),
-                  ("b15_s0", "k8"), ("k8", "r2"), ("b15_s0", "k8", "aum"), ("k8", "r2", "aum")):
+                  ("b15_s0", "k8"), ("k8", "r2"), ("b15_s0", "k8", "aum"), ("k8", "r2", "aum"),
+                  ("k8_s1",), ("k8", "k8_s1"), ("k8", "k8_s1", "r2"), ("k8", "k8_s1", "aum"),
+                  ("k8", "k8_s1", "r2", "aum")):
         r = ranking_metrics(sum(ranks[c] for c in combo), mask)
-        print(f"{' + '.join(combo):22s} AP {r['average_precision']:.3f}  bound {r['precision_at_recall']:.3f}")
+        print(f"{' + '.join(combo):26s} AP {r['average_precision']:.3f}  bound {r['precision_at_recall']:.3f}")
     print(f"{described}; {sel.size} samples, {int(mask.sum())} flipped")
-    pred, true = probs["k8"].argmax(1), s.data.train_labels[sel]
-    need = int(np.ceil(0.8 * mask.sum()))
-    print(f"k8: {int(((pred != given) & ~mask).sum())} of {int((~mask).sum())} clean images predicted as another class "
-          f"than given, {int(((pred == true) & mask).sum())} of {int(mask.sum())} flips predicted as their true class; "
-          f"P 0.9 at R 0.8 allows {need // 9} clean images among the first {need} flips flagged")
+    true, need = s.data.train_labels[sel], int(np.ceil(0.8 * mask.sum()))
+    for name, p in (("k8", probs["k8"]), ("k8 + k8_s1 probabilities averaged", (probs["k8"] + probs["k8_s1"]) / 2)):
+        pred = p.argmax(1)
+        print(f"{name}: {int(((pred != given) & ~mask).sum())} of {int((~mask).sum())} clean images predicted as "
+              f"another class than given, {int(((pred == true) & mask).sum())} of {int(mask.sum())} flips predicted as "
+              f"their true class, held-out top-1 vs the true labels {(pred == true).mean():.3f}")
+    print(f"P 0.9 at R 0.8 allows {need // 9} clean images among the first {need} flips flagged")
 
 
 if __name__ == "__main__":
