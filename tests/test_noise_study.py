@@ -545,13 +545,21 @@ def test_a_two_round_row_is_not_taken_for_a_one_round_one_and_its_round_folds_ar
         for f in ("pred_probs.npy", "scored_ids.npy", "fold_settings.json"):
             (d / f).write_text(fold)
     (runs / "noise20_cleanlab" / "detection" / "round_2" / "fold_1").mkdir()  # unfinished: nothing to keep
-    (runs / "noise20_cleanlab_remove" / "detection").mkdir()
+    for row in ("noise20_cleanlab", "noise20_cleanlab_remove"):  # the first finished, the second still training
+        (runs / row / "logs").mkdir()
+        (runs / row / "logs" / "metrics.jsonl").write_text("{}")
+        (runs / row / "detection").mkdir(exist_ok=True)
+        (runs / row / "detection" / "removal_list.txt").write_text("")
+    (runs / "noise20_cleanlab" / "result.json").write_text("{}")
+    (runs / "noise20_cleanlab_remove" / "detection").mkdir(exist_ok=True)
     (runs / "noise20_cleanlab_remove" / "detection" / "round_2").symlink_to(
         runs / "noise20_cleanlab" / "detection" / "round_2", target_is_directory=True)
     copied = {p.relative_to(kept).as_posix() for p in keep_results.keep(runs, kept)}
     assert "noise20_cleanlab/detection/round_2/fold_0/pred_probs.npy" in copied
     assert "noise20_cleanlab/detection/fold_0/pred_probs.npy" in copied
-    assert not any(p.startswith("noise20_cleanlab_remove/detection") for p in copied)  # a link's target is kept
+    assert not any(p.startswith("noise20_cleanlab_remove/detection/round") for p in copied)  # a link's target is kept
+    assert {"noise20_cleanlab/logs/metrics.jsonl", "noise20_cleanlab_remove/detection/removal_list.txt"} <= copied
+    assert "noise20_cleanlab_remove/logs/metrics.jsonl" not in copied  # an unfinished row's partial curve
     fresh = tmp_path / "fresh"
     restored = {p.relative_to(fresh).as_posix() for p in keep_results.restore(kept, fresh)}
     assert {f"noise20_cleanlab/detection/round_2/fold_0/{f}" for f in keep_results.FOLD_FILES[:3]} <= restored

@@ -6,7 +6,7 @@
 A study's run folder (``--logging.output_dir``) holds checkpoints and fold models of about 100 MB per run; what a
 table, a later session or a reader needs is a few kB per row: ``result.json`` (the row and the settings
 fingerprint that lets run_study.py skip it), ``labels.json`` (label counts and digest), the training curve and
-summary, and for cleanlab rows the detection metrics, the ablation and the manifest. For each finished fold of a
+summary (once the row has finished), and for cleanlab rows the detection metrics, the ablation and the manifest. For each finished fold of a
 detection it also keeps the out-of-sample probabilities with their ids and settings record (``fold_k/pred_probs.npy``,
 ``scored_ids.npy``, ``fold_settings.json``: about 95 kB a fold on Imagenette; a later round's in
 ``detection/round_r/fold_k/``), unless one is larger than
@@ -61,7 +61,9 @@ def fold_files(runs: Path, max_mb: float) -> tuple[list[Path], list[Path]]:
 
 def keep(runs: Path, kept: Path, max_fold_mb: float = MAX_FOLD_MB) -> list[Path]:
     """Copy the study's and each row's small files, and the fold files of :func:`fold_files`, from ``runs`` to
-    ``kept`` (same layout); return the copies. A fold with a file over ``max_fold_mb``, or a row file over it, is
+    ``kept`` (same layout); return the copies. A row's ``logs/`` files are kept only once it has its ``result.json``
+    (a row writes ``labels.json`` and its detection files before it trains, so an unfinished row keeps those and
+    its finished folds, not a partial curve). A fold with a file over ``max_fold_mb``, or a row file over it, is
     named on stdout and left out.
 
     Raises:
@@ -72,6 +74,8 @@ def keep(runs: Path, kept: Path, max_fold_mb: float = MAX_FOLD_MB) -> list[Path]
     wanted = [runs / f for f in STUDY_FILES]
     rows = sorted(p for p in runs.iterdir() if (p / "labels.json").is_file())
     for src, name in ((row / f, f) for row in rows for f in ROW_FILES):
+        if name.startswith("logs/") and not (src.parents[1] / "result.json").is_file():
+            continue  # a row still training (or stopped): its curve and summary are partial until result.json
         if name in LARGE_ROW_FILES and src.is_file() and src.stat().st_size > max_fold_mb * 2**20:
             print(f"left out {src} (a {src.stat().st_size / 2**20:.1f} MB file > --max_fold_mb {max_fold_mb:g})")
         else:
