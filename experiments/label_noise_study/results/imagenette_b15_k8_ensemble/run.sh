@@ -6,7 +6,7 @@
 # remove the rest: row noise20_cleanlab) and soft labels (every flagged image kept, trained on the averaged
 # probabilities: noise20_cleanlab_soft). b15 recipe. No fold model trains: it restores the b15 study's kept rows and
 # the row's own kept folds into $RUNS/noise_study_k8_ens_s<SEED> (clean, noise20 and, at seed 0, noise20_sim80 are
-# then skipped), writes the other seed's detection as an --cl.ensemble member with export_probs.py, trains the two
+# then skipped; at seed 1 noise20_sim80 trains: the study has a simulated row per noise rate), writes the other seed's detection as an --cl.ensemble member with export_probs.py, trains the two
 # cleaned rows and keeps their small files here (s<SEED>/).
 #   SEED=0 bash experiments/label_noise_study/results/imagenette_b15_k8_ensemble/run.sh   # then SEED=1
 # from the repository root; REPO, RUNS, DATA as in ../run_env.sh (DATA made absolute: the kept rows are skipped only
@@ -39,7 +39,7 @@ if [ ! -f "$MEMBER/pred_probs.npy" ]; then
 fi
 echo "k8 ensemble rows, seed $SEED, start $(date -u +%T) $(git rev-parse --short HEAD)"
 python experiments/label_noise_study/run_study.py "${FLAGS[@]}" --logging.output_dir "$OUT" \
-  --study.noise_rates [0.2] --study.simulated_detection_rates "$([ "$SEED" = 0 ] && echo [0.8] || echo [])" \
+  --study.noise_rates [0.2] --study.simulated_detection_rates [0.8] \
   --study.noise_only_rates [] --study.seeds "[$SEED]" --study.cleanlab_remove_only false \
   --study.cleanlab_soft_labels true --cl.filter_by low_self_confidence --cl.ensemble "[$MEMBER]" \
   > "$OUT.log" 2>&1 || { echo "the study failed: $OUT.log"; exit 1; }
