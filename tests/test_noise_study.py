@@ -551,6 +551,7 @@ def test_a_two_round_row_is_not_taken_for_a_one_round_one_and_its_round_folds_ar
         (runs / row / "detection").mkdir(exist_ok=True)
         (runs / row / "detection" / "removal_list.txt").write_text("")
     (runs / "noise20_cleanlab" / "result.json").write_text("{}")
+    (runs / "noise20_cleanlab" / "detection" / "ensemble.json").write_text("{}")  # an ensemble's members
     (runs / "noise20_cleanlab_remove" / "detection").mkdir(exist_ok=True)
     (runs / "noise20_cleanlab_remove" / "detection" / "round_2").symlink_to(
         runs / "noise20_cleanlab" / "detection" / "round_2", target_is_directory=True)
@@ -558,7 +559,8 @@ def test_a_two_round_row_is_not_taken_for_a_one_round_one_and_its_round_folds_ar
     assert "noise20_cleanlab/detection/round_2/fold_0/pred_probs.npy" in copied
     assert "noise20_cleanlab/detection/fold_0/pred_probs.npy" in copied
     assert not any(p.startswith("noise20_cleanlab_remove/detection/round") for p in copied)  # a link's target is kept
-    assert {"noise20_cleanlab/logs/metrics.jsonl", "noise20_cleanlab_remove/detection/removal_list.txt"} <= copied
+    assert {"noise20_cleanlab/logs/metrics.jsonl", "noise20_cleanlab_remove/detection/removal_list.txt",
+            "noise20_cleanlab/detection/ensemble.json"} <= copied
     assert "noise20_cleanlab_remove/logs/metrics.jsonl" not in copied  # an unfinished row's partial curve
     fresh = tmp_path / "fresh"
     restored = {p.relative_to(fresh).as_posix() for p in keep_results.restore(kept, fresh)}

@@ -6,10 +6,11 @@
 A study's run folder (``--logging.output_dir``) holds checkpoints and fold models of about 100 MB per run; what a
 table, a later session or a reader needs is a few kB per row: ``result.json`` (the row and the settings
 fingerprint that lets run_study.py skip it), ``labels.json`` (label counts and digest), the training curve and
-summary (once the row has finished), and for cleanlab rows the detection metrics, the ablation and the manifest. For each finished fold of a
-detection it also keeps the out-of-sample probabilities with their ids and settings record (``fold_k/pred_probs.npy``,
-``scored_ids.npy``, ``fold_settings.json``: about 95 kB a fold on Imagenette; a later round's in
-``detection/round_r/fold_k/``), unless one is larger than
+summary (once the row has finished), and for cleanlab rows the detection metrics, the ablation, the manifest and
+the record of ``--cl.ensemble`` members. For each finished fold of a detection it also keeps the out-of-sample
+probabilities with their ids and settings record (``fold_k/pred_probs.npy``, ``scored_ids.npy``,
+``fold_settings.json``: about 95 kB a fold on Imagenette; a later round's in ``detection/round_r/fold_k/``), unless
+one is larger than
 ``--max_fold_mb`` (an ILSVRC fold's (320k, 1000) float32 probabilities are 1.3 GB: those stay out of git, and the list
 of what was left out is printed); so is a row's file of :data:`LARGE_ROW_FILES` over that size (a soft-label row's
 ``soft_targets.npz``, the flagged samples' (S, C) probabilities; an ILSVRC ``label_issues.csv``). ``--restore``
@@ -30,7 +31,7 @@ STUDY_FILES = ("results.csv", "runs.csv", "results.md", "results.png", "config.y
 ROW_FILES = ("result.json", "labels.json", "logs/metrics.jsonl", "logs/summary.json", "logs/run_info.json",
              "logs/config.yaml", "logs/curves.png", "detection/detection_metrics.json", "detection/ablation.csv",
              "detection/ablation.md", "detection/removal_list.txt", "detection/relabel_map.json",
-             "detection/label_issues.csv", "soft_targets.npz")
+             "detection/label_issues.csv", "detection/ensemble.json", "soft_targets.npz")
 LARGE_ROW_FILES = ("detection/label_issues.csv", "soft_targets.npz")
 """The row files that grow with the number of flagged samples (and classes), kept only under ``--max_fold_mb``."""
 FOLD_FILES = ("fold_settings.json", "scored_ids.npy", "pred_probs.npy", "pred_probs_hflip.npy", "aum.npy",
