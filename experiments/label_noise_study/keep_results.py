@@ -4,19 +4,18 @@
     python experiments/label_noise_study/keep_results.py RUNS_DIR KEPT_DIR --restore  # before rerunning the study
 
 A study's run folder (``--logging.output_dir``) holds checkpoints and fold models of about 100 MB per run; what a
-table, a later session or a reader needs is a few kB per row: ``result.json`` (the row and the settings
-fingerprint that lets run_study.py skip it), ``labels.json`` (label counts and digest), the training curve and
-summary (once the row has finished), and for cleanlab rows the detection metrics, the ablation, the manifest and
-the record of ``--cl.ensemble`` members. For each finished fold of a detection it also keeps the out-of-sample
-probabilities with their ids and settings record (``fold_k/pred_probs.npy``, ``scored_ids.npy``,
-``fold_settings.json``: about 95 kB a fold on Imagenette; a later round's in ``detection/round_r/fold_k/``), unless
-one is larger than ``--max_fold_mb`` (an ILSVRC fold's (320k, 1000) float32 probabilities are 1.3 GB: those stay out
-of git, and the list of what was left out is printed); so is a row's file of :data:`LARGE_ROW_FILES` over that size (a soft-label row's
-``soft_targets.npz``, the flagged samples' (S, C) probabilities; an ILSVRC ``label_issues.csv``). ``--restore``
-copies the ``result.json`` files and the kept fold files back: run_study.py with the same flags then skips the
-finished rows, and a cleanlab row rerun with another rule
-(``--cl.filter_by``, ``--cl.relabel_threshold``; delete its ``result.json`` first) reuses the fold probabilities
-instead of training the fold models again.
+table, a later session or a reader needs is a few kB per row: ``result.json`` (the row and the settings fingerprint
+that lets run_study.py skip it), ``labels.json`` (label counts and digest), the training curve and summary (once the
+row has finished), and for cleanlab rows the detection metrics, the ablation, the manifest and the record of
+``--cl.ensemble`` members. For each finished fold of a detection it also keeps the out-of-sample probabilities with
+their ids and settings record (``fold_k/pred_probs.npy``, ``scored_ids.npy``, ``fold_settings.json``: about 95 kB a
+fold on Imagenette; a later round's in ``detection/round_r/fold_k/``), unless one is larger than ``--max_fold_mb`` (an
+ILSVRC fold's (320k, 1000) float32 probabilities are 1.3 GB: those stay out of git, and the list of what was left out
+is printed); so is a row's file of :data:`LARGE_ROW_FILES` over that size (a soft-label row's ``soft_targets.npz``,
+the flagged samples' (S, C) probabilities; an ILSVRC ``label_issues.csv``). ``--restore`` copies the ``result.json``
+files and the kept fold files back: run_study.py with the same flags then skips the finished rows, and a cleanlab row
+rerun with another rule (``--cl.filter_by``, ``--cl.relabel_threshold``; delete its ``result.json`` first) reuses the
+fold probabilities instead of training the fold models again.
 """
 
 from __future__ import annotations
