@@ -16,6 +16,7 @@
 set -eu
 source "$(dirname "$0")/../run_env.sh"
 SEED=${SEED:-0}
+case $SEED in 0|1) ;; *) echo "SEED=$SEED: the kept 8-fold detections are of training seeds 0 and 1" >&2; exit 2;; esac
 OUT=$RUNS/noise_study_k8_ens_s$SEED
 MEMBER=$RUNS/noise_study_k8_ens_members/k8_s$((1 - SEED))
 DATA=$(realpath "${DATA:-../shared/data/imagenette2-224}")
@@ -23,13 +24,13 @@ FLAGS=(--data.root "$DATA" "${B15_FLAGS[@]}" --cl.folds 8)
 P=$K/imagenette_b15_fold_probes
 OWN=$P/k8$([ "$SEED" = 1 ] && echo _seed1 || true)/detection
 OTHER=$P/k8$([ "$SEED" = 0 ] && echo _seed1 || true)/detection
-if [ ! -d "$OUT" ]; then
+if [ ! -f "$OUT/noise20_cleanlab/detection/fold_7/pred_probs.npy" ]; then  # not yet set up (or set-up cut short)
   KEPT=$(mktemp -d)
   python "$S/keep_results.py" "$KEPT" "$K/imagenette_b15" --restore > /dev/null
   mkdir -p "$OUT"
   for row in clean noise20 noise20_sim80; do  # the b15 rows at this seed, under the names a one-seed study gives
     src=$KEPT/$row$([ "$SEED" = 1 ] && echo _seed1 || true)
-    if [ -d "$src" ]; then cp -r "$src" "$OUT/$row"; fi
+    if [ -d "$src" ]; then mkdir -p "$OUT/$row" && cp -r "$src/." "$OUT/$row/"; fi
   done
   rm -rf "$KEPT"
   mkdir -p "$OUT/noise20_cleanlab/detection" && cp -r "$OWN/"fold_* "$OUT/noise20_cleanlab/detection/"
