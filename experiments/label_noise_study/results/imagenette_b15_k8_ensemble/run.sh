@@ -6,8 +6,9 @@
 # remove the rest: row noise20_cleanlab) and soft labels (every flagged image kept, trained on the averaged
 # probabilities: noise20_cleanlab_soft). b15 recipe. No fold model trains: it restores the b15 study's kept rows and
 # the row's own kept folds into $RUNS/noise_study_k8_ens_s<SEED> (clean, noise20 and, at seed 0, noise20_sim80 are
-# then skipped; at seed 1 noise20_sim80 trains: the study has a simulated row per noise rate), writes the other seed's detection as an --cl.ensemble member with export_probs.py, trains the two
-# cleaned rows and keeps their small files here (s<SEED>/).
+# then skipped; at seed 1 noise20_sim80 trains: the study has a simulated row per noise rate), writes the other seed's
+# detection as an --cl.ensemble member with export_probs.py, trains the two cleaned rows (and at seed 1 the simulated
+# row) and keeps their small files here (s<SEED>/).
 #   SEED=0 bash experiments/label_noise_study/results/imagenette_b15_k8_ensemble/run.sh   # then SEED=1
 # from the repository root; REPO, RUNS, DATA as in ../run_env.sh (DATA made absolute: the kept rows are skipped only
 # when their recorded data root is the same string). A study with --cl.ensemble serves one seed's cleanlab row, so
@@ -48,7 +49,9 @@ echo "k8 ensemble rows, seed $SEED, done $(date -u +%T)"
 python "$S/keep_results.py" "$OUT" "$OUT.kept" > /dev/null
 KEEP=$K/imagenette_b15_k8_ensemble/s$SEED
 mkdir -p "$KEEP"
-for row in noise20_cleanlab noise20_cleanlab_soft; do
+ROWS=(noise20_cleanlab noise20_cleanlab_soft)
+[ "$SEED" = 1 ] && ROWS+=(noise20_sim80)  # trained here (the b15 study has it at seed 0 only)
+for row in "${ROWS[@]}"; do
   rm -rf "${KEEP:?}/$row" && cp -r "$OUT.kept/$row" "$KEEP/"
   rm -rf "$KEEP/$row/detection/fold_"*  # the row's own folds: kept in ../imagenette_b15_fold_probes/
 done
