@@ -552,7 +552,6 @@ def test_a_two_round_row_is_not_taken_for_a_one_round_one_and_its_round_folds_ar
         (runs / row / "detection" / "removal_list.txt").write_text("")
     (runs / "noise20_cleanlab" / "result.json").write_text("{}")
     (runs / "noise20_cleanlab" / "detection" / "ensemble.json").write_text("{}")  # an ensemble's members
-    (runs / "noise20_cleanlab_remove" / "detection").mkdir(exist_ok=True)
     (runs / "noise20_cleanlab_remove" / "detection" / "round_2").symlink_to(
         runs / "noise20_cleanlab" / "detection" / "round_2", target_is_directory=True)
     copied = {p.relative_to(kept).as_posix() for p in keep_results.keep(runs, kept)}

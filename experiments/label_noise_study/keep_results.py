@@ -72,13 +72,15 @@ def keep(runs: Path, kept: Path, max_fold_mb: float = MAX_FOLD_MB) -> list[Path]
         raise FileNotFoundError(f"{runs} has no study.json: pass the study's --logging.output_dir")
     wanted = [runs / f for f in STUDY_FILES]
     rows = sorted(p for p in runs.iterdir() if (p / "labels.json").is_file())
-    for src, name in ((row / f, f) for row in rows for f in ROW_FILES):
-        if name.startswith("logs/") and not (src.parents[1] / "result.json").is_file():
-            continue  # a row still training (or stopped): its curve and summary are partial until result.json
-        if name in LARGE_ROW_FILES and src.is_file() and src.stat().st_size > max_fold_mb * 2**20:
-            print(f"left out {src} (a {src.stat().st_size / 2**20:.1f} MB file > --max_fold_mb {max_fold_mb:g})")
-        else:
-            wanted.append(src)
+    for row in rows:
+        # a row still training (or stopped) has a partial curve and summary until its result.json
+        names = ROW_FILES if (row / "result.json").is_file() else [f for f in ROW_FILES if not f.startswith("logs/")]
+        for name in names:
+            src = row / name
+            if name in LARGE_ROW_FILES and src.is_file() and src.stat().st_size > max_fold_mb * 2**20:
+                print(f"left out {src} (a {src.stat().st_size / 2**20:.1f} MB file > --max_fold_mb {max_fold_mb:g})")
+            else:
+                wanted.append(src)
     folds, too_big = fold_files(runs, max_fold_mb)
     for fold in too_big:
         size = max(f.stat().st_size for f in fold.rglob("*.np[yz]")) / 2**20

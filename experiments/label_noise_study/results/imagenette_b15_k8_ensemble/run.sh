@@ -22,15 +22,16 @@ OUT=$RUNS/noise_study_k8_ens_s$SEED
 MEMBER=$RUNS/noise_study_k8_ens_members/k8_s$((1 - SEED))
 DATA=$(realpath "${DATA:-../shared/data/imagenette2-224}")
 FLAGS=(--data.root "$DATA" "${B15_FLAGS[@]}" --cl.folds 8)
+SUFFIX=(""  _seed1)  # the kept folders' and b15 rows' name suffix of training seed 0, 1
 P=$K/imagenette_b15_fold_probes
-OWN=$P/k8$([ "$SEED" = 1 ] && echo _seed1 || true)/detection
-OTHER=$P/k8$([ "$SEED" = 0 ] && echo _seed1 || true)/detection
+OWN=$P/k8${SUFFIX[$SEED]}/detection
+OTHER=$P/k8${SUFFIX[1 - SEED]}/detection
 if [ ! -f "$OUT/noise20_cleanlab/detection/fold_7/pred_probs.npy" ]; then  # not yet set up (or set-up cut short)
   KEPT=$(mktemp -d)
   python "$S/keep_results.py" "$KEPT" "$K/imagenette_b15" --restore > /dev/null
   mkdir -p "$OUT"
   for row in clean noise20 noise20_sim80; do  # the b15 rows at this seed, under the names a one-seed study gives
-    src=$KEPT/$row$([ "$SEED" = 1 ] && echo _seed1 || true)
+    src=$KEPT/$row${SUFFIX[$SEED]}
     if [ -d "$src" ]; then mkdir -p "$OUT/$row" && cp -r "$src/." "$OUT/$row/"; fi
   done
   rm -rf "$KEPT"
