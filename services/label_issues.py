@@ -38,8 +38,9 @@ from core.data.manager import ImageNetDataManager
 from core.data.transforms import build_eval_transform
 from core.dynamics import aum_flags
 from core.evaluate import predict
-from core.label_noise import CleaningManifest, detection_metrics, ranking_metrics
+from core.label_noise import CleaningManifest, detection_metrics, labels_digest, ranking_metrics
 from core.logger import progress_bar
+from core.soft_targets import SoftTargets
 from services.detection_ensemble import check_unchanged, ensemble_mean, load_members, write_ensemble_record
 from services.issue_table import ISSUES_FILE, write_issue_table
 
@@ -72,7 +73,15 @@ class ConfidentLearningConfig:
     ``round_r/fold_k/``, each on the samples of its K-1 folds that round r-1 did not flag, and scores its whole
     held-out fold again (flagged samples included); the last round's probabilities decide the issues. A fold model
     trained on cleaner labels is a better detector; as in iterative noisy cross-validation (INCV: Chen et al.,
-    ICML 2019), each round costs K more fold trainings."""
+    ICML 2019), each round costs K more fold trainings. Round r-1's flags and probabilities are averaged with
+    ``ensemble``'s members first when given (the best estimate at hand); ``round_targets`` says what happens to
+    the flagged samples."""
+    round_targets: Literal["remove", "soft"] = "remove"
+    """What a round r > 1 fold model does with the samples of its K-1 folds that round r-1 flagged. 'remove':
+    trains without them (INCV). 'soft': keeps every sample, each flagged one trained on its round r-1 out-of-sample
+    probability vector as a soft target (:mod:`core.soft_targets`; the label correction of Tanaka et al., CVPR
+    2018, inside the detection): the fold model keeps the images (hard clean ones included) and loses the wrong
+    labels. Needs ``rounds`` >= 2 and no MixUp/CutMix in the fold recipe."""
 
     scores: Literal["k_fold", "aum"] = "k_fold"
     """What ranks the samples. 'k_fold': the K fold models' out-of-sample probabilities, and cleanlab's
@@ -119,6 +128,11 @@ class ConfidentLearningConfig:
             problems.append(f"--cl.filter_by must be one of {', '.join(FILTER_METHODS)}, got {self.filter_by!r}")
         if self.rounds < 1:
             problems.append(f"--cl.rounds must be >= 1, got {self.rounds}")
+        if self.round_targets not in ("remove", "soft"):
+            problems.append(f"--cl.round_targets must be 'remove' or 'soft', got {self.round_targets!r}")
+        elif self.round_targets != "remove" and self.rounds < 2:
+            problems.append(f"--cl.round_targets {self.round_targets} needs --cl.rounds >= 2 (it says what a later "
+                            f"round trains on)")
         if not 0 < self.relabel_threshold <= 1:
             problems.append(f"--cl.relabel_threshold must be in (0, 1], got {self.relabel_threshold}")
         if problems:
@@ -185,7 +199,8 @@ def predict_proba(model: nn.Module, loader: DataLoader, device: torch.device,
 
 def out_of_sample_pred_probs(cfg: ExperimentConfig, data: ImageNetDataManager, out_dir: Path, folds: int,
                              fold_seed: int = 0, hflip: bool = False,
-                             train_mask: Optional[np.ndarray] = None) -> np.ndarray:
+                             train_mask: Optional[np.ndarray] = None,
+                             soft_targets: Optional[tuple[np.ndarray, np.ndarray]] = None) -> np.ndarray:
     """K-fold out-of-sample predicted probabilities of the training set, trained with ``cfg``'s own recipe.
 
     Fold k's model trains on the other folds (with their current, possibly noisy, labels) in
@@ -208,6 +223,9 @@ def out_of_sample_pred_probs(cfg: ExperimentConfig, data: ImageNetDataManager, o
         train_mask: (M,) bool, the samples fold models may train on (default all); the others are still scored in
             their fold (a second round of detection trains on what the first did not flag). The folds are drawn
             on all M samples either way.
+        soft_targets: (flagged (M,) bool, probs (M, C) probability rows): each fold model trains its flagged
+            samples on their rows of ``probs`` instead of their labels (``--cl.round_targets soft``); recorded in
+            ``fold_settings.json`` by digest ("soft_targets"), so a fold is reused only under the same targets.
 
     Returns:
         (M, C) float32 probabilities, row i for ``data.train_ids[i]``.
@@ -238,6 +256,11 @@ def out_of_sample_pred_probs(cfg: ExperimentConfig, data: ImageNetDataManager, o
         fold_cfg = dataclasses.replace(cfg, logging=dataclasses.replace(
             cfg.logging, output_dir=fold_dir, run_name=f"{name}-fold{k}"))
         settings = fold_settings(fold_cfg, data.train_ids[train], data.train_labels[train], data.train_ids[held])
+        soft = None
+        if soft_targets is not None:
+            soft = SoftTargets.for_flagged(soft_targets[0][train], soft_targets[1][train])
+            settings["soft_targets"] = {"num_soft": soft.num_soft, "digest": labels_digest(
+                data.train_ids[train], data.train_labels[train], soft.rows, soft.probs)}
         settings_file = fold_dir / "fold_settings.json"
         resume = cfg.training.resume != "none"
         saved = _saved_settings(settings_file, settings, resume, "a fold model")
@@ -252,6 +275,7 @@ def out_of_sample_pred_probs(cfg: ExperimentConfig, data: ImageNetDataManager, o
         fold_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(settings_file, json.dumps(settings, indent=2) + "\n")  # vouches for the checkpoints too
         fold_data = data.with_train_subset(data.train_ids[train], data.train_labels[train], run_dir=fold_dir / "logs")
+        fold_data.set_train_soft_targets(soft)
         log.info("fold %d/%d: training on %d samples, scoring %d", k + 1, folds, int(train.sum()), int(held.sum()))
         trainer = build_trainer(fold_cfg, data=fold_data)
         if trainer.fit()["interrupted"]:  # a half-trained fold model must not score its fold as if finished
@@ -485,6 +509,22 @@ class LabelIssueResult:
     metrics: dict
 
 
+def round_estimate(labels: np.ndarray, probs: np.ndarray, issues: np.ndarray, members: Sequence,
+                   filter_by: str) -> tuple[np.ndarray, np.ndarray]:
+    """What a later round of detection trains on: the last round's (M, C) ``probs`` and (M,) bool ``issues``, or
+    with ``--cl.ensemble`` ``members`` (:func:`services.detection_ensemble.load_members`) their mean with the
+    members' and the issues cleanlab's ``filter_by`` finds on it. Returns (probs (M, C), flagged (M,) bool).
+
+    Raises:
+        ValueError: a member's files changed since they were checked (:func:`check_unchanged`).
+    """
+    if not members:
+        return probs, issues
+    check_unchanged(members)  # as checked before the last round's folds trained
+    mean = ensemble_mean(probs, members)
+    return mean, find_label_issues(labels, mean, filter_by)
+
+
 def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_dir: Path,
                         cl: ConfidentLearningConfig, noise_mask: Optional[np.ndarray] = None,
                         original_labels: Optional[np.ndarray] = None, folds_dir: Optional[Path] = None
@@ -515,7 +555,15 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
         folds_dir: where the K fold runs live (default ``out_dir``): another detection's folder shares its fold
             models and probabilities (:func:`out_of_sample_pred_probs` reuses finished folds), e.g. to apply a
             second cleaning policy to the same detection.
+
+    Raises:
+        ValueError: ``--cl.round_targets soft`` with MixUp/CutMix in ``cfg``; as :func:`load_members` and
+            :func:`out_of_sample_pred_probs`.
+        RunInterrupted: a fold model was stopped by a signal (its checkpoint is saved; the same call continues).
     """
+    if cl.round_targets == "soft" and (cfg.training.mixup_alpha > 0 or cfg.training.cutmix_alpha > 0):
+        raise ValueError("--cl.round_targets soft cannot train fold models with MixUp/CutMix (the mix takes hard "
+                         "labels); set --training.mixup_alpha and --training.cutmix_alpha to 0 for the fold models")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     folds_dir = Path(folds_dir or out_dir)
@@ -528,11 +576,15 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
         probs = out_of_sample_pred_probs(cfg, data, folds_dir, cl.folds, cl.fold_seed, hflip=cl.tta_hflip)
     rounds = []
     for r in range(1, cl.rounds + 1 if cl.scores == "k_fold" else 1):
-        if r > 1:  # new fold models on the samples the previous round did not flag, scoring every held-out sample
-            log.info("detection round %d/%d: fold models train on the %d samples round %d did not flag", r,
-                     cl.rounds, int((~issues).sum()), r - 1)
+        if r > 1:  # new fold models on the previous round's cleaning, scoring every held-out sample
+            before, flagged = round_estimate(data.train_labels, probs, issues, members, cl.filter_by)
+            soft = cl.round_targets == "soft"
+            log.info("detection round %d/%d: fold models train on the %d samples round %d did not flag%s", r,
+                     cl.rounds, int((~flagged).sum()), r - 1,
+                     f" and its {int(flagged.sum())} flagged ones on soft targets" if soft else "")
             probs = out_of_sample_pred_probs(cfg, data, folds_dir / f"round_{r}", cl.folds, cl.fold_seed,
-                                             hflip=cl.tta_hflip, train_mask=~issues)
+                                             hflip=cl.tta_hflip, train_mask=None if soft else ~flagged,
+                                             soft_targets=(flagged, before) if soft else None)
         issues = find_label_issues(data.train_labels, probs, cl.filter_by)
         if cl.rounds > 1:
             np.save(out_dir / f"pred_probs_round{r}.npy", probs)

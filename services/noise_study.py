@@ -243,6 +243,8 @@ def _fingerprint(cfg: ExperimentConfig, spec: ExperimentSpec, study: StudyConfig
             out["fold_config"] = fold_overrides(study)
         if cl.rounds > 1:  # at the top level, so a one-round result (saved before rounds existed) is not reused
             out["detection_rounds"] = cl.rounds
+        if cl.round_targets != "remove":  # likewise: a result of rounds that removed the flags is not reused
+            out["round_targets"] = cl.round_targets
         if cl.scores != "k_fold":  # likewise: a K-fold result (saved before scores existed) is not an AUM one
             out["detection_scores"] = {"scores": cl.scores, "aum_threshold": cl.aum_threshold}
         if cl.aum_fraction > 0:  # at the top level: a threshold-rule AUM result is not a count-cut one

@@ -260,6 +260,69 @@ def test_a_second_round_of_detection_trains_on_what_the_first_did_not_flag(tmp_p
         ConfidentLearningConfig(rounds=0)
 
 
+class _SoftTargetRecorder(_FoldCounter):
+    """The counting stand-in, recording what each fold model would train on: (train ids (N,), soft targets)."""
+
+    seen: list = []
+
+    def __init__(self, cfg, data):
+        super().__init__(cfg, data)
+        type(self).seen.append((data.train_ids.copy(), data.train_soft_targets))
+
+
+def test_a_soft_round_keeps_every_sample_and_trains_the_flagged_on_the_last_rounds_probabilities(tmp_path,
+                                                                                               monkeypatch):
+    import json
+
+    import core.trainer
+
+    data, noisy = _noisy_sample_with_counted_folds(tmp_path, monkeypatch)
+    monkeypatch.setattr(core.trainer, "ImageNetTrainer", _SoftTargetRecorder)
+    monkeypatch.setattr(_SoftTargetRecorder, "seen", [])
+    cl = ConfidentLearningConfig(folds=2, rounds=2, round_targets="soft", filter_by="predicted_neq_given")
+    cfg = tiny_config(tmp_path, training={"resume": "auto"})
+    res = detect_label_issues(cfg, data, tmp_path / "det", cl, noise_mask=noisy.noise_mask,
+                              original_labels=noisy.original_labels)
+    det = tmp_path / "det"
+    first = np.load(det / "pred_probs_round1.npy")
+    flagged = find_label_issues(data.train_labels, first, cl.filter_by)
+    assert 0 < flagged.sum() < flagged.size
+    seen = _SoftTargetRecorder.seen
+    assert len(seen) == 4 and seen[0][1] is None and seen[1][1] is None  # round 1 trains on the given labels
+    fold_of = np.load(det / "round_2" / "folds.npy")
+    for k, (ids, soft) in zip(range(2), seen[2:]):
+        train = fold_of != k  # every sample of the other folds, flagged ones included
+        np.testing.assert_array_equal(ids, data.train_ids[train])
+        np.testing.assert_array_equal(soft.rows >= 0, flagged[train])
+        np.testing.assert_array_equal(soft.probs, first[train & flagged])  # in training order
+        saved = json.loads((det / "round_2" / f"fold_{k}" / "fold_settings.json").read_text())
+        assert saved["train_ids"] == array_digest(data.train_ids[train])
+        assert saved["soft_targets"]["num_soft"] == int((train & flagged).sum())
+    np.testing.assert_array_equal(np.load(det / "pred_probs_round2.npy"), res.pred_probs)
+    # the same call again reuses every fold; the same folder with the flagged removed instead is refused
+    detect_label_issues(cfg, data, tmp_path / "det", cl, noise_mask=noisy.noise_mask)
+    assert len(seen) == 4
+    with pytest.raises(ValueError, match=r"round_2/fold_0 holds a fold model made with other settings"):
+        detect_label_issues(cfg, data, tmp_path / "det", ConfidentLearningConfig(
+            folds=2, rounds=2, filter_by="predicted_neq_given"))
+    # compare_folds.py reads the soft round without the round-1 flags' train mask
+    from experiments.label_noise_study.compare_folds import detection_folds
+
+    folds = detection_folds("soft", det / "round_2", data.train_ids, data.train_labels, fold_of, cl.filter_by)
+    np.testing.assert_array_equal(folds[1], res.pred_probs[fold_of == 1])
+    # the study does not reuse a result of rounds that removed the flags
+    from services.noise_study import ExperimentSpec, StudyConfig, _fingerprint
+
+    spec = ExperimentSpec("noise30_cleanlab", "30 % noise, cleanlab", 0.3, cleanlab=True)
+    removed = ConfidentLearningConfig(folds=2, rounds=2)
+    assert _fingerprint(cfg, spec, StudyConfig(), cl)["round_targets"] == "soft"
+    assert "round_targets" not in _fingerprint(cfg, spec, StudyConfig(), removed)
+    with pytest.raises(ValueError, match="--cl.round_targets soft needs --cl.rounds >= 2"):
+        ConfidentLearningConfig(round_targets="soft")
+    with pytest.raises(ValueError, match="--cl.round_targets soft cannot train fold models with MixUp"):
+        detect_label_issues(tiny_config(tmp_path, training={"mixup_alpha": 0.2}), data, tmp_path / "det2", cl)
+
+
 def _fake_detection(det: Path, ids: np.ndarray, labels: np.ndarray, k: int, finished: list[int], seed: int = 0,
                     classes: int = 5):
     """A detection folder as services.label_issues leaves it: fold_f/ (scored ids, probabilities, settings digests)

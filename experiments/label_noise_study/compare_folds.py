@@ -77,7 +77,9 @@ def finished_folds(name: str, det_dir: Path, ids: np.ndarray, labels: np.ndarray
         if not saved:  # made before fold_settings.json existed: only its scored ids can be checked
             log.warning("--detection %s: %s has no %s; its training samples and labels are unchecked", name,
                         fold_dir, settings.name)
-        train = ~held if train_mask is None else ~held & train_mask
+        # a soft round (--cl.round_targets soft) trains on every sample of its other folds, the flagged on soft
+        # targets (checked by their digest when it trained)
+        train = ~held if train_mask is None or "soft_targets" in saved else ~held & train_mask
         trained_on = {"train_ids": array_digest(ids[train]), "train_labels": array_digest(labels[train])}
         if not np.array_equal(np.load(fold_dir / "scored_ids.npy"), ids[held]) or any(
                 saved.get(key, digest) != digest for key, digest in trained_on.items()):
