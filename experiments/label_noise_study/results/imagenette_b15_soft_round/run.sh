@@ -12,6 +12,8 @@
 # round-2 folds here (round_2/) and compares them (compare_folds.py, bootstrap.py) with the b15 (4-fold) and 8-fold
 # detections on the images they all scored (compare/).
 #   PROBE_FOLDS=1 bash experiments/label_noise_study/results/imagenette_b15_soft_round/run.sh
+# PROBE_FOLDS=8 runs the whole round (the study then goes on to the cleaned row, and is stopped). KEEP_ONLY=1 trains
+# nothing: it keeps and compares the round-2 folds finished so far (e.g. beside a running PROBE_FOLDS=8).
 # from the repository root; REPO, RUNS, DATA as in ../run_env.sh (DATA made absolute, as the kept rows recorded it).
 set -eu
 source "$(dirname "$0")/../run_env.sh"
@@ -36,7 +38,7 @@ if [ ! -f "$MEMBER/pred_probs.npy" ]; then
 fi
 done_file=$DET/round_2/fold_$((PROBE_FOLDS - 1))/pred_probs.npy
 echo "soft round 2, $PROBE_FOLDS fold(s), start $(date -u +%T) $(git rev-parse --short HEAD)"
-if [ ! -f "$done_file" ]; then
+if [ "${KEEP_ONLY:-0}" != 1 ] && [ ! -f "$done_file" ]; then
   python experiments/label_noise_study/run_study.py "${FLAGS[@]}" --logging.output_dir "$OUT" \
     --study.noise_rates [0.2] --study.simulated_detection_rates [0.8] --study.noise_only_rates [] \
     --study.seeds [0] --study.cleanlab_remove_only false --cl.filter_by low_self_confidence \
