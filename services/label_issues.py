@@ -525,6 +525,40 @@ def round_estimate(labels: np.ndarray, probs: np.ndarray, issues: np.ndarray, me
     return mean, find_label_issues(labels, mean, filter_by)
 
 
+def kfold_rounds(cfg: ExperimentConfig, data: ImageNetDataManager, out_dir: Path, folds_dir: Path,
+                 cl: ConfidentLearningConfig, members: Sequence, noise_mask: Optional[np.ndarray] = None,
+                 original_labels: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """The K-fold rounds of :func:`detect_label_issues`: round 1's fold models in ``folds_dir``, round r > 1's in
+    ``folds_dir/round_r`` on the previous round's cleaning (:func:`round_estimate`; ``cl.round_targets``), every
+    held-out sample scored in each round. With ``cl.rounds`` > 1 each round's probabilities go to
+    ``out_dir/pred_probs_round{r}.npy``.
+
+    Returns:
+        the last round's probabilities (M, C) float32, its issues (M,) bool by ``cl.filter_by`` and, with
+        ``cl.rounds`` > 1, one :func:`round_summary` per round (else []).
+
+    Raises:
+        ValueError, RunInterrupted: as :func:`out_of_sample_pred_probs` and :func:`round_estimate`.
+    """
+    probs = out_of_sample_pred_probs(cfg, data, folds_dir, cl.folds, cl.fold_seed, hflip=cl.tta_hflip)
+    rounds = []
+    for r in range(1, cl.rounds + 1):
+        if r > 1:  # new fold models on the previous round's cleaning, scoring every held-out sample
+            before, flagged = round_estimate(data.train_labels, probs, issues, members, cl.filter_by)
+            soft = cl.round_targets == "soft"
+            log.info("detection round %d/%d: fold models train on the %d samples round %d did not flag%s", r,
+                     cl.rounds, int((~flagged).sum()), r - 1,
+                     f" and its {int(flagged.sum())} flagged ones on soft targets" if soft else "")
+            probs = out_of_sample_pred_probs(cfg, data, folds_dir / f"round_{r}", cl.folds, cl.fold_seed,
+                                             hflip=cl.tta_hflip, train_mask=None if soft else ~flagged,
+                                             soft_targets=(flagged, before) if soft else None)
+        issues = find_label_issues(data.train_labels, probs, cl.filter_by)
+        if cl.rounds > 1:
+            np.save(out_dir / f"pred_probs_round{r}.npy", probs)
+            rounds.append(round_summary(r, probs, issues, noise_mask, original_labels))
+    return probs, issues, rounds
+
+
 def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_dir: Path,
                         cl: ConfidentLearningConfig, noise_mask: Optional[np.ndarray] = None,
                         original_labels: Optional[np.ndarray] = None, folds_dir: Optional[Path] = None
@@ -568,27 +602,13 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
     out_dir.mkdir(parents=True, exist_ok=True)
     folds_dir = Path(folds_dir or out_dir)
     members = load_members(cl.ensemble, data.train_ids, data.train_labels)  # checked before any fold trains
+    rounds = []
     if cl.scores == "aum":
         aum, probs = aum_pred_probs(cfg, data, folds_dir)
         issues = aum_flags(aum, cl.aum_threshold, cl.aum_fraction)
         np.save(out_dir / "aum.npy", aum)
     else:
-        probs = out_of_sample_pred_probs(cfg, data, folds_dir, cl.folds, cl.fold_seed, hflip=cl.tta_hflip)
-    rounds = []
-    for r in range(1, cl.rounds + 1 if cl.scores == "k_fold" else 1):
-        if r > 1:  # new fold models on the previous round's cleaning, scoring every held-out sample
-            before, flagged = round_estimate(data.train_labels, probs, issues, members, cl.filter_by)
-            soft = cl.round_targets == "soft"
-            log.info("detection round %d/%d: fold models train on the %d samples round %d did not flag%s", r,
-                     cl.rounds, int((~flagged).sum()), r - 1,
-                     f" and its {int(flagged.sum())} flagged ones on soft targets" if soft else "")
-            probs = out_of_sample_pred_probs(cfg, data, folds_dir / f"round_{r}", cl.folds, cl.fold_seed,
-                                             hflip=cl.tta_hflip, train_mask=None if soft else ~flagged,
-                                             soft_targets=(flagged, before) if soft else None)
-        issues = find_label_issues(data.train_labels, probs, cl.filter_by)
-        if cl.rounds > 1:
-            np.save(out_dir / f"pred_probs_round{r}.npy", probs)
-            rounds.append(round_summary(r, probs, issues, noise_mask, original_labels))
+        probs, issues, rounds = kfold_rounds(cfg, data, out_dir, folds_dir, cl, members, noise_mask, original_labels)
     if members:  # the mean with the other detections' probabilities decides (the rounds' files stay this one's)
         check_unchanged(members)  # the files as checked before the folds trained
         probs = ensemble_mean(probs, members)

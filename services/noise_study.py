@@ -242,9 +242,7 @@ def _fingerprint(cfg: ExperimentConfig, spec: ExperimentSpec, study: StudyConfig
         if study.fold_config is not None:  # the fold models' own settings, by content (absent without a fold config)
             out["fold_config"] = fold_overrides(study)
         if cl.rounds > 1:  # at the top level, so a one-round result (saved before rounds existed) is not reused
-            out["detection_rounds"] = cl.rounds
-        if cl.round_targets != "remove":  # likewise: a result of rounds that removed the flags is not reused
-            out["round_targets"] = cl.round_targets
+            out["detection_rounds"] = cl.rounds if cl.round_targets == "remove" else [cl.rounds, cl.round_targets]
         if cl.scores != "k_fold":  # likewise: a K-fold result (saved before scores existed) is not an AUM one
             out["detection_scores"] = {"scores": cl.scores, "aum_threshold": cl.aum_threshold}
         if cl.aum_fraction > 0:  # at the top level: a threshold-rule AUM result is not a count-cut one

@@ -315,8 +315,8 @@ def test_a_soft_round_keeps_every_sample_and_trains_the_flagged_on_the_last_roun
 
     spec = ExperimentSpec("noise30_cleanlab", "30 % noise, cleanlab", 0.3, cleanlab=True)
     removed = ConfidentLearningConfig(folds=2, rounds=2)
-    assert _fingerprint(cfg, spec, StudyConfig(), cl)["round_targets"] == "soft"
-    assert "round_targets" not in _fingerprint(cfg, spec, StudyConfig(), removed)
+    assert _fingerprint(cfg, spec, StudyConfig(), cl)["detection_rounds"] == [2, "soft"]
+    assert _fingerprint(cfg, spec, StudyConfig(), removed)["detection_rounds"] == 2  # as saved before soft rounds
     with pytest.raises(ValueError, match="--cl.round_targets soft needs --cl.rounds >= 2"):
         ConfidentLearningConfig(round_targets="soft")
     with pytest.raises(ValueError, match="--cl.round_targets soft cannot train fold models with MixUp"):

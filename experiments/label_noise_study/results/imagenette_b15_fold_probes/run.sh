@@ -41,16 +41,11 @@ for P in "$@"; do
     PROBE=(--study.fold_config "experiments/label_noise_study/folds_$P.yaml"); fi
   echo "$P start $(date -u +%T) $(git rev-parse --short HEAD)"
   if [ ! -f "$OUT/noise20_cleanlab/detection/fold_0/pred_probs.npy" ]; then
-    python experiments/label_noise_study/run_study.py "${FLAGS[@]}" \
+    run_until "$OUT/noise20_cleanlab/detection/fold_0/pred_probs.npy" "$OUT.log" \
+      python experiments/label_noise_study/run_study.py "${FLAGS[@]}" \
       "${PROBE[@]}" --study.noise_rates [0.2] \
       --study.simulated_detection_rates [0.8] --study.noise_only_rates [] --study.seeds [0] \
-      --study.cleanlab_remove_only false --logging.output_dir "$OUT" > "$OUT.log" 2>&1 &
-    pid=$!
-    until [ -f "$OUT/noise20_cleanlab/detection/fold_0/pred_probs.npy" ]; do
-      kill -0 $pid 2>/dev/null || { echo "$P: the study stopped before fold 1 finished: $OUT.log"; exit 1; }
-      sleep 10
-    done
-    kill -TERM $pid; wait $pid || true  # the trainer saves a checkpoint and stops its loader workers itself
+      --study.cleanlab_remove_only false --logging.output_dir "$OUT"
   fi
   echo "$P fold 1 done $(date -u +%T)"
   if $K_PROBE; then  # another K: its own table, beside b15's K = 4

@@ -39,16 +39,10 @@ fi
 done_file=$DET/round_2/fold_$((PROBE_FOLDS - 1))/pred_probs.npy
 echo "soft round 2, $PROBE_FOLDS fold(s), start $(date -u +%T) $(git rev-parse --short HEAD)"
 if [ "${KEEP_ONLY:-0}" != 1 ] && [ ! -f "$done_file" ]; then
-  python experiments/label_noise_study/run_study.py "${FLAGS[@]}" --logging.output_dir "$OUT" \
-    --study.noise_rates [0.2] --study.simulated_detection_rates [0.8] --study.noise_only_rates [] \
-    --study.seeds [0] --study.cleanlab_remove_only false --cl.filter_by low_self_confidence \
-    --cl.rounds 2 --cl.round_targets soft --cl.ensemble "[$MEMBER]" >> "$OUT.log" 2>&1 &
-  pid=$!
-  until [ -f "$done_file" ]; do
-    kill -0 $pid 2>/dev/null || { echo "the study stopped before round-2 fold $PROBE_FOLDS finished: $OUT.log"; exit 1; }
-    sleep 10
-  done
-  kill -TERM $pid; wait $pid || true  # the trainer saves a checkpoint and stops its loader workers itself
+  run_until "$done_file" "$OUT.log" python experiments/label_noise_study/run_study.py "${FLAGS[@]}" \
+    --logging.output_dir "$OUT" --study.noise_rates [0.2] --study.simulated_detection_rates [0.8] \
+    --study.noise_only_rates [] --study.seeds [0] --study.cleanlab_remove_only false \
+    --cl.filter_by low_self_confidence --cl.rounds 2 --cl.round_targets soft --cl.ensemble "[$MEMBER]"
 fi
 echo "soft round 2, $PROBE_FOLDS fold(s), done $(date -u +%T)"
 for f in "$DET"/round_2/fold_*/pred_probs.npy; do  # each finished fold's small files
