@@ -541,6 +541,7 @@ def kfold_rounds(cfg: ExperimentConfig, data: ImageNetDataManager, out_dir: Path
         ValueError, RunInterrupted: as :func:`out_of_sample_pred_probs` and :func:`round_estimate`.
     """
     probs = out_of_sample_pred_probs(cfg, data, folds_dir, cl.folds, cl.fold_seed, hflip=cl.tta_hflip)
+    issues = find_label_issues(data.train_labels, probs, cl.filter_by)
     rounds = []
     for r in range(1, cl.rounds + 1):
         if r > 1:  # new fold models on the previous round's cleaning, scoring every held-out sample
@@ -552,7 +553,7 @@ def kfold_rounds(cfg: ExperimentConfig, data: ImageNetDataManager, out_dir: Path
             probs = out_of_sample_pred_probs(cfg, data, folds_dir / f"round_{r}", cl.folds, cl.fold_seed,
                                              hflip=cl.tta_hflip, train_mask=None if soft else ~flagged,
                                              soft_targets=(flagged, before) if soft else None)
-        issues = find_label_issues(data.train_labels, probs, cl.filter_by)
+            issues = find_label_issues(data.train_labels, probs, cl.filter_by)
         if cl.rounds > 1:
             np.save(out_dir / f"pred_probs_round{r}.npy", probs)
             rounds.append(round_summary(r, probs, issues, noise_mask, original_labels))
