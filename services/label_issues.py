@@ -232,7 +232,8 @@ def out_of_sample_pred_probs(cfg: ExperimentConfig, data: ImageNetDataManager, o
 
     Raises:
         ValueError: a fold folder holds a model made with other settings (another fold config, other labels or
-            samples); it is never resumed or mixed in: use a new ``--logging.output_dir`` or delete that folder.
+            samples, other soft targets); it is never resumed or mixed in: use a new ``--logging.output_dir`` or
+            delete that folder. ``soft_targets`` whose shapes disagree or whose rows are not probability vectors.
     """
     from core.logger import setup_logging
     from core.cli import build_trainer
@@ -486,7 +487,8 @@ def detection_rule(cl: ConfidentLearningConfig) -> str:
         return f"{cut} (one training run; relabels from its in-sample probabilities)"
     rule = f"cleanlab {cl.filter_by}, {cl.folds}-fold out-of-sample probabilities"
     if cl.rounds > 1:
-        rule += f" (round {cl.rounds} of detection)"
+        rule += f" (round {cl.rounds} of detection" + (", flags kept on soft targets)" if cl.round_targets == "soft"
+                                                       else ")")
     if cl.ensemble:
         rule += f", averaged with {len(cl.ensemble)} more detection(s) (--cl.ensemble)"
     return rule
@@ -573,7 +575,9 @@ def detect_label_issues(cfg: ExperimentConfig, data: ImageNetDataManager, out_di
     F1 of the flagged set against the injected noise, overall and per given class ("per_class", with WNIDs), plus
     how many relabels restored the original label.
     With ``cl.rounds`` > 1, each round's probabilities are also saved (``pred_probs_round{r}.npy``; round r > 1's
-    fold runs in ``round_r/``, trained on what round r-1 did not flag) and ``detection_metrics.json`` gets a
+    fold runs in ``round_r/``, trained on what round r-1 did not flag, or with ``cl.round_targets`` 'soft' on
+    every sample, round r-1's flags on its probabilities; with ``cl.ensemble`` round r-1's flags and
+    probabilities are its mean with the members', :func:`round_estimate`) and ``detection_metrics.json`` gets a
     "rounds" list: each round's flagged count (with ``cl.filter_by``), and against the truth its precision, recall
     and the fold models' top-1. The issues and the manifest come from the last round. With ``cl.ensemble``, they
     and ``pred_probs.npy`` come from the mean of the last round's probabilities and the members' (checked before any

@@ -305,6 +305,14 @@ def test_a_soft_round_keeps_every_sample_and_trains_the_flagged_on_the_last_roun
     with pytest.raises(ValueError, match=r"round_2/fold_0 holds a fold model made with other settings"):
         detect_label_issues(cfg, data, tmp_path / "det", ConfidentLearningConfig(
             folds=2, rounds=2, filter_by="predicted_neq_given"))
+    # other soft targets for the same flags and samples (round 1 rescored, its argmax unchanged) are refused too
+    kept = np.load(det / "fold_1" / "pred_probs.npy")
+    np.save(det / "fold_1" / "pred_probs.npy", (0.9 * kept + 0.1 / data.num_classes).astype(np.float32))
+    with pytest.raises(ValueError, match=r"round_2/fold_0 holds a fold model made with other settings "
+                                         r"\(soft_targets/digest"):
+        detect_label_issues(cfg, data, tmp_path / "det", cl)
+    np.save(det / "fold_1" / "pred_probs.npy", kept)
+    assert len(seen) == 4
     # compare_folds.py reads the soft round without the round-1 flags' train mask
     from experiments.label_noise_study.compare_folds import detection_folds
 
@@ -652,4 +660,38 @@ def test_an_ensemble_of_detections_averages_their_probabilities_before_cleanlab(
         member_probs(member, ids, labels)
     with pytest.raises(ValueError, match="--cl.ensemble needs --cl.scores k_fold"):
         ConfidentLearningConfig(scores="aum", ensemble=(str(member),))
+
+
+def test_a_later_round_trains_on_the_ensembles_estimate(tmp_path, monkeypatch):
+    import dataclasses
+
+    import core.trainer
+
+    data, noisy = _noisy_sample_with_counted_folds(tmp_path, monkeypatch)
+    monkeypatch.setattr(core.trainer, "ImageNetTrainer", _SoftTargetRecorder)
+    monkeypatch.setattr(_SoftTargetRecorder, "seen", [])
+    ids, labels = data.train_ids, data.train_labels
+    oracle = np.full((ids.size, data.num_classes), 0.02, dtype=np.float32)  # another detection: here it knows the truth
+    oracle[np.arange(ids.size), noisy.original_labels] = 1 - 0.02 * (data.num_classes - 1)
+    member = tmp_path / "member"
+    member.mkdir()
+    for name, arr in (("pred_probs", oracle), ("train_ids", ids), ("given_labels", labels)):
+        np.save(member / f"{name}.npy", arr)
+    cfg = tiny_config(tmp_path, training={"resume": "auto"})
+    cl = ConfidentLearningConfig(folds=2, rounds=2, filter_by="predicted_neq_given", ensemble=(str(member),))
+    for targets in ("remove", "soft"):
+        det = tmp_path / targets
+        detect_label_issues(cfg, data, det, dataclasses.replace(cl, round_targets=targets))
+        mean = (np.load(det / "pred_probs_round1.npy") + oracle) / 2
+        flagged = find_label_issues(labels, mean, cl.filter_by)
+        assert flagged.sum() != find_label_issues(labels, np.load(det / "pred_probs_round1.npy"), cl.filter_by).sum()
+        fold_of = np.load(det / "folds.npy")
+        for k, (seen_ids, soft) in zip(range(2), _SoftTargetRecorder.seen[-2:]):
+            train = (fold_of != k) & (True if targets == "soft" else ~flagged)
+            np.testing.assert_array_equal(seen_ids, ids[train])
+            if targets == "soft":
+                np.testing.assert_array_equal(soft.rows >= 0, flagged[train])
+                np.testing.assert_allclose(soft.probs, mean[train & flagged], atol=1e-6)
+            else:
+                assert soft is None
 

@@ -10,7 +10,10 @@ Each detection is the ``detection/`` folder of a cleanlab row (``--study.fold_co
 so may the training seed and ``--cl.folds``): its ``fold_k/pred_probs.npy`` are the out-of-sample probabilities of
 fold model k on the fold it did not see. Each detection's K is read from the size of a finished fold (about 1/K of
 the samples) and checked. A later round of a detection (``--cl.rounds``: ``detection/round_2``) compares as well;
-its folds are checked against the samples the round before did not flag (that round must be finished), and its
+its folds are checked against the samples the round before did not flag (that round must be finished; a round
+built on an ``--cl.ensemble`` estimate, whose flags this script does not rebuild, is refused unless it is a soft
+round, ``--cl.round_targets soft``, which trains on every sample and whose targets are checked by their digest
+only when it trains), and its
 rankings are also cut at the round before's estimate of the number of issues on the same samples (rows "lowest n:
 round 1's count"). Rebuilds the study's noisy labels at ``--noise_rate`` and each detection's stratified folds
 exactly as run_study.py does, and checks every fold against them: the ids it scored (``scored_ids.npy``) and the
@@ -58,7 +61,8 @@ def finished_folds(name: str, det_dir: Path, ids: np.ndarray, labels: np.ndarray
                    train_mask: np.ndarray | None = None) -> dict[int, np.ndarray]:
     """The (M_k, C) probabilities of each finished fold k of detection ``det_dir``, checked against the study's
     samples ``ids`` (M,), noisy labels ``labels`` (M,) and fold assignment ``fold_of`` (M,); ``train_mask`` (M,)
-    bool: the samples its fold models could train on (a later round's, :func:`round_train_mask`; default all).
+    bool: the samples its fold models could train on (a later round's, :func:`round_train_mask`; default all; a
+    soft round's folds, ``"soft_targets"`` in their settings, trained on every sample of their other folds).
 
     Raises:
         FileNotFoundError: ``det_dir`` is not a folder.
@@ -85,7 +89,8 @@ def finished_folds(name: str, det_dir: Path, ids: np.ndarray, labels: np.ndarray
                 saved.get(key, digest) != digest for key, digest in trained_on.items()):
             raise ValueError(f"--detection {name}: {fold_dir} was made on other samples or labels than these flags "
                              f"give (scored ids or the digests in {settings.name} differ): pass the study's flags "
-                             f"and --noise_rate of that detection, and the same --cl.folds / --cl.fold_seed")
+                             f"and --noise_rate of that detection, and the same --cl.folds / --cl.fold_seed (a "
+                             f"later round that removed an --cl.ensemble estimate's flags cannot be checked here)")
         out[k] = np.load(fold_dir / "pred_probs.npy")
     return out
 

@@ -28,5 +28,6 @@ run_until() {  # $1: a file, $2: the log, the rest: a study command run in the b
     kill -0 $pid 2>/dev/null || { echo "the study stopped before $file was written: $logfile" >&2; return 1; }
     sleep 10
   done
-  kill -TERM $pid; wait $pid || true
+  kill -TERM $pid 2>/dev/null || true  # (it may have finished meanwhile)
+  wait $pid || true
 }

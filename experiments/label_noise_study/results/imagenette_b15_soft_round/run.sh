@@ -44,8 +44,9 @@ if [ "${KEEP_ONLY:-0}" != 1 ] && [ ! -f "$done_file" ]; then
     --study.noise_only_rates [] --study.seeds [0] --study.cleanlab_remove_only false \
     --cl.filter_by low_self_confidence --cl.rounds 2 --cl.round_targets soft --cl.ensemble "[$MEMBER]"
 fi
-echo "soft round 2, $PROBE_FOLDS fold(s), done $(date -u +%T)"
+[ "${KEEP_ONLY:-0}" = 1 ] || echo "soft round 2, $PROBE_FOLDS fold(s), done $(date -u +%T)"
 for f in "$DET"/round_2/fold_*/pred_probs.npy; do  # each finished fold's small files
+  [ -f "$f" ] || { echo "no round-2 fold has finished yet in $DET/round_2" >&2; exit 1; }
   d=$(dirname "$f"); k=$(basename "$d")
   mkdir -p "$HERE/round_2/$k" && cp "$d"/{pred_probs.npy,scored_ids.npy,fold_settings.json} "$HERE/round_2/$k/"
 done
