@@ -59,11 +59,10 @@ if [ "${KEEP_ONLY:-0}" != 1 ] && [ ! -f "$done_file" ]; then
   run_until "$done_file" "$OUT.log" "${STUDY[@]}"
   echo "soft round 2, seed $SEED, $PROBE_FOLDS fold(s), done $(date -u +%T)"
 fi
-for f in "$DET"/round_2/fold_*/pred_probs.npy; do  # each finished fold's small files
-  [ -f "$f" ] || { echo "no round-2 fold has finished yet in $DET/round_2" >&2; exit 1; }
-  d=$(dirname "$f"); k=$(basename "$d")
-  mkdir -p "$KEEP/round_2/$k" && cp "$d"/{pred_probs.npy,scored_ids.npy,fold_settings.json} "$KEEP/round_2/$k/"
-done
+python "$S/keep_results.py" "$OUT" "$OUT.kept" > /dev/null  # each finished fold's small files, and the rows'
+R2=$OUT.kept/noise20_cleanlab/detection/round_2
+compgen -G "$R2/fold_*/pred_probs.npy" > /dev/null || { echo "no round-2 fold has finished yet in $DET/round_2" >&2; exit 1; }
+mkdir -p "$KEEP/round_2" && cp -r "$R2/." "$KEEP/round_2/"
 DETECTIONS=("b15_s0=$K/imagenette_b15/noise20_cleanlab/detection"
             "b15_s1=$K/imagenette_b15/noise20_cleanlab_seed1/detection"
             "k8=$P/k8/detection" "k8_s1=$P/k8_seed1/detection" "soft_r2${SUFFIX[$SEED]/_seed/_s}=$DET/round_2")
@@ -77,7 +76,7 @@ if [ "${ROWS:-0}" = 1 ]; then  # the cleaned rows on the finished round's flags
   echo "cleaned rows, seed $SEED, start $(date -u +%T) $(git rev-parse --short HEAD)"
   "${STUDY[@]}" --study.cleanlab_soft_labels true >> "$OUT.log" 2>&1 || { echo "the study failed: $OUT.log"; exit 1; }
   echo "cleaned rows, seed $SEED, done $(date -u +%T)"
-  python "$S/keep_results.py" "$OUT" "$OUT.kept" > /dev/null
+  python "$S/keep_results.py" "$OUT" "$OUT.kept" > /dev/null  # again: the rows have finished since
   for row in noise20_cleanlab noise20_cleanlab_soft; do
     rm -rf "${KEEP:?}/rows/$row" && mkdir -p "$KEEP/rows" && cp -r "$OUT.kept/$row" "$KEEP/rows/"
     rm -rf "$KEEP/rows/$row/detection/"{fold_*,round_2}  # the folds: kept in ../imagenette_b15_fold_probes/, round_2/
